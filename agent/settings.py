@@ -1,0 +1,66 @@
+"""Process-wide settings, read once from the environment and .env (pydantic-settings).
+
+Per-run choices (user, decision policy, enhance on/off ...) live in agent/configuration.py instead;
+these are the things an operator sets for a deployment.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ATELIER_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Root of all runtime data: database, assets, index, checkpoints.")
+    log_level: str = Field("INFO", description="Logging level (DEBUG, INFO, WARNING, ERROR).")
+    log_format: str = Field("text", description="'text' (key=value) or 'json' log lines.")
+
+    # LLM
+    llm_path: Path | None = Field(None, description="GGUF file for the in-process model; default: packaged SmolLM2-135M.")
+    llm_url: str | None = Field(None, description="OpenAI-compatible llama.cpp server base URL (…/v1); used instead of in-process.")
+    llm_n_ctx: int = 4096
+    llm_n_gpu_layers: int = Field(0, description="Layers to offload to GPU (-1 = all) when llama.cpp has CUDA.")
+    llm_threads: int | None = None
+
+    # Decision policy default (model | router | hybrid)
+    decision_policy: str = "hybrid"
+
+    # Backends, in fallback order
+    image_backends: str = Field("openfabric,sketch", description="Comma-separated text->image backends, tried in order.")
+    model_backends: str = Field("openfabric,relief", description="Comma-separated image->3D backends, tried in order.")
+    text_to_image_app: str = "f0997a01-d6d3-a5fe-53d8-561300318557"
+    image_to_3d_app: str = "69543f29-4d41-4afc-7f29-3d51591f11eb"
+
+    # Memory
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite under data_dir.")
+    chroma_url: str | None = Field(None, description="Chroma server URL (http://host:port); default embedded PersistentClient.")
+    embedding_model_path: Path | None = Field(None, description="sentence-transformers folder; default packaged MiniLM.")
+    whisper_model_path: Path | None = Field(None, description="CTranslate2 Whisper folder; default packaged tiny.en.")
+    session_ttl_seconds: int = 3600
+
+    max_idea_chars: int = 4000
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'atelier.db').resolve()}"
+
+    @property
+    def assets_dir(self) -> Path:
+        return self.data_dir / "assets"
+
+    @property
+    def image_backend_list(self) -> list[str]:
+        return [b.strip() for b in self.image_backends.split(",") if b.strip()]
+
+    @property
+    def model_backend_list(self) -> list[str]:
+        return [b.strip() for b in self.model_backends.split(",") if b.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
