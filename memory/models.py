@@ -1,0 +1,77 @@
+"""SQLAlchemy 2.0 ORM: the source of truth for every creation."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CreationRecord(Base):
+    __tablename__ = "creations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    thread_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("creations.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    # image_ready: has an image; complete: image and model; failed: generation failed (kept for the log)
+    status: Mapped[str] = mapped_column(String(32), default="image_ready")
+
+    prompt: Mapped["Prompt"] = relationship(back_populates="creation", uselist=False, cascade="all, delete-orphan", lazy="selectin")
+    assets: Mapped[list["Asset"]] = relationship(back_populates="creation", cascade="all, delete-orphan", lazy="selectin", order_by="Asset.id")
+    embeddings: Mapped[list["VectorEmbedding"]] = relationship(back_populates="creation", cascade="all, delete-orphan", lazy="selectin")
+
+
+class Prompt(Base):
+    __tablename__ = "prompts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    creation_id: Mapped[str] = mapped_column(ForeignKey("creations.id", ondelete="CASCADE"), unique=True)
+    original: Mapped[str] = mapped_column(Text)
+    enhanced: Mapped[str] = mapped_column(Text)
+
+    creation: Mapped[CreationRecord] = relationship(back_populates="prompt")
+
+
+class Asset(Base):
+    __tablename__ = "assets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    creation_id: Mapped[str] = mapped_column(ForeignKey("creations.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # image | model | video
+    path: Mapped[str] = mapped_column(Text)  # relative to the data dir
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    mime: Mapped[str] = mapped_column(String(64))
+    backend: Mapped[str] = mapped_column(String(64))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    creation: Mapped[CreationRecord] = relationship(back_populates="assets")
+
+
+class VectorEmbedding(Base):
+    __tablename__ = "vector_embeddings"
+    __table_args__ = (UniqueConstraint("creation_id", "model_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    creation_id: Mapped[str] = mapped_column(ForeignKey("creations.id", ondelete="CASCADE"), index=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    dim: Mapped[int] = mapped_column(Integer)
+    chroma_id: Mapped[str] = mapped_column(String(64))
+
+    creation: Mapped[CreationRecord] = relationship(back_populates="embeddings")
