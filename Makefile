@@ -1,0 +1,31 @@
+# Atelier: `make run` installs everything and starts the studio; `make test` runs the test suite.
+SHELL := /bin/bash
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export ANONYMIZED_TELEMETRY := False
+PORT ?= 7860
+
+.PHONY: setup run chat terminal serve test test-fast bench lock clean-venv
+
+setup:
+	bash scripts/bootstrap.sh
+
+run: setup
+	.venv/bin/atelier chat --host 0.0.0.0 --port $(PORT)
+
+terminal: setup
+	.venv/bin/atelier chat --terminal
+
+serve: setup
+	.venv/bin/atelier serve --host 0.0.0.0
+
+test: setup
+	bash scripts/test.sh
+
+bench: setup
+	.venv/bin/python benchmarks/run_all.py
+
+# Re-resolve the dependency set and write requirements.lock (then `make setup` builds a new cached venv).
+lock:
+	python3.11 -m venv /tmp/atelier-lock && /tmp/atelier-lock/bin/pip install -q -c constraints.txt -e . && \
+	/tmp/atelier-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock && rm -rf /tmp/atelier-lock

@@ -1,0 +1,356 @@
+"""`atelier` command line. Bad input gets one clear line on stderr and a non-zero exit, never a traceback."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach for a model hub
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print the whole usage; one line is clearer
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def validate_idea(idea: str, max_chars: int) -> str:
+    try:
+        idea.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError("the idea is not valid UTF-8 text") from None
+    if "\x00" in idea:
+        raise UsageError("the idea contains a NUL character")
+    if not idea.strip():
+        raise UsageError("the idea is empty")
+    if len(idea) > max_chars:
+        raise UsageError(f"the idea is {len(idea)} characters long; the limit is {max_chars}")
+    return idea.strip()
+
+
+def _read_idea(value: str) -> str:
+    if value != "-":
+        return value
+    raw = sys.stdin.buffer.read(1_000_000)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError("the idea is not valid UTF-8 text") from None
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="atelier", description="Atelier: ideas into images and 3D models, remembered.")
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
+
+    create = sub.add_parser("create", help="run the agent once for a request")
+    create.add_argument("idea", help="the request (use - to read it from stdin)")
+    create.add_argument("--user", default="local")
+    create.add_argument("--thread", help="continue this conversation (default: a new thread)")
+    create.add_argument("--json", action="store_true", help="print one JSON object")
+    create.add_argument("--policy", choices=["model", "router", "hybrid"], help="decision policy")
+    create.add_argument("--no-enhance", action="store_true")
+    create.add_argument("--no-3d", action="store_true", help="do not make a 3D model automatically")
+    create.add_argument("--review", action="store_true", help="pause to accept or edit the enhanced prompt")
+    create.add_argument("--size", default="512x512", help="image size WxH")
+    create.add_argument("--seed", type=int)
+
+    recall = sub.add_parser("recall", help="search your creations by meaning and time")
+    recall.add_argument("query")
+    recall.add_argument("--user", default="local")
+    recall.add_argument("--json", action="store_true")
+    recall.add_argument("--limit", type=int, default=5)
+
+    transcribe = sub.add_parser("transcribe", help="speech to text with the embedded Whisper model")
+    transcribe.add_argument("file")
+    transcribe.add_argument("--json", action="store_true")
+
+    sub.add_parser("reindex", help="rebuild the vector index from the database")
+    sub.add_parser("setup", help="prepare the embedded models and the data dir (idempotent)")
+
+    chat = sub.add_parser("chat", help="start the Chainlit studio (or --terminal for a terminal chat)")
+    chat.add_argument("--terminal", action="store_true")
+    chat.add_argument("--user", default="local")
+    chat.add_argument("--port", type=int, default=7860)
+    chat.add_argument("--host", default="127.0.0.1")
+
+    serve = sub.add_parser("serve", help="run the LangGraph API server")
+    serve.add_argument("--port", type=int, default=2024)
+    serve.add_argument("--host", default="127.0.0.1")
+
+    sub.add_parser("node", help="serve a local backend as an Openfabric app (see `atelier node --help`)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["node"]:
+        from tools.openfabric.node import main as node_main
+
+        return node_main(argv[1:])
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not args.command:
+            raise UsageError("no command given (try `atelier create \"a red fox\"` or `atelier --help`)")
+        from agent.logs import configure_logging
+
+        configure_logging()
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"atelier: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("atelier: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the promise: one line, no traceback (ATELIER_LOG_LEVEL=DEBUG shows it)
+        import logging
+
+        logging.getLogger("atelier").debug("unhandled error", exc_info=True)
+        print(f"atelier: error: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+# -- commands --------------------------------------------------------------------------------------------
+def _size(value: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size must look like 512x512, not {value!r}") from None
+    if not (64 <= w <= 2048 and 64 <= h <= 2048):
+        raise UsageError("--size must be between 64x64 and 2048x2048")
+    return w, h
+
+
+def _user(value: str) -> str:
+    if not value.strip() or len(value) > 128:
+        raise UsageError("--user must be 1-128 characters")
+    return value.strip()
+
+
+def run_turn(graph, text: str, config: dict, on_event=None, review=None) -> dict[str, Any]:
+    """Run one request through the graph, streaming events; returns what the turn did."""
+    from langchain_core.messages import HumanMessage
+    from langgraph.types import Command
+
+    started = time.perf_counter()
+    events: list[dict] = []
+    payload: Any = {"messages": [HumanMessage(text)]}
+    while True:
+        interrupted = None
+        for mode, chunk in graph.stream(payload, config, stream_mode=["updates", "custom"]):
+            if mode == "custom":
+                events.append(chunk)
+                if on_event:
+                    on_event(chunk)
+            elif mode == "updates" and "__interrupt__" in chunk:
+                interrupted = chunk["__interrupt__"][0].value
+        if interrupted is None:
+            break
+        payload = Command(resume=review(interrupted) if review else {"action": "accept"})
+    state = graph.get_state(config).values
+    steps = [e for e in events if e.get("event") == "step_end"]
+    return {"state": state, "steps": steps, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def turn_report(result: dict, config: dict) -> dict[str, Any]:
+    state, steps = result["state"], result["steps"]
+    done = [s["tool"] for s in steps]
+    image = state.get("image") if "text_to_image" in done or "image_to_3d" in done or "recall_similar" in done else None
+    model = state.get("model") if image else None
+    stage_seconds: dict[str, float] = {}
+    for s in steps:
+        stage_seconds[s["tool"]] = round(stage_seconds.get(s["tool"], 0) + s["seconds"], 3)
+    stage_seconds["total"] = result["seconds"]
+    reply = state["messages"][-1].content if state.get("messages") else ""
+    return {
+        "creation_id": state.get("creation_id") if done else None,
+        "thread_id": config["configurable"]["thread_id"],
+        "user_id": config["configurable"]["user_id"],
+        "original_prompt": state.get("idea"),
+        "enhanced_prompt": state.get("enhanced_prompt"),
+        "image": image and image["path"],
+        "model": model and model["path"],
+        "backends": {"image": image and image["backend"], "model": model and model["backend"]},
+        "tool_calls": done,
+        "fallbacks": [{"tool": s["tool"], **a} for s in steps for a in s.get("attempts", []) if not a["ok"]],
+        "recalled": [c["id"] for c in state.get("recalled") or []] if "recall_similar" in done else [],
+        "seconds": stage_seconds,
+        "reply": reply,
+    }
+
+
+def cmd_create(args) -> int:
+    from agent.settings import get_settings
+
+    settings = get_settings()
+    idea = validate_idea(_read_idea(args.idea), settings.max_idea_chars)
+    width, height = _size(args.size)
+    user = _user(args.user)
+    if args.thread is not None and (not args.thread.strip() or len(args.thread) > 128):
+        raise UsageError("--thread must be 1-128 characters")
+    from agent.graph import build_graph
+    from memory.session import checkpointer
+
+    thread = args.thread or uuid.uuid4().hex
+    configurable: dict[str, Any] = {"thread_id": thread, "user_id": user, "width": width, "height": height,
+                                    "enhance": not args.no_enhance, "auto_3d": not args.no_3d, "review_prompt": args.review}
+    if args.policy:
+        configurable["decision_policy"] = args.policy
+    if args.seed is not None:
+        configurable["seed"] = args.seed
+    config = {"configurable": configurable}
+    graph = build_graph(checkpointer=checkpointer(settings))
+    progress = None if args.json or not sys.stderr.isatty() else _print_event
+    review = _ask_review if args.review and sys.stdin.isatty() else None
+    report = turn_report(run_turn(graph, idea, config, on_event=progress, review=review), config)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        print(report["reply"])
+        print(f"(thread {thread})", file=sys.stderr)
+    return 0
+
+
+def _print_event(event: dict) -> None:
+    if event.get("event") == "step_start":
+        print(f"→ {event['tool']} …", file=sys.stderr)
+    elif event.get("event") == "progress" and event.get("message"):
+        pct = f"{event['fraction'] * 100:3.0f}% " if isinstance(event.get("fraction"), (int, float)) else ""
+        print(f"   {pct}{event['message']}", file=sys.stderr)
+    elif event.get("event") == "step_end":
+        print(f"✓ {event['tool']} ({event.get('backend') or '-'}, {event['seconds']:.2f}s)", file=sys.stderr)
+
+
+def _ask_review(payload: dict) -> dict:
+    print(f"Enhanced prompt:\n  {payload.get('enhanced_prompt')}\nPress Enter to accept, or type a new prompt:", file=sys.stderr)
+    edited = sys.stdin.readline().strip()
+    return {"prompt": edited} if edited else {"action": "accept"}
+
+
+def cmd_recall(args) -> int:
+    from memory.recall import recall
+    from memory.store import get_store
+
+    if not args.query.strip():
+        raise UsageError("the query is empty")
+    if not 1 <= args.limit <= 100:
+        raise UsageError("--limit must be between 1 and 100")
+    result = recall(get_store(), args.query, _user(args.user), limit=args.limit)
+    rows = [c.to_dict() for c in result.creations]
+    if args.json:
+        print(json.dumps({"query": args.query, "search": result.query, "mode": result.mode,
+                          "window": [result.window.start.isoformat(), result.window.end.isoformat()] if result.window else None,
+                          "creations": rows}, ensure_ascii=False))
+    else:
+        for c in rows:
+            print(f"{c['id']}  {c['created_at'][:16]}  {c['score'] if c['score'] is not None else '':<6}  {c['original_prompt']}")
+        if not rows:
+            print("nothing found")
+    return 0
+
+
+def cmd_transcribe(args) -> int:
+    from agent.speech import TranscriptionError, transcribe
+
+    try:
+        result = transcribe(args.file)
+    except TranscriptionError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(json.dumps({"text": result.text, "language": result.language, "duration": result.duration, "seconds": result.seconds}))
+    else:
+        print(result.text)
+    return 0
+
+
+def cmd_reindex(args) -> int:
+    from tqdm import tqdm
+
+    from memory.store import get_store
+
+    store = get_store()
+    with tqdm(total=store.count(), desc="reindex", unit="creation", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
+        n = store.reindex(progress=bar.update)
+    print(f"indexed {n} creations")
+    return 0
+
+
+def cmd_setup(args) -> int:
+    from tqdm import tqdm
+
+    from agent.settings import get_settings
+    from models.registry import describe
+
+    settings = get_settings()
+    steps = [("data dir", lambda: settings.data_dir.mkdir(parents=True, exist_ok=True)),
+             ("embedded LLM", lambda: __import__("agent.llm", fromlist=["get_llm"]).get_llm()),
+             ("embeddings", lambda: __import__("memory.embeddings", fromlist=["embed"]).embed(["warm up"])),
+             ("whisper", lambda: __import__("agent.speech", fromlist=["_load"])._load()),
+             ("memory store", lambda: __import__("memory.store", fromlist=["get_store"]).get_store().ensure_index())]
+    with tqdm(steps, desc="setup", unit="step", file=sys.stderr) as bar:
+        for name, step in bar:
+            bar.set_postfix_str(name)
+            step()
+    for name, path in describe().items():
+        print(f"{name}: {path}")
+    print(f"data: {settings.data_dir.resolve()}")
+    return 0
+
+
+def cmd_chat(args) -> int:
+    if args.terminal:
+        return terminal_chat(_user(args.user))
+    import subprocess
+
+    app = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ui", "app.py")
+    cmd = [sys.executable, "-m", "chainlit", "run", app, "--headless", "--host", args.host, "--port", str(args.port)]
+    return subprocess.call(cmd, cwd=os.path.dirname(os.path.dirname(app)))
+
+
+def terminal_chat(user: str) -> int:
+    from agent.graph import build_graph
+    from agent.settings import get_settings
+    from memory.session import checkpointer
+
+    graph = build_graph(checkpointer=checkpointer(get_settings()))
+    config = {"configurable": {"thread_id": uuid.uuid4().hex, "user_id": user}}
+    print("Atelier — type an idea (\"a glowing dragon on a cliff at sunset\"), or 'quit'.")
+    while True:
+        try:
+            text = input("you> ").strip()
+        except EOFError:
+            return 0
+        if text.lower() in ("quit", "exit", "q"):
+            return 0
+        if not text:
+            continue
+        if len(text) > get_settings().max_idea_chars:
+            print(f"atelier> that is too long (limit {get_settings().max_idea_chars} characters)")
+            continue
+        result = run_turn(graph, text, config, on_event=_print_event, review=None)
+        print("atelier>", result["state"]["messages"][-1].content)
+
+
+def cmd_serve(args) -> int:
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    langgraph = os.path.join(os.path.dirname(sys.executable), "langgraph")
+    cmd = [langgraph, "dev", "--no-browser", "--no-reload", "--host", args.host, "--port", str(args.port), "--config", os.path.join(root, "langgraph.json")]
+    return subprocess.call(cmd, cwd=root)
+
+
+COMMANDS = {"create": cmd_create, "recall": cmd_recall, "transcribe": cmd_transcribe, "reindex": cmd_reindex,
+            "setup": cmd_setup, "chat": cmd_chat, "serve": cmd_serve}
+
+if __name__ == "__main__":
+    sys.exit(main())

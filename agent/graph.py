@@ -1,0 +1,34 @@
+"""Atelier's agent graph: the LLM (checked by the intent router) decides each step; tools do the work.
+
+    START → decide ─┬─ tool call → tools ─┬─ enhance_prompt + review on → review → decide
+                    │                      └─ otherwise → decide
+                    └─ no tool → respond → END
+"""
+from __future__ import annotations
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.prebuilt import ToolNode
+
+from tools.tools import TOOLS
+
+from .configuration import Configuration
+from .nodes import decide, respond, review, route_after_decide, route_after_tools, tool_error_message
+from .state import AgentState
+
+
+def build_graph(checkpointer=None):
+    builder = StateGraph(AgentState, config_schema=Configuration)
+    builder.add_node("decide", decide)
+    builder.add_node("tools", ToolNode(TOOLS, handle_tool_errors=tool_error_message))
+    builder.add_node("review", review)
+    builder.add_node("respond", respond)
+    builder.add_edge(START, "decide")
+    builder.add_conditional_edges("decide", route_after_decide, ["tools", "respond"])
+    builder.add_conditional_edges("tools", route_after_tools, ["review", "decide"])
+    builder.add_edge("review", "decide")
+    builder.add_edge("respond", END)
+    return builder.compile(checkpointer=checkpointer, name="atelier")
+
+
+# The LangGraph API server (langgraph.json) loads this and supplies its own checkpointer.
+graph = build_graph()
