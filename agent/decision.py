@@ -24,7 +24,7 @@ log = logging.getLogger("atelier.decision")
 TOOL_NAMES = ["enhance_prompt", "text_to_image", "image_to_3d", "recall_similar"]
 DECISION_SCHEMA = {
     "type": "object",
-    "properties": {"tool": {"type": "string", "enum": TOOL_NAMES + ["reply"]}, "input": {"type": "string", "maxLength": 300}},
+    "properties": {"tool": {"type": "string", "enum": TOOL_NAMES + ["reply"]}, "input": {"type": "string", "maxLength": 80}},
     "required": ["tool", "input"],
 }
 # Below this margin between the best and second intent the router defers to a valid model choice.
@@ -90,7 +90,7 @@ def ask_model(llm: ChatLLM, ctx: TurnContext) -> tuple[str | None, str]:
         messages.append({"role": "assistant", "content": json.dumps(answer)})
     state_line = f"done this turn: {', '.join(ctx.done) or 'nothing'}; has image: {'yes' if ctx.has_image else 'no'}"
     messages.append({"role": "user", "content": f"Request: {ctx.request[:500]}\nState: {state_line}"})
-    answer = parse_json(llm.chat(messages, max_tokens=96, temperature=0.0, json_schema=DECISION_SCHEMA, seed=0))
+    answer = parse_json(llm.chat(messages, max_tokens=64, temperature=0.0, json_schema=DECISION_SCHEMA, seed=0))
     tool = answer.get("tool")
     if tool not in TOOL_NAMES + ["reply"]:
         raise LLMError(f"model chose unknown tool {tool!r}")

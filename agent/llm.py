@@ -45,6 +45,11 @@ class LocalLLM:
         self.name = f"llama.cpp:{os.path.basename(model_path)}"
         self._llama = Llama(model_path=model_path, n_ctx=n_ctx, n_threads=n_threads or os.cpu_count() or 2,
                             n_gpu_layers=n_gpu_layers, verbose=False, seed=0)
+        # Keeps the KV state of recent prompts: the system prompt and few-shot examples are evaluated once,
+        # not on every decision step.
+        from llama_cpp import LlamaRAMCache
+
+        self._llama.set_cache(LlamaRAMCache(capacity_bytes=256 << 20))
         self._lock = threading.Lock()
         log.info("step=load_llm model=%s n_gpu_layers=%s seconds=%.2f", self.name, n_gpu_layers, time.perf_counter() - started)
 

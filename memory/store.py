@@ -110,6 +110,7 @@ class MemoryStore:
         if not assets:
             raise ValueError("a creation needs at least one asset")
         started = time.perf_counter()
+        self._ensure_index_quietly()  # repair a stale index before adding to it, not after
         creation_id = creation_id or new_id()
         written, rows = self._write_files(assets)
         try:
@@ -248,6 +249,12 @@ class MemoryStore:
                         session.add(VectorEmbedding(creation_id=v.id, model_name=embeddings.MODEL_NAME, dim=embeddings.DIM, chroma_id=v.id))
         except Exception as exc:  # the record is safe in SQL; the index catches up on the next check
             log.warning("step=index status=failed creations=%s reason=%s", ",".join(v.id for v in views), exc)
+
+    def _ensure_index_quietly(self) -> None:
+        try:
+            self.ensure_index()
+        except Exception as exc:
+            log.warning("step=check_index status=failed reason=%s", exc)
 
     def ensure_index(self) -> None:
         """Rebuild the index when it is missing, unreadable or out of step with SQL (checked once per process)."""
