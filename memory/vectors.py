@@ -45,7 +45,7 @@ class VectorIndex:
                     if self.url or self.persist_dir is None:
                         raise
                     log.warning("step=open_index status=corrupt reason=%s action=rebuild", exc)
-                    shutil.rmtree(self.persist_dir, ignore_errors=True)
+                    self._wipe()
                     self._collection = self._open()
             return self._collection
 
@@ -58,6 +58,14 @@ class VectorIndex:
         collection.count()  # touch it, so a broken index fails here rather than mid-request
         return collection
 
+    def _wipe(self) -> None:
+        # Chroma keeps one client per path per process; forget it, or the broken files stay open.
+        from chromadb.api.shared_system_client import SharedSystemClient
+
+        SharedSystemClient.clear_system_cache()
+        if self.persist_dir is not None:
+            shutil.rmtree(self.persist_dir, ignore_errors=True)
+
     def reset(self) -> None:
         with self._lock:
             self._collection = None
@@ -65,7 +73,7 @@ class VectorIndex:
                 self._client().delete_collection(COLLECTION)
             except Exception:
                 if self.persist_dir is not None and not self.url:
-                    shutil.rmtree(self.persist_dir, ignore_errors=True)
+                    self._wipe()
 
     # -- data ------------------------------------------------------------------------------------------
     def upsert(self, items: list[tuple[str, str, dict]]) -> None:

@@ -1,0 +1,46 @@
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from memory.timeparse import split_time
+
+# Wednesday 2026-11-25 15:00 local (UTC for the test)
+NOW = datetime(2026, 11, 25, 15, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("text,rest,start,end", [
+    ("the castle from yesterday", "the castle", datetime(2026, 11, 24), datetime(2026, 11, 25)),
+    ("the castle from last thursday", "the castle", datetime(2026, 11, 19), datetime(2026, 11, 20)),
+    ("dragons from this morning", "dragons", datetime(2026, 11, 25, 5), datetime(2026, 11, 25, 12)),
+    ("the owl on monday", "the owl", datetime(2026, 11, 23), datetime(2026, 11, 24)),
+    ("what I made today", "what", datetime(2026, 11, 25), datetime(2026, 11, 26)),
+    ("robots from last week", "robots", datetime(2026, 11, 16), datetime(2026, 11, 23)),
+    ("the ship from 3 days ago", "the ship", datetime(2026, 11, 22), datetime(2026, 11, 23)),
+])
+def test_windows(text, rest, start, end):
+    got_rest, window = split_time(text, NOW)
+    assert got_rest == rest
+    assert window.start == start.replace(tzinfo=timezone.utc)
+    assert window.end == end.replace(tzinfo=timezone.utc)
+
+
+def test_two_weeks_ago_is_a_fuzzy_window_around_that_week():
+    rest, window = split_time("the lighthouse from two weeks ago", NOW)
+    assert rest == "the lighthouse"
+    assert window.contains(NOW - timedelta(days=14)) and window.contains(NOW - timedelta(days=11))
+    assert not window.contains(NOW - timedelta(days=2)) and not window.contains(NOW - timedelta(days=30))
+
+
+def test_last_weekday_on_that_weekday_means_a_week_ago():
+    _, window = split_time("last wednesday", NOW)
+    assert window.start == datetime(2026, 11, 18, tzinfo=timezone.utc)
+
+
+def test_absolute_dates_use_dateparser():
+    rest, window = split_time("the fox from Nov 3", NOW)
+    assert rest == "the fox"
+    assert window.start == datetime(2026, 11, 3, tzinfo=timezone.utc)
+
+
+def test_no_time_expression():
+    assert split_time("a glowing dragon at sunset", NOW) == ("a glowing dragon at sunset", None)
