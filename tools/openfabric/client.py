@@ -1,0 +1,570 @@
+"""Openfabric app client: manifest + schemas (cached), socket.io or REST execution, resources, faults.
+
+One `generate` call runs under a single total deadline (`execution_timeout`), so a slow or trickling app
+cannot hold it longer than that whatever its per-read behaviour. Inside the deadline each call is retried
+with exponential backoff and jitter when the failure is transient (connection error, 5xx, dropped socket);
+4xx and schema errors are not retried. A circuit breaker per app refuses requests at once after the app
+proved dead. The protocol is that of openfabric_pysdk.helper.proxy.Proxy (0.2.9): socket.io namespace
+/app, `execute` with (zlib(JSON {"body", "header": {"uid", "rid"}}), background flag), answers
+`submitted` / `progress` / `response`; REST POST /execution; GET /manifest, /schema?type=..., /resource?reid=.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, TypeVar
+from urllib.parse import quote, urlsplit
+
+import httpx
+import socketio
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
+
+from tools.backends.base import BackendError, GeneratedAsset, ProgressFn, no_progress
+
+from .breaker import CircuitOpen, breaker_for, reset_breakers
+from .config import AppAddress, OpenfabricSettings, get_openfabric_settings, resolve_app
+from .errors import (
+    BadResponse,
+    BadSchema,
+    CallTimeout,
+    ClientError,
+    OpenfabricError,
+    SchemaMismatch,
+    ServerError,
+    SocketDropped,
+    SocketUnavailable,
+    TooLarge,
+    Unreachable,
+)
+from .output import Extraction, FoundAsset, describe_head, extract, sniff
+from .schema_mapping import MappedInput, ToolValues, build_input, validator_for
+
+log = logging.getLogger("atelier.openfabric")
+T = TypeVar("T")
+
+MANIFEST_KEYS = ("name", "version", "description", "organization", "sdk", "overview")
+FAILED_STATUSES = {"FAILED", "CANCELED", "CANCELLED", "REMOVED", "ERROR"}
+SCHEMA_WORDS = ("schema", "validation", "valid", "required", "missing", "unknown field", "unexpected")
+
+
+@dataclass
+class AppMetadata:
+    manifest: dict
+    input_schema: dict
+    output_schema: dict
+    fetched_at: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("version") or "")
+
+    def trimmed_manifest(self) -> dict:
+        out = {}
+        for key in MANIFEST_KEYS:
+            value = self.manifest.get(key)
+            if value is None:
+                continue
+            out[key] = value[:300] if isinstance(value, str) else value if isinstance(value, (int, float, bool)) else str(value)[:300]
+        return out
+
+
+# Process-wide caches, keyed by base URL (backend instances and event loops come and go).
+_meta_cache: dict[str, AppMetadata] = {}
+_socket_unavailable_until: dict[str, float] = {}
+
+
+def reset_state() -> None:
+    """Forget cached schemas, transport choices and circuit breakers (tests, operators)."""
+    _meta_cache.clear()
+    _socket_unavailable_until.clear()
+    reset_breakers()
+
+
+def _is_loopback(host: str | None) -> bool:
+    return (host or "") in ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+class OpenfabricClient:
+    def __init__(self, app: str, settings: OpenfabricSettings | None = None, *, label: str = ""):
+        self.settings = settings or get_openfabric_settings()
+        self.address: AppAddress = resolve_app(app, self.settings.node_domain)
+        self.label = label or self.address.app_id
+        self.breaker = breaker_for(self.address.base_url, self.settings.breaker_failures, self.settings.breaker_reset_seconds)
+        self.attempts: dict[str, int] = {}
+        self.step = "start"
+        self._http: httpx.AsyncClient | None = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _log(self, step: str, transport: str, started: float, extra: str = "") -> None:
+        log.info("openfabric step=%s app=%s transport=%s seconds=%.2f%s", step, self.address.app_id, transport, time.monotonic() - started, f" {extra}" if extra else "")
+
+    @contextlib.asynccontextmanager
+    async def session(self):
+        s = self.settings
+        timeout = httpx.Timeout(connect=s.connect_timeout, read=s.request_timeout, write=s.request_timeout, pool=s.connect_timeout)
+        host = urlsplit(self.address.base_url).hostname
+        async with httpx.AsyncClient(timeout=timeout, verify=s.verify_tls, follow_redirects=True, trust_env=not _is_loopback(host),
+                                     headers={"accept": "application/json, */*"}) as http:
+            self._http = http
+            try:
+                yield self
+            finally:
+                self._http = None
+
+    async def _retrying(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        s = self.settings
+        count = 0
+
+        def before_sleep(state) -> None:
+            exc = state.outcome.exception()
+            log.warning("openfabric step=%s app=%s retry attempt=%d reason=%s", what, self.address.app_id, state.attempt_number, exc)
+
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(s.retries),
+                wait=wait_exponential(multiplier=s.backoff_initial, max=s.backoff_max) + wait_random(0, s.backoff_initial),
+                retry=retry_if_exception(lambda e: isinstance(e, OpenfabricError) and e.retryable),
+                before_sleep=before_sleep,
+                reraise=True,
+            ):
+                with attempt:
+                    count += 1
+                    self.attempts[what] = count
+                    return await fn()
+        except OpenfabricError as exc:
+            if count > 1 and "attempts)" not in exc.message:
+                exc.message = f"{exc.message} (after {count} attempts)"
+                exc.args = (exc.message,)
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _read_capped(self, resp: httpx.Response, cap: int, what: str) -> bytes:
+        length = resp.headers.get("content-length")
+        if length and length.isdigit() and int(length) > cap:
+            raise TooLarge(f"{what}: answer of {int(length)} bytes is over the {cap}-byte cap")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.aiter_bytes():
+            size += len(chunk)
+            if size > cap:
+                raise TooLarge(f"{what}: answer is over the {cap}-byte cap")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _request(self, method: str, url: str, what: str, *, cap: int, json_body: Any = None,
+                       total: float | None = None, read_timeout: float | None = None, execution: bool = False) -> tuple[bytes, str]:
+        """One HTTP call with a size cap and (optionally) its own total deadline; errors classified."""
+        assert self._http is not None, "use `async with client.session()`"
+        kwargs: dict[str, Any] = {}
+        if json_body is not None:
+            kwargs["content"] = json.dumps(json_body).encode("utf-8")
+            kwargs["headers"] = {"content-type": "application/json"}
+        if read_timeout is not None:
+            s = self.settings
+            kwargs["timeout"] = httpx.Timeout(connect=s.connect_timeout, read=read_timeout, write=read_timeout, pool=s.connect_timeout)
+        try:
+            async with asyncio.timeout(total) if total else contextlib.nullcontext():
+                async with self._http.stream(method, url, **kwargs) as resp:
+                    if resp.status_code >= 400:
+                        try:
+                            body = (await self._read_capped(resp, 1 << 20, what))[:300].decode("utf-8", "replace")
+                        except TooLarge:
+                            body = ""
+                        detail = f"{what}: HTTP {resp.status_code}" + (f" {body.strip()[:200]!r}" if body.strip() else "")
+                        if resp.status_code >= 500 or resp.status_code in (408, 429):
+                            raise ServerError(detail, resp.status_code)
+                        if execution and resp.status_code in (400, 422):
+                            raise SchemaMismatch(detail, resp.status_code, body)
+                        raise ClientError(detail, resp.status_code, body)
+                    data = await self._read_capped(resp, cap, what)
+                    return data, resp.headers.get("content-type", "")
+        except TimeoutError:
+            raise CallTimeout(f"{what}: no complete answer within {total:.1f}s") from None
+        except httpx.ConnectTimeout:
+            raise CallTimeout(f"{what}: could not connect within {self.settings.connect_timeout:.1f}s") from None
+        except httpx.TimeoutException as exc:
+            raise CallTimeout(f"{what}: timed out ({type(exc).__name__})") from None
+        except httpx.ConnectError as exc:
+            raise Unreachable(f"{what}: cannot connect to {self.address.base_url} ({exc or type(exc).__name__})") from None
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise ServerError(f"{what}: connection dropped ({exc or type(exc).__name__})", 0) from None
+        except httpx.HTTPError as exc:
+            raise Unreachable(f"{what}: {type(exc).__name__}: {exc}") from None
+
+    @staticmethod
+    def _parse_json(data: bytes, ctype: str, what: str, error: type[OpenfabricError] = BadResponse) -> Any:
+        try:
+            return json.loads(data.decode("utf-8"))
+        except RecursionError:
+            raise error(f"{what} is nested too deeply to read") from None
+        except (ValueError, UnicodeDecodeError):
+            raise error(f"{what} is not JSON (content type {ctype or 'none'}, {len(data)} bytes, {describe_head(data)})") from None
+
+    # ------------------------------------------------------------------ metadata
+
+    async def _get_json(self, path: str, what: str, error: type[OpenfabricError]) -> Any:
+        s = self.settings
+        data, ctype = await self._request("GET", self.address.url(path), what, cap=s.max_schema_bytes, total=s.request_timeout)
+        return self._parse_json(data, ctype, what, error)
+
+    async def metadata(self, refresh: bool = False) -> AppMetadata:
+        s = self.settings
+        cached = _meta_cache.get(self.address.base_url)
+        if cached and not refresh and time.monotonic() - cached.fetched_at < s.schema_ttl:
+            return cached
+        warnings: list[str] = []
+        started = time.monotonic()
+        self.step = "manifest"
+        try:
+            manifest = await self._retrying("manifest", lambda: self._get_json("manifest", "manifest", BadResponse))
+            if not isinstance(manifest, dict):
+                raise BadResponse(f"manifest is a {type(manifest).__name__}, not an object")
+        except (ClientError, BadResponse) as exc:  # informational only: go on without it
+            warnings.append(str(exc))
+            manifest = {}
+        self._log("manifest", "rest", started, f"name={manifest.get('name', '')!r} version={manifest.get('version', '')!r}")
+
+        started = time.monotonic()
+        self.step = "input schema"
+        input_schema = await self._retrying("schema", lambda: self._get_json("schema?type=input", "input schema", BadSchema))
+        if not isinstance(input_schema, dict):
+            raise BadSchema(f"input schema is a {type(input_schema).__name__}, not a JSON object")
+        validator_for(input_schema)
+        self.step = "output schema"
+        try:
+            output_schema = await self._retrying("schema", lambda: self._get_json("schema?type=output", "output schema", BadSchema))
+            if not isinstance(output_schema, dict):
+                raise BadSchema(f"output schema is a {type(output_schema).__name__}, not a JSON object")
+        except (ClientError, BadSchema, TooLarge) as exc:  # outputs are also recognised by content
+            warnings.append(str(exc))
+            output_schema = {}
+        self._log("schema", "rest", started, f"input_fields={sorted((input_schema.get('properties') or {}).keys())[:20]}")
+        meta = AppMetadata(manifest, input_schema, output_schema, time.monotonic(), warnings)
+        _meta_cache[self.address.base_url] = meta
+        return meta
+
+    # ------------------------------------------------------------------ execution
+
+    async def execute(self, body: Any, progress: ProgressFn = no_progress) -> tuple[Any, str]:
+        """Run the app once on `body`; returns (output, transport). Retries transient failures."""
+        mode = self.settings.transport.lower()
+        base = self.address.base_url
+
+        async def once() -> tuple[Any, str]:
+            use_socket = mode == "socket" or (mode == "auto" and _socket_unavailable_until.get(base, 0) < time.monotonic())
+            if use_socket:
+                try:
+                    return await self._execute_socket(body, progress), "socket.io"
+                except SocketUnavailable as exc:
+                    if mode == "socket":
+                        raise
+                    _socket_unavailable_until[base] = time.monotonic() + self.settings.schema_ttl
+                    log.info("openfabric step=execute app=%s transport=socket.io unavailable (%s); using REST", self.address.app_id, exc)
+            return await self._execute_rest(body), "rest"
+
+        return await self._retrying("execute", once)
+
+    async def _execute_rest(self, body: Any) -> Any:
+        started = time.monotonic()
+        self.step = "execution (REST)"
+        s = self.settings
+        data, ctype = await self._request("POST", self.address.url("execution"), "execution", cap=s.max_output_bytes, json_body=body,
+                                          read_timeout=s.execution_timeout, execution=True)
+        output = self._parse_json(data, ctype, "execution output")
+        self._log("execute", "rest", started, f"bytes={len(data)}")
+        return output
+
+    async def _execute_socket(self, body: Any, progress: ProgressFn) -> Any:
+        s = self.settings
+        started = time.monotonic()
+        self.step = "execution (socket.io)"
+        parts = urlsplit(self.address.base_url)
+        sio = socketio.AsyncClient(reconnection=False, ssl_verify=s.verify_tls, request_timeout=s.connect_timeout,
+                                   websocket_extra_options={"max_msg_size": int(s.max_output_bytes * 1.4) + (1 << 20)})
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future = loop.create_future()
+        rid = uuid.uuid4().hex
+        seen = {"submitted": False, "qid": None, "last": None}
+
+        def matches(data: Any, key_path: tuple[str, ...] = ("rid",)) -> bool:
+            node = data
+            for key in key_path:
+                node = node.get(key) if isinstance(node, dict) else None
+            return node is None or node == rid
+
+        async def on_submitted(data: Any = None) -> None:
+            if isinstance(data, dict) and matches(data):
+                seen["submitted"] = True
+                seen["qid"] = data.get("qid")
+                self._report(progress, 0.0, f"{self.label}: submitted (queue {data.get('qid') or '?'})")
+
+        async def on_progress(data: Any = None) -> None:
+            if isinstance(data, dict) and matches(data):
+                fraction, message = _ray_progress(data)
+                self._report(progress, fraction, f"{self.label}: {message}")
+
+        async def on_response(data: Any = None) -> None:
+            if isinstance(data, dict) and matches(data, ("ray", "rid")) and not done.done():
+                done.set_result(data)
+
+        async def on_disconnect(*_args: Any) -> None:
+            if not done.done():
+                stage = "after it was submitted" if seen["submitted"] else "before it was submitted"
+                done.set_exception(SocketDropped(f"socket.io connection dropped {stage}, before the response"))
+
+        for event, handler in (("submitted", on_submitted), ("progress", on_progress), ("response", on_response), ("disconnect", on_disconnect)):
+            sio.on(event, handler, namespace="/app")
+        path = (parts.path.rstrip("/") + "/socket.io").lstrip("/")
+        url = f"{parts.scheme}://{parts.netloc}"
+        try:
+            try:
+                async with asyncio.timeout(s.connect_timeout + 1):
+                    await sio.connect(url, namespaces=["/app"], transports=["websocket"], socketio_path=path, wait_timeout=s.connect_timeout)
+            except TimeoutError:
+                raise SocketUnavailable(f"socket.io: could not connect within {s.connect_timeout:.1f}s") from None
+            except (socketio.exceptions.ConnectionError, OSError, ValueError) as exc:
+                raise SocketUnavailable(f"socket.io connection to {url}/{path} failed ({exc or type(exc).__name__})") from None
+            self._log("connect", "socket.io", started)
+            payload = zlib.compress(json.dumps({"body": body, "header": {"uid": s.uid, "rid": rid}}).encode("utf-8"))
+            await sio.emit("execute", (payload, True), namespace="/app")
+            response = await done
+        finally:
+            with contextlib.suppress(BaseException):
+                async with asyncio.timeout(2):
+                    await sio.disconnect()
+        output = self._parse_ray_response(response)
+        self._log("execute", "socket.io", started, f"qid={seen['qid']}")
+        return output
+
+    def _parse_ray_response(self, response: Any) -> Any:
+        if not isinstance(response, dict):
+            raise BadResponse(f"socket.io response is a {type(response).__name__}, not an object")
+        ray = response.get("ray") if isinstance(response.get("ray"), dict) else {}
+        status = str(ray.get("status") or "").upper().strip("(),' ")
+        messages = [str(m.get("content", m)) if isinstance(m, dict) else str(m) for m in (ray.get("messages") or []) if m]
+        if status in FAILED_STATUSES:
+            text = "; ".join(messages)[:300] or "no message"
+            if any(word in text.lower() for word in SCHEMA_WORDS):
+                raise SchemaMismatch(f"execution rejected ({status}): {text}", 0, text)
+            raise BadResponse(f"the app reported {status}: {text}")
+        output = response.get("output")
+        if output is None:
+            raise BadResponse(f"socket.io response without output (status {status or 'unknown'})")
+        return output
+
+    def _report(self, progress: ProgressFn, fraction: float | None, message: str) -> None:
+        try:
+            progress(fraction, message)
+        except Exception:  # a broken progress sink must not break generation
+            log.debug("progress callback failed", exc_info=True)
+
+    # ------------------------------------------------------------------ resources
+
+    async def fetch(self, ref: str, field_path: str) -> tuple[bytes, str]:
+        s = self.settings
+        if ref.lower().startswith(("http://", "https://")):
+            url, what = ref, f"resource URL in '{field_path}'"
+        else:
+            url, what = self.address.url(f"resource?reid={quote(ref, safe='')}"), f"resource {ref} ('{field_path}')"
+        started = time.monotonic()
+        self.step = what
+
+        async def once() -> tuple[bytes, str]:
+            return await self._request("GET", url, what, cap=s.max_output_bytes, read_timeout=s.request_timeout)
+
+        data, ctype = await self._retrying("resource", once)
+        data, ctype = _unwrap_resource(data, ctype, s.max_output_bytes)
+        self._log("resource", "rest", started, f"field={field_path} bytes={len(data)} content_type={ctype!r}")
+        return data, ctype
+
+    # ------------------------------------------------------------------ the whole thing
+
+    async def generate(self, kind: str, values: ToolValues, progress: ProgressFn = no_progress) -> list[GeneratedAsset]:
+        s = self.settings
+        started = time.monotonic()
+        try:
+            self.breaker.before_call()
+        except CircuitOpen as exc:
+            log.warning("openfabric step=breaker app=%s open retry_in=%.0f", self.address.app_id, exc.retry_in)
+            raise BackendError(f"circuit open for openfabric app {self.address.app_id} ({self.address.base_url}); "
+                               f"retry in {exc.retry_in:.0f}s; last failure: {exc.last_reason}", transient=True, backend="openfabric") from None
+        try:
+            async with self.session():
+                try:
+                    async with asyncio.timeout(s.execution_timeout):
+                        assets = await self._generate(kind, values, progress)
+                except TimeoutError:
+                    raise CallTimeout(f"no complete answer within the {s.execution_timeout:.1f}s deadline (during {self.step})") from None
+        except OpenfabricError as exc:
+            if exc.health == "hard":
+                self.breaker.record_failure(str(exc), hard=True)
+            elif exc.health == "soft":
+                self.breaker.record_failure(str(exc))
+            else:
+                self.breaker.record_neutral()
+            self._log("failed", "-", started, f"error={type(exc).__name__} reason={exc}")
+            raise BackendError(f"openfabric {kind} app {self.address.app_id} ({self.address.base_url}): {exc}",
+                               transient=exc.transient, backend="openfabric") from exc
+        except BackendError:
+            self.breaker.record_neutral()
+            raise
+        except Exception as exc:  # a bug or an unforeseen library error: still a clear reason, and fall back
+            self.breaker.record_neutral()
+            log.exception("openfabric app=%s unexpected error", self.address.app_id)
+            raise BackendError(f"openfabric {kind} app {self.address.app_id}: unexpected {type(exc).__name__}: {exc}",
+                               transient=True, backend="openfabric") from exc
+        self.breaker.record_success()
+        self._log("done", assets[0].metadata.get("transport", "-"), started, f"assets={len(assets)}")
+        return assets
+
+    async def _generate(self, kind: str, values: ToolValues, progress: ProgressFn) -> list[GeneratedAsset]:
+        started = time.monotonic()
+        self._report(progress, None, f"{self.label}: reading the app's manifest and schema")
+        meta = await self.metadata()
+        self.step = "input mapping"
+        mapped = build_input(meta.input_schema, values, kind=kind)
+        self._report(progress, 0.0, f"{self.label}: sending {', '.join(mapped.fields)}")
+        try:
+            output, transport = await self.execute(mapped.body, progress)
+        except SchemaMismatch as exc:
+            fresh = await self.metadata(refresh=True)
+            if fresh.input_schema == meta.input_schema:
+                raise
+            log.info("openfabric step=schema app=%s schema changed after %s; rebuilding the input", self.address.app_id, exc)
+            meta = fresh
+            mapped = build_input(meta.input_schema, values, kind=kind)
+            output, transport = await self.execute(mapped.body, progress)
+        self.step = "output"
+        extraction = await extract(output, meta.output_schema, self.fetch, max_bytes=self.settings.max_output_bytes)
+        chosen = _choose(extraction, kind)
+        seconds = round(time.monotonic() - started, 3)
+        base_meta = {
+            "app_id": self.address.app_id,
+            "app_url": self.address.base_url,
+            "app_version": meta.version,
+            "manifest": meta.trimmed_manifest(),
+            "transport": transport,
+            "input_fields": dict(mapped.assigned),
+            "attempts": dict(self.attempts),
+            "seconds": seconds,
+        }
+        seed = _seed_sent(mapped)
+        if seed is not None:
+            base_meta["seed"] = seed
+        warnings = meta.warnings + extraction.problems
+        if warnings:
+            base_meta["warnings"] = warnings[:10]
+        assets = []
+        for found in chosen:
+            metadata = copy.deepcopy(base_meta)
+            metadata.update({"field": found.field, "source": found.source, "format": found.format,
+                             "sha256": hashlib.sha256(found.data).hexdigest(), "bytes": len(found.data)})
+            assets.append(GeneratedAsset(kind=found.kind, data=found.data, mime=found.mime, backend="openfabric", metadata=metadata))
+        received = ", ".join(f"{a.metadata['format']} ({a.metadata['bytes']} bytes)" for a in assets)
+        self._report(progress, 1.0, f"{self.label}: received {received}")
+        return assets
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _ray_progress(ray: dict) -> tuple[float | None, str]:
+    fraction = None
+    bars = ray.get("bars")
+    if isinstance(bars, dict) and bars:
+        bar = bars.get("default") if isinstance(bars.get("default"), dict) else next((b for b in bars.values() if isinstance(b, dict)), None)
+        if bar is not None:
+            try:
+                fraction = max(0.0, min(1.0, float(bar.get("percent", 0)) / 100.0))
+            except (TypeError, ValueError):
+                fraction = None
+    status = str(ray.get("status") or "running").lower().strip("(),' ")
+    messages = ray.get("messages") or []
+    last = messages[-1] if messages else None
+    text = (last.get("content") if isinstance(last, dict) else last) if last else None
+    message = f"{status}" + (f" {fraction:.0%}" if fraction is not None else "") + (f" - {str(text)[:200]}" if text else "")
+    return fraction, message
+
+
+def _unwrap_resource(data: bytes, ctype: str, cap: int) -> tuple[bytes, str]:
+    """Some nodes wrap a resource in JSON (base64 or data: URI); unwrap it when the bytes are not media."""
+    if sniff(data) is not None:
+        return data, ctype
+    head = data[:1].strip() or data.lstrip()[:1]
+    if "json" in ctype.lower() or head in (b"{", b'"'):
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return data, ctype
+        candidates = [doc] if isinstance(doc, str) else [v for v in doc.values() if isinstance(v, str)] if isinstance(doc, dict) else []
+        from .output import _decode_base64, _decode_data_uri
+
+        for text in candidates:
+            try:
+                if text.startswith("data:"):
+                    inner, mime = _decode_data_uri(text, cap, "resource")
+                else:
+                    inner, mime = _decode_base64(text, cap, "resource"), ""
+            except BadResponse:
+                continue
+            if inner is not None and sniff(inner) is not None:
+                return inner, mime or ctype
+    return data, ctype
+
+
+def _choose(extraction: Extraction, kind: str) -> list[FoundAsset]:
+    unique: list[FoundAsset] = []
+    seen: set[str] = set()
+    for asset in extraction.assets:
+        digest = hashlib.sha256(asset.data).hexdigest()
+        if digest not in seen:
+            seen.add(digest)
+            unique.append(asset)
+    primary = [a for a in unique if a.kind == kind]
+    if not primary:
+        fields = ", ".join(extraction.fields_seen) or "none"
+        problems = "; ".join(extraction.problems)
+        other = ", ".join(f"{a.field}={a.format}" for a in unique)
+        raise BadResponse(f"no {kind} in the app's output (fields: {fields}" + (f"; found {other}" if other else "") + (f"; {problems}" if problems else "") + ")")
+    extras = [a for a in unique if a.kind == "video"] if kind == "model" else []
+    return primary + extras
+
+
+def _seed_sent(mapped: MappedInput) -> Any:
+    for path, role in mapped.assigned.items():
+        if role in ("seed", "random") and "seed" in path.lower():
+            node = mapped.body[0] if isinstance(mapped.body, list) else mapped.body
+            for part in path.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            return node
+    return None
+
+
+def run_sync(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from sync code, also when called from inside a running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(factory())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="openfabric") as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result()
+
+
+def generate_sync(app: str, kind: str, values: ToolValues, progress: ProgressFn = no_progress,
+                  settings: OpenfabricSettings | None = None, label: str = "") -> list[GeneratedAsset]:
+    try:
+        client = OpenfabricClient(app, settings, label=label)
+    except ValueError as exc:
+        raise BackendError(f"openfabric {kind} app: {exc}", transient=False, backend="openfabric") from None
+    return run_sync(lambda: client.generate(kind, values, progress))

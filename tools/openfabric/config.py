@@ -1,0 +1,81 @@
+"""Settings of the Openfabric client and the address rules for apps.
+
+Everything here is read from the environment (prefix ATELIER_OPENFABRIC_) or .env; the app ids themselves
+come from agent.settings (ATELIER_TEXT_TO_IMAGE_APP / ATELIER_IMAGE_TO_3D_APP).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+APP_ID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+HOST_RE = re.compile(r"^[A-Za-z0-9.-]+(:\d+)?$")
+
+
+class OpenfabricSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ATELIER_OPENFABRIC_", env_file=".env", extra="ignore")
+
+    node_domain: str = Field("node3.openfabric.network", description="Domain appended to a bare app id.")
+    transport: str = Field("auto", description="auto (socket.io, REST as fallback), socket or rest.")
+    connect_timeout: float = Field(10.0, description="Seconds to open a connection (HTTP or socket.io).")
+    request_timeout: float = Field(30.0, description="Total seconds for one metadata or resource call (manifest, schema, resource).")
+    execution_timeout: float = Field(300.0, description="Total deadline in seconds for one generation, retries included.")
+    retries: int = Field(3, ge=1, le=10, description="Attempts per call for transient failures (connection errors, 5xx, dropped socket).")
+    backoff_initial: float = Field(0.5, description="First retry delay in seconds (exponential, with jitter).")
+    backoff_max: float = Field(8.0, description="Largest retry delay in seconds.")
+    breaker_failures: int = Field(3, ge=1, description="Consecutive failed requests that open an app's circuit (a timeout or an unreachable app opens it at once).")
+    breaker_reset_seconds: float = Field(60.0, description="Seconds an open circuit stays open before one trial request is let through.")
+    schema_ttl: float = Field(600.0, description="Seconds manifest and schemas are cached.")
+    max_schema_bytes: int = Field(1_000_000, description="Largest manifest/schema document accepted.")
+    max_output_bytes: int = Field(200 * 1024 * 1024, description="Largest execution output or resource accepted.")
+    uid: str = Field("atelier", description="User id sent in the socket.io header.")
+    verify_tls: bool = True
+
+
+def get_openfabric_settings() -> OpenfabricSettings:
+    # Not cached: cheap, and tests change the environment between calls.
+    return OpenfabricSettings()
+
+
+@dataclass(frozen=True)
+class AppAddress:
+    app_id: str  # what the user configured, normalised (id, host or URL)
+    base_url: str  # scheme://host[:port][/path] without trailing slash
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).netloc
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+
+def resolve_app(app: str, node_domain: str = "node3.openfabric.network") -> AppAddress:
+    """An app id, a host, or a full base URL -> AppAddress.
+
+    `f0997a01-d6d3-a5fe-53d8-561300318557` -> https://f0997a01-....node3.openfabric.network
+    `f0997a01-....node3.openfabric.network` -> https://f0997a01-....node3.openfabric.network
+    `http://127.0.0.1:8765` (or ws://, wss://) -> as given (ws->http, wss->https)
+    """
+    value = (app or "").strip()
+    if not value:
+        raise ValueError("empty Openfabric app (set ATELIER_TEXT_TO_IMAGE_APP / ATELIER_IMAGE_TO_3D_APP)")
+    if "://" in value:
+        parts = urlsplit(value)
+        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme.lower(), parts.scheme.lower())
+        if scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"unsupported Openfabric app URL {value!r} (use http(s)://host[:port])")
+        path = parts.path.rstrip("/")
+        base = urlunsplit((scheme, parts.netloc, path, "", ""))
+        app_id = parts.hostname.split(".")[0] if parts.hostname and APP_ID_RE.match(parts.hostname.split(".")[0]) else parts.netloc
+        return AppAddress(app_id=app_id, base_url=base)
+    if APP_ID_RE.match(value):
+        return AppAddress(app_id=value, base_url=f"https://{value}.{node_domain}")
+    if HOST_RE.match(value):
+        first = value.split(".")[0]
+        return AppAddress(app_id=first if APP_ID_RE.match(first) else value, base_url=f"https://{value}")
+    raise ValueError(f"cannot read Openfabric app {value!r}: expected an app id, a host or a base URL")

@@ -1,0 +1,513 @@
+"""A local Openfabric node: serves a local backend over the Openfabric app protocol.
+
+    atelier node text-to-image --port 8765 [--host 127.0.0.1] [--backend sketch]
+    atelier node image-to-3d  --port 8766 [--host 127.0.0.1] [--backend relief]
+
+then point Atelier (or any Openfabric client) at it:
+    ATELIER_TEXT_TO_IMAGE_APP=http://127.0.0.1:8765  ATELIER_IMAGE_TO_3D_APP=http://127.0.0.1:8766
+
+Endpoints, as on an Openfabric node:
+    GET  /manifest                 name, version, description, ...
+    GET  /schema?type=input|output JSON Schema of the input / output object
+    POST /execution                input JSON -> output JSON (resources as references)
+    GET  /resource?reid=<ref>      the bytes behind a `data_blob_<sha256>` reference
+    socket.io namespace /app       `execute` (zlib JSON {"body", "header": {"uid", "rid"}}, background)
+                                   -> `submitted` (ray), `progress` (ray: bars, messages, status), `response`
+                                   ({"ray": ..., "output": ...})
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import jsonschema
+import socketio
+from aiohttp import web
+
+from tools.backends.base import BackendError, GeneratedAsset, ImageRequest, MeshRequest
+
+log = logging.getLogger("atelier.openfabric")
+
+TEXT_TO_IMAGE = "text-to-image"
+IMAGE_TO_3D = "image-to-3d"
+APP_KINDS = {TEXT_TO_IMAGE: "image", IMAGE_TO_3D: "model"}
+DEFAULT_BACKENDS = {TEXT_TO_IMAGE: "sketch", IMAGE_TO_3D: "relief"}
+NODE_VERSION = "1.0.0"
+
+
+def default_manifest(app_kind: str, backend_name: str) -> dict:
+    what = "Text to image" if app_kind == TEXT_TO_IMAGE else "Image to 3D model"
+    return {
+        "name": f"atelier-local-{app_kind}",
+        "version": NODE_VERSION,
+        "description": f"{what}, served by Atelier's local Openfabric node with the '{backend_name}' backend.",
+        "organization": "atelier (local)",
+        "sdk": "atelier-openfabric-node",
+        "overview": f"Local stand-in for an Openfabric {app_kind} app; same protocol (manifest, schema, execution, resource, socket.io /app).",
+        "input": "InputClass",
+        "output": "OutputClass",
+    }
+
+
+def default_schemas(app_kind: str) -> tuple[dict, dict]:
+    resource_note = "a resource reference (data_blob_<hex>); fetch the bytes with GET /resource?reid=<ref>"
+    if app_kind == TEXT_TO_IMAGE:
+        input_schema = {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "title": "InputClass",
+            "type": "object",
+            "properties": {
+                "prompt": {"type": "string", "minLength": 1, "maxLength": 4000, "description": "Text prompt describing the image."},
+                "negative_prompt": {"type": "string", "maxLength": 2000, "description": "What the image should avoid."},
+                "seed": {"type": "integer", "minimum": 0, "maximum": 4294967295, "description": "Random seed for reproducible images."},
+                "width": {"type": "integer", "minimum": 64, "maximum": 2048, "default": 512, "description": "Image width in pixels."},
+                "height": {"type": "integer", "minimum": 64, "maximum": 2048, "default": 512, "description": "Image height in pixels."},
+                "steps": {"type": "integer", "minimum": 1, "maximum": 200, "description": "Inference steps (ignored by fast backends)."},
+            },
+            "required": ["prompt"],
+            "additionalProperties": False,
+        }
+        output_schema = {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "title": "OutputClass",
+            "type": "object",
+            "properties": {
+                "result": {"type": "string", "format": "binary", "contentMediaType": "image/png", "description": f"Generated image: {resource_note}."},
+            },
+            "required": ["result"],
+        }
+    elif app_kind == IMAGE_TO_3D:
+        input_schema = {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "title": "InputClass",
+            "type": "object",
+            "properties": {
+                "input_image": {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png",
+                                "description": "Source image, base64 encoded (a data: URI is accepted too)."},
+                "prompt": {"type": "string", "maxLength": 4000, "description": "Optional text describing the object."},
+                "seed": {"type": "integer", "minimum": 0, "maximum": 4294967295, "description": "Random seed."},
+            },
+            "required": ["input_image"],
+            "additionalProperties": False,
+        }
+        output_schema = {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "title": "OutputClass",
+            "type": "object",
+            "properties": {
+                "generated_object": {"type": "string", "format": "binary", "contentMediaType": "model/gltf-binary", "description": f"3D model (GLB): {resource_note}."},
+                "video_object": {"type": "string", "format": "binary", "contentMediaType": "video/mp4", "description": f"Optional turntable preview video: {resource_note}."},
+            },
+            "required": ["generated_object"],
+        }
+    else:
+        raise ValueError(f"unknown app kind {app_kind!r} (use {TEXT_TO_IMAGE} or {IMAGE_TO_3D})")
+    return input_schema, output_schema
+
+
+class ResourceStore:
+    """Bounded in-memory store for generated bytes, addressed as data_blob_<sha256>."""
+
+    def __init__(self, max_bytes: int = 512 * 1024 * 1024, max_items: int = 256):
+        self.max_bytes = max_bytes
+        self.max_items = max_items
+        self._items: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def put(self, data: bytes, mime: str) -> str:
+        ref = "data_blob_" + hashlib.sha256(data).hexdigest()
+        with self._lock:
+            if ref in self._items:
+                self._items.move_to_end(ref)
+                return ref
+            self._items[ref] = (data, mime)
+            self._size += len(data)
+            while self._items and (self._size > self.max_bytes or len(self._items) > self.max_items) and len(self._items) > 1:
+                _, (old, _) = self._items.popitem(last=False)
+                self._size -= len(old)
+        return ref
+
+    def get(self, ref: str) -> tuple[bytes, str] | None:
+        with self._lock:
+            return self._items.get(ref)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+@dataclass
+class Ray:
+    sid: str
+    uid: str | None
+    rid: str | None
+    qid: str
+    status: str = "QUEUED"
+    percent: float = 0.0
+    finished: bool = False
+    created_at: str = ""
+    updated_at: str = ""
+
+    def __post_init__(self) -> None:
+        self.created_at = self.updated_at = _now()
+        self.messages: list[dict] = []
+
+    def update(self, *, status: str | None = None, percent: float | None = None, message: str | None = None, kind: str = "INFO") -> None:
+        if status:
+            self.status = status
+        if percent is not None:
+            self.percent = max(0.0, min(100.0, percent))
+        if message:
+            self.messages.append({"type": kind, "content": message, "created_at": _now()})
+            self.messages = self.messages[-20:]
+        self.updated_at = _now()
+
+    def dump(self) -> dict:
+        return {"sid": self.sid, "uid": self.uid, "rid": self.rid, "qid": self.qid,
+                "bars": {"default": {"percent": round(self.percent, 1), "remaining": "NaN"}},
+                "messages": list(self.messages), "status": self.status, "finished": self.finished,
+                "created_at": self.created_at, "updated_at": self.updated_at}
+
+
+class InputRejected(Exception):
+    pass
+
+
+def decode_execute_payload(data: Any) -> dict:
+    """The `execute` payload: zlib-compressed JSON bytes (as Proxy sends), or plain JSON text / object."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        raw = bytes(data)
+        try:
+            raw = zlib.decompress(raw)
+        except zlib.error:
+            pass
+        data = raw.decode("utf-8")
+    if isinstance(data, str):
+        data = json.loads(data)
+    if not isinstance(data, dict):
+        raise InputRejected("execute payload is not a JSON object")
+    return data
+
+
+def decode_image_field(value: Any) -> tuple[bytes, str]:
+    if not isinstance(value, str):
+        raise InputRejected("image field is not a string")
+    mime = ""
+    text = value.strip()
+    if text.startswith("data:"):
+        head, _, text = text.partition(",")
+        mime = head[5:].split(";")[0]
+    try:
+        data = base64.b64decode(text + "=" * (-len(text) % 4), validate=False)
+    except (binascii.Error, ValueError) as exc:
+        raise InputRejected(f"image field is not base64: {exc}") from None
+    if data.startswith(b"\x89PNG"):
+        mime = "image/png"
+    elif data.startswith(b"\xff\xd8\xff"):
+        mime = "image/jpeg"
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        mime = "image/webp"
+    return data, mime or "application/octet-stream"
+
+
+class LocalNode:
+    """Serves one local backend as an Openfabric app (see module docstring)."""
+
+    def __init__(self, app_kind: str, backend: Any, *, backend_name: str | None = None, manifest: dict | None = None,
+                 input_schema: dict | None = None, output_schema: dict | None = None, max_message_bytes: int = 64 * 1024 * 1024):
+        if app_kind not in APP_KINDS:
+            raise ValueError(f"unknown app kind {app_kind!r} (use {TEXT_TO_IMAGE} or {IMAGE_TO_3D})")
+        self.app_kind = app_kind
+        self.kind = APP_KINDS[app_kind]
+        self.backend = backend
+        self.backend_name = backend_name or getattr(backend, "name", type(backend).__name__)
+        default_in, default_out = default_schemas(app_kind)
+        self.manifest = manifest or default_manifest(app_kind, self.backend_name)
+        self.input_schema = input_schema or default_in
+        self.output_schema = output_schema or default_out
+        self.validator = jsonschema.validators.validator_for(self.input_schema)(self.input_schema)
+        self.store = ResourceStore()
+        self.max_message_bytes = max_message_bytes
+        self._busy = asyncio.Semaphore(1)  # local backends use the CPU; one generation at a time
+        self.sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins="*", max_http_buffer_size=max_message_bytes,
+                                        logger=False, engineio_logger=False)
+        self._register_socket_handlers()
+
+    # ------------------------------------------------------------------ the app
+
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_message_bytes)
+        app.router.add_get("/", self.handle_index)
+        app.router.add_get("/manifest", self.handle_manifest)
+        app.router.add_get("/schema", self.handle_schema)
+        app.router.add_post("/execution", self.handle_execution)
+        app.router.add_get("/resource", self.handle_resource)
+        self.sio.attach(app)
+        return app
+
+    async def handle_index(self, request: web.Request) -> web.Response:
+        return web.json_response({"app": self.manifest.get("name"), "endpoints": ["/manifest", "/schema?type=input", "/schema?type=output",
+                                                                                 "/execution", "/resource?reid=", "socket.io /app"]})
+
+    async def handle_manifest(self, request: web.Request) -> web.Response:
+        return web.json_response(self.manifest)
+
+    async def handle_schema(self, request: web.Request) -> web.Response:
+        which = request.query.get("type", "")
+        if which == "input":
+            return web.json_response(self.input_schema)
+        if which == "output":
+            return web.json_response(self.output_schema)
+        return web.json_response({"error": "type must be input or output"}, status=400)
+
+    async def handle_resource(self, request: web.Request) -> web.Response:
+        ref = request.query.get("reid", "")
+        found = self.store.get(ref)
+        if found is None:
+            return web.json_response({"error": f"Resource not found: {ref}"}, status=404)
+        data, mime = found
+        return web.Response(body=data, content_type=mime)
+
+    async def handle_execution(self, request: web.Request) -> web.Response:
+        started = time.monotonic()
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return web.json_response({"error": "body is not JSON"}, status=400)
+        try:
+            output = await self.run(body, lambda _f, _m: None)
+        except InputRejected as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        except BackendError as exc:
+            return web.json_response({"error": str(exc)}, status=503 if exc.transient else 500)
+        log.info("openfabric node step=execute app=%s transport=rest seconds=%.2f", self.app_kind, time.monotonic() - started)
+        return web.json_response(output)
+
+    # ------------------------------------------------------------------ execution
+
+    def _validate(self, body: Any) -> None:
+        errors = sorted(self.validator.iter_errors(body), key=lambda e: list(e.absolute_path))
+        if errors:
+            text = "; ".join(f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message[:200]}" for e in errors[:5])
+            raise InputRejected(f"input does not match the schema: {text}")
+
+    def _request(self, body: dict) -> ImageRequest | MeshRequest:
+        if self.kind == "image":
+            return ImageRequest(prompt=body["prompt"], negative_prompt=body.get("negative_prompt"), width=int(body.get("width", 512)),
+                                height=int(body.get("height", 512)), seed=body.get("seed"), steps=body.get("steps"))
+        image, mime = decode_image_field(body["input_image"])
+        return MeshRequest(image=image, image_mime=mime, prompt=body.get("prompt"), seed=body.get("seed"))
+
+    def _output(self, assets: list[GeneratedAsset]) -> dict:
+        output: dict[str, Any] = {}
+        for asset in assets:
+            ref = self.store.put(asset.data, asset.mime)
+            if self.kind == "image" and asset.kind == "image" and "result" not in output:
+                output["result"] = ref
+            elif self.kind == "model" and asset.kind == "model" and "generated_object" not in output:
+                output["generated_object"] = ref
+            elif self.kind == "model" and asset.kind == "video" and "video_object" not in output:
+                output["video_object"] = ref
+        if not output:
+            raise BackendError(f"backend '{self.backend_name}' returned no {self.kind}", transient=True)
+        return output
+
+    async def run(self, body: Any, progress: Callable[[float | None, str], None]) -> dict:
+        self._validate(body)
+        request = self._request(body)
+        async with self._busy:
+            assets = await asyncio.to_thread(self.backend.generate, request, progress)
+        return self._output(assets)
+
+    # ------------------------------------------------------------------ socket.io
+
+    def _register_socket_handlers(self) -> None:
+        sio = self.sio
+
+        @sio.on("connect", namespace="/app")
+        async def connect(sid, environ, auth=None):
+            log.debug("openfabric node socket connect sid=%s", sid)
+
+        @sio.on("execute", namespace="/app")
+        async def execute(sid, data=None, background=True):
+            try:
+                payload = decode_execute_payload(data)
+            except (InputRejected, ValueError, UnicodeDecodeError) as exc:
+                ray = Ray(sid, None, None, uuid.uuid4().hex)
+                ray.update(status="FAILED", message=f"bad execute payload: {exc}", kind="ERROR")
+                ray.finished = True
+                await sio.emit("response", {"ray": ray.dump(), "output": None}, to=sid, namespace="/app")
+                return
+            header = payload.get("header") if isinstance(payload.get("header"), dict) else {}
+            ray = Ray(sid, header.get("uid"), header.get("rid") or uuid.uuid4().hex, uuid.uuid4().hex if background else sid)
+            if background:
+                await sio.emit("submitted", ray.dump(), to=sid, namespace="/app")
+            sio.start_background_task(self._socket_execution, sid, ray, payload.get("body"))
+
+        @sio.on("delete", namespace="/app")
+        async def delete(sid, qid=None):
+            return None
+
+    async def _socket_execution(self, sid: str, ray: Ray, body: Any) -> None:
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+
+        def emit_progress() -> None:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self.sio.emit("progress", copy.deepcopy(ray.dump()), to=sid, namespace="/app"), loop)
+
+        def progress(fraction: float | None, message: str) -> None:
+            ray.update(status="RUNNING", percent=None if fraction is None else fraction * 100.0, message=message)
+            emit_progress()
+
+        output = None
+        try:
+            ray.update(status="RUNNING", message=f"{self.backend_name}: started")
+            await self.sio.emit("progress", ray.dump(), to=sid, namespace="/app")
+            output = await self.run(body, progress)
+            ray.update(status="COMPLETED", percent=100.0, message="done")
+        except InputRejected as exc:
+            ray.update(status="FAILED", message=str(exc), kind="ERROR")
+        except BackendError as exc:
+            ray.update(status="FAILED", message=f"{self.backend_name} failed: {exc}", kind="ERROR")
+        except Exception as exc:  # report, never leave the client waiting
+            log.exception("openfabric node execution failed")
+            ray.update(status="FAILED", message=f"{type(exc).__name__}: {exc}", kind="ERROR")
+        ray.finished = True
+        await self.sio.emit("response", {"ray": ray.dump(), "output": output}, to=sid, namespace="/app")
+        log.info("openfabric node step=execute app=%s transport=socket.io seconds=%.2f status=%s", self.app_kind, time.monotonic() - started, ray.status)
+
+
+# ---------------------------------------------------------------------- running
+
+
+class RunningServer:
+    """An aiohttp application served from a background thread (tests, embedding)."""
+
+    def __init__(self, app: web.Application, host: str = "127.0.0.1", port: int = 0):
+        self.app = app
+        self.host = host
+        self.port = port
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name=f"openfabric-node-{port}", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> "RunningServer":
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError("local node did not start in time")
+        if self._error:
+            raise RuntimeError(f"local node failed to start: {self._error}") from self._error
+        return self
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._serve())
+        finally:
+            self.loop.close()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=1.0)
+        try:
+            await runner.setup()
+            site = web.TCPSite(runner, self.host, self.port)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            await runner.cleanup()
+            return
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(runner.cleanup(), 5)
+            # socket.io keeps service / ping tasks: end them so the loop closes cleanly
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.gather(*others, return_exceptions=True), 5)
+
+    def call(self, coro_factory: Callable[[], Any], timeout: float = 5.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro_factory(), self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self._stop is not None and self.loop.is_running():
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def __enter__(self) -> "RunningServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def serve_in_thread(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+    return RunningServer(app, host, port).start()
+
+
+def build_node(app_kind: str, backend_name: str | None = None) -> LocalNode:
+    from tools.backends import load_backend
+
+    name = backend_name or DEFAULT_BACKENDS[app_kind]
+    if name == "openfabric":
+        raise ValueError("the local node cannot serve the openfabric backend itself (it would call itself)")
+    backend = load_backend(name, APP_KINDS[app_kind])
+    return LocalNode(app_kind, backend, backend_name=name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="atelier node", description="Serve a local backend as an Openfabric app (manifest, schema, REST /execution, socket.io /app, /resource).")
+    parser.add_argument("app", choices=sorted(APP_KINDS), help="which Openfabric app to stand in for")
+    parser.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--backend", default=None, help="local backend to serve (default: sketch for text-to-image, relief for image-to-3d)")
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        node = build_node(args.app, args.backend)
+    except (BackendError, ValueError) as exc:
+        print(f"atelier node: {exc}")
+        return 2
+    env = "ATELIER_TEXT_TO_IMAGE_APP" if args.app == TEXT_TO_IMAGE else "ATELIER_IMAGE_TO_3D_APP"
+    print(f"Openfabric node '{args.app}' with backend '{node.backend_name}' on http://{args.host}:{args.port}\n"
+          f"use it with: {env}=http://{args.host}:{args.port}", flush=True)
+    try:
+        web.run_app(node.make_app(), host=args.host, port=args.port, print=None, shutdown_timeout=2.0)
+    except OSError as exc:
+        print(f"atelier node: cannot listen on {args.host}:{args.port}: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # python -m tools.openfabric.node ...
+    raise SystemExit(main())

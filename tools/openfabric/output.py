@@ -1,0 +1,274 @@
+"""Find the image / 3D model / video in an app's output, by schema and by content.
+
+Every string in the output (a few levels deep) is a candidate. A candidate is a binary carrier when it is
+a data: URI, an http(s) URL, a resource reference (`data_blob_<hex>`, or any short token in a field the
+schema marks as binary/resource), or inline base64. Carriers are decoded or fetched (through a callback
+given by the client, which enforces the size cap and the deadline) and identified by their magic bytes;
+the schema and field name only say what a field is expected to hold, so that a field that should be an
+image but holds HTML is reported as such rather than passed on.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from .errors import BadResponse, OpenfabricError, TooLarge
+from .schema_mapping import _alternatives, _Recursive, is_binary_schema, resolve
+
+REF_RE = re.compile(r"^(data_blob_[0-9A-Fa-f]{8,}|[A-Za-z0-9][A-Za-z0-9_\-]{2,200}(\.[A-Za-z0-9]{1,8})?)$")
+BLOB_RE = re.compile(r"^data_blob_[0-9A-Fa-f]{8,}$")
+DATA_URI_RE = re.compile(r"^data:([^;,]*)((?:;[^;,]*)*),", re.S)
+B64_RE = re.compile(r"^[A-Za-z0-9+/_\-\s]+={0,2}\s*$")
+MAX_WALK_DEPTH = 6
+MAX_CANDIDATES = 64
+
+# (bytes, content-type or "") for a reference or URL
+Fetcher = Callable[[str, str], Awaitable[tuple[bytes, str]]]
+
+KIND_WORDS = {
+    "image": {"image", "img", "picture", "photo", "png", "jpeg", "jpg", "webp", "result", "output"},
+    "model": {"model", "object", "mesh", "glb", "gltf", "obj", "ply", "3d", "generated", "shape"},
+    "video": {"video", "preview", "mp4", "animation", "turntable", "webm"},
+}
+
+
+def sniff(data: bytes) -> tuple[str, str, str] | None:
+    """(kind, mime, format) from magic bytes, or None."""
+    head = data[:64]
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image", "image/png", "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image", "image/jpeg", "jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image", "image/webp", "webp"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image", "image/gif", "gif"
+    if head[:4] == b"glTF" and len(data) >= 12:
+        version, length = struct.unpack("<II", data[4:12])
+        if version in (1, 2):
+            return "model", "model/gltf-binary", "glb"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        return "video", "video/quicktime" if brand == b"qt  " else "video/mp4", "mp4"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "video", "video/webm", "webm"
+    if head.startswith((b"ply\n", b"ply\r\n")):
+        return "model", "application/ply", "ply"
+    stripped = data[:65536].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if stripped.startswith(b"{") and b'"asset"' in data[:1 << 20]:
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+        if isinstance(doc, dict) and isinstance(doc.get("asset"), dict) and "version" in doc["asset"]:
+            return "model", "model/gltf+json", "gltf"
+    if _looks_like_obj(data):
+        return "model", "model/obj", "obj"
+    return None
+
+
+def _looks_like_obj(data: bytes) -> bool:
+    try:
+        text = data[:65536].decode("ascii")
+    except UnicodeDecodeError:
+        return False
+    keywords = ("v ", "vn ", "vt ", "f ", "o ", "g ", "s ", "#", "mtllib ", "usemtl ", "l ", "vp ")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) < 4:
+        return False
+    if sum(1 for line in lines if line.startswith(keywords)) < 0.9 * len(lines):
+        return False
+    return sum(1 for line in lines if line.startswith("v ")) >= 3 and any(line.startswith("f ") for line in lines)
+
+
+def describe_head(data: bytes) -> str:
+    head = data[:8]
+    printable = "".join(chr(b) if 32 <= b < 127 else "." for b in head)
+    return f"first bytes {head.hex()} ({printable!r})"
+
+
+@dataclass
+class Candidate:
+    path: str
+    value: str
+    schema: dict
+    hint: str | None  # kind the schema/name suggests, or None
+
+
+@dataclass
+class FoundAsset:
+    kind: str
+    mime: str
+    format: str
+    data: bytes
+    field: str
+    source: str  # inline-base64 | data-uri | resource | url
+
+
+@dataclass
+class Extraction:
+    assets: list[FoundAsset] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    fields_seen: list[str] = field(default_factory=list)
+
+
+def _hint(name: str, schema: dict) -> str | None:
+    media = str(schema.get("contentMediaType", "")).lower()
+    for prefix, kind in (("image/", "image"), ("model/", "model"), ("video/", "video")):
+        if media.startswith(prefix):
+            return kind
+    words = set(re.findall(r"[a-z0-9]+", f"{name} {schema.get('title', '')} {schema.get('description', '')}".lower().replace("_", " ")))
+    name_words = set(re.findall(r"[a-z0-9]+", name.lower().replace("_", " ")))
+    for kind in ("video", "model", "image"):  # video/model words are more specific than "output"/"result"
+        if name_words & KIND_WORDS[kind] - {"result", "output", "generated"}:
+            return kind
+    for kind in ("video", "model", "image"):
+        if words & KIND_WORDS[kind] - {"result", "output", "generated", "object"}:
+            return kind
+    return None
+
+
+def walk(output: Any, schema: Any, root: Any = None) -> list[Candidate]:
+    root = schema if root is None else root
+    found: list[Candidate] = []
+
+    def sub_schema(node: Any, key: Any) -> dict:
+        if not isinstance(node, dict):
+            return {}
+        try:
+            if isinstance(key, int):
+                items = node.get("items")
+                return _alternatives(resolve(items, root), root) if isinstance(items, dict) else {}
+            props = node.get("properties")
+            if isinstance(props, dict) and key in props:
+                return _alternatives(resolve(props[key], root), root)
+            extra = node.get("additionalProperties")
+            return _alternatives(resolve(extra, root), root) if isinstance(extra, dict) else {}
+        except (_Recursive, Exception):
+            return {}
+
+    def visit(value: Any, node: dict, path: str, name: str, depth: int) -> None:
+        if len(found) >= MAX_CANDIDATES or depth > MAX_WALK_DEPTH:
+            return
+        if isinstance(value, str):
+            found.append(Candidate(path or "<root>", value, node, _hint(name, node)))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, sub_schema(node, key), f"{path}.{key}" if path else str(key), str(key), depth + 1)
+        elif isinstance(value, list):
+            for index, item in enumerate(value[:MAX_CANDIDATES]):
+                visit(item, sub_schema(node, index), f"{path}[{index}]", name, depth + 1)
+
+    try:
+        top = _alternatives(resolve(schema, root), root) if isinstance(schema, dict) else {}
+    except Exception:
+        top = {}
+    visit(output, top, "", "", 0)
+    return found
+
+
+LINK_WORDS = {"url", "uri", "link", "href", "result", "results", "output", "outputs", "file", "path", "download", "asset", "resource"}
+
+
+def _link_field(cand: Candidate) -> bool:
+    fmt = str(cand.schema.get("format", "")).lower()
+    words = set(re.findall(r"[a-z0-9]+", cand.path.lower().replace("_", " ")))
+    return fmt in ("uri", "url", "iri", "uri-reference") or bool(words & LINK_WORDS)
+
+
+def _decode_base64(text: str, max_bytes: int, path: str) -> bytes | None:
+    compact = re.sub(r"\s+", "", text)
+    if len(compact) < 16 or not B64_RE.match(compact):
+        return None
+    if len(compact) * 3 // 4 > max_bytes:
+        raise TooLarge(f"field '{path}' holds {len(compact) * 3 // 4} bytes of base64, over the {max_bytes}-byte cap")
+    try:
+        if "-" in compact or "_" in compact:
+            return base64.urlsafe_b64decode(compact + "=" * (-len(compact) % 4))
+        return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _inline_media(text: str, max_bytes: int, path: str) -> bool:
+    data = _decode_base64(text, max_bytes, path)
+    return data is not None and sniff(data) is not None
+
+
+def _decode_data_uri(text: str, max_bytes: int, path: str) -> tuple[bytes, str]:
+    match = DATA_URI_RE.match(text)
+    if not match:
+        raise BadResponse(f"field '{path}' holds a malformed data: URI")
+    mime = match.group(1) or "text/plain"
+    payload = text[match.end():]
+    if ";base64" in match.group(2).lower():
+        data = _decode_base64(payload, max_bytes, path) if payload else b""
+        if data is None:
+            raise BadResponse(f"field '{path}' holds a data: URI whose base64 does not decode")
+        return data, mime
+    from urllib.parse import unquote_to_bytes
+
+    data = unquote_to_bytes(payload)
+    if len(data) > max_bytes:
+        raise TooLarge(f"field '{path}' holds {len(data)} bytes, over the {max_bytes}-byte cap")
+    return data, mime
+
+
+async def extract(output: Any, output_schema: Any, fetch: Fetcher, *, max_bytes: int) -> Extraction:
+    """Decode or fetch every binary carrier in `output` and identify it by content."""
+    result = Extraction()
+    total = 0
+    for cand in walk(output, output_schema if isinstance(output_schema, dict) else {}):
+        value = cand.value.strip()
+        result.fields_seen.append(cand.path)
+        binary_field = is_binary_schema(cand.schema)
+        data: bytes | None = None
+        source = ""
+        declared = ""
+        if value.startswith("data:"):
+            data, declared = _decode_data_uri(value, max_bytes, cand.path)
+            source = "data-uri"
+        elif value.lower().startswith(("http://", "https://")) and not any(c.isspace() for c in value):
+            expected = binary_field or cand.hint is not None
+            if not expected and not _link_field(cand):
+                continue  # a link in a plain text field (a homepage, a licence) is not ours to follow
+            try:
+                data, declared = await fetch(value, cand.path)
+            except OpenfabricError as exc:
+                if expected:
+                    raise
+                result.problems.append(f"link in '{cand.path}' could not be fetched: {exc}")
+                continue
+            source = "url"
+        elif BLOB_RE.match(value) or (binary_field and REF_RE.match(value) and not _inline_media(value, max_bytes, cand.path)):
+            # a short token in a binary field that is not itself a small image/model: a resource reference
+            data, declared = await fetch(value, cand.path)
+            source = "resource"
+        else:
+            data = _decode_base64(value, max_bytes, cand.path)
+            source = "inline-base64"
+            if data is None:
+                if binary_field:
+                    result.problems.append(f"field '{cand.path}' should hold binary data but holds text {value[:40]!r}")
+                continue
+        total += len(data)
+        if total > max_bytes:
+            raise TooLarge(f"output holds more than the {max_bytes}-byte cap in total")
+        sniffed = sniff(data)
+        if sniffed is None:
+            if binary_field or cand.hint or source in ("resource", "url", "data-uri"):
+                what = f"{cand.hint or 'binary'} field" if (binary_field or cand.hint) else "field"
+                ctype = f", content type {declared}" if declared else ""
+                result.problems.append(f"{what} '{cand.path}' ({source}{ctype}) is not a known image/model/video format: {describe_head(data)}")
+            continue
+        kind, mime, fmt = sniffed
+        if cand.hint and cand.hint != kind and source != "inline-base64":
+            # the content wins, but say so
+            result.problems.append(f"field '{cand.path}' was expected to hold a {cand.hint} but holds {fmt}")
+        result.assets.append(FoundAsset(kind, mime, fmt, data, cand.path, source))
+    return result
