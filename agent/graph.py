@@ -11,13 +11,12 @@ from langgraph.prebuilt import ToolNode
 
 from tools.tools import TOOLS
 
-from .configuration import Configuration
 from .nodes import decide, respond, review, route_after_decide, route_after_tools, tool_error_message
 from .state import AgentState
 
 
 def build_graph(checkpointer=None):
-    builder = StateGraph(AgentState, config_schema=Configuration)
+    builder = StateGraph(AgentState)
     builder.add_node("decide", decide)
     builder.add_node("tools", ToolNode(TOOLS, handle_tool_errors=tool_error_message))
     builder.add_node("review", review)

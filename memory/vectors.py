@@ -75,28 +75,40 @@ class VectorIndex:
                 if self.persist_dir is not None and not self.url:
                     self._wipe()
 
+    def _call(self, fn):
+        """Run fn(collection); if another process rebuilt the index meanwhile (`atelier reindex`), the
+        handle we hold points at a deleted collection: reopen once and retry."""
+        try:
+            return fn(self.collection())
+        except Exception as exc:
+            if "does not exist" not in str(exc):
+                raise
+            with self._lock:
+                self._collection = None
+            return fn(self.collection())
+
     # -- data ------------------------------------------------------------------------------------------
     def upsert(self, items: list[tuple[str, str, dict]]) -> None:
         """items: (creation_id, text, metadata with user_id and created_ts)."""
         if not items:
             return
         vectors = embeddings.embed([text for _, text, _ in items])
-        self.collection().upsert(
+        self._call(lambda c: c.upsert(
             ids=[cid for cid, _, _ in items],
             documents=[text for _, text, _ in items],
             metadatas=[meta for _, _, meta in items],
             embeddings=[v.tolist() for v in vectors],
-        )
+        ))
 
     def delete(self, ids: list[str]) -> None:
         if ids:
-            self.collection().delete(ids=ids)
+            self._call(lambda c: c.delete(ids=ids))
 
     def count(self) -> int:
-        return self.collection().count()
+        return self._call(lambda c: c.count())
 
     def ids(self) -> set[str]:
-        return set(self.collection().get(include=[])["ids"])
+        return set(self._call(lambda c: c.get(include=[])["ids"]))
 
     def query(self, text: str, user_id: str, limit: int, since_ts: float | None = None, until_ts: float | None = None) -> list[tuple[str, float]]:
         """(creation_id, cosine similarity) best first, only this user's creations."""
@@ -106,9 +118,13 @@ class VectorIndex:
         if until_ts is not None:
             clauses.append({"created_ts": {"$lt": until_ts}})
         where = clauses[0] if len(clauses) == 1 else {"$and": clauses}
-        collection = self.collection()
-        n = min(limit, max(collection.count(), 1))
-        result = collection.query(query_embeddings=[embeddings.embed_one(text)], n_results=n, where=where, include=["distances"])
+        vector = embeddings.embed_one(text)
+
+        def query(collection):
+            n = min(limit, max(collection.count(), 1))
+            return collection.query(query_embeddings=[vector], n_results=n, where=where, include=["distances"])
+
+        result = self._call(query)
         ids = result["ids"][0] if result["ids"] else []
         distances = result["distances"][0] if result.get("distances") else [1.0] * len(ids)
         return [(cid, 1.0 - float(d)) for cid, d in zip(ids, distances)]
