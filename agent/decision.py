@@ -4,8 +4,8 @@ The LLM answers with JSON constrained by a schema (llama.cpp grammar), so it can
 (no tool) — the thing ChatLlamaCpp.bind_tools cannot do. The intent router then validates it:
   model  - the model alone (invalid or implausible choices become a reply)
   router - the router's plan alone
-  hybrid - the model's choice when it is valid, plausible and either agrees with the router or the
-           router is unsure; otherwise the router's. (default)
+  hybrid - the router where it is confident; where it is unsure (two intents nearly tied), the model
+           decides, and an invalid or implausible model choice falls back to the router. (default)
 """
 from __future__ import annotations
 
@@ -101,6 +101,10 @@ def decide(ctx: TurnContext, intent: Intent, policy: str, llm: ChatLLM | None) -
     router_tool = next_from_plan(plan_for(intent.name, ctx), ctx)
     if policy == "router" or llm is None:
         return Decision(router_tool, "router", f"intent={intent.name} via={intent.via}")
+    unsure = intent.via == "knn" and intent.margin < UNSURE_MARGIN and not ctx.done
+    if policy == "hybrid" and not unsure:
+        # Only an unsure router lets the model's choice through, so asking it now would change nothing.
+        return Decision(router_tool, "router", f"intent={intent.name} via={intent.via} margin={intent.margin:.3f}")
     try:
         model_tool, model_input = ask_model(llm, ctx)
     except (LLMError, ValueError) as exc:
@@ -111,11 +115,9 @@ def decide(ctx: TurnContext, intent: Intent, policy: str, llm: ChatLLM | None) -
     valid = plausible(model_tool, ctx)
     if policy == "model":
         return Decision(model_tool if valid else None, "model", "" if valid else f"implausible {model_tool}", model_tool, model_input)
-    unsure = intent.via == "knn" and intent.margin < UNSURE_MARGIN and not ctx.done
-    if valid and (model_tool == router_tool or unsure):
+    if valid:
         return Decision(model_tool, "model", f"intent={intent.name} margin={intent.margin:.3f}", model_tool, model_input)
-    why = "implausible" if not valid else "disagrees with a confident router"
-    return Decision(router_tool, "router", f"model chose {model_tool or 'reply'} ({why}); intent={intent.name}", model_tool, model_input)
+    return Decision(router_tool, "router", f"model chose {model_tool or 'reply'} (implausible); intent={intent.name}", model_tool, model_input)
 
 
 # -- arguments the router fills in (the model's arguments are checked against the same rules) -----------

@@ -33,8 +33,13 @@ def evaluate(policy: str, items: list[dict] | None = None) -> dict:
     llm = None if policy == "router" else get_llm()
     correct, first_correct, misses = 0, 0, []
     started = time.perf_counter()
+    from agent.decision import UNSURE_MARGIN
+
+    unsure = 0
     for item in items:
-        plan = simulate_plan(item["text"], item["has_image"], router.classify(item["text"]), policy, llm)
+        intent = router.classify(item["text"])
+        unsure += intent.via == "knn" and intent.margin < UNSURE_MARGIN
+        plan = simulate_plan(item["text"], item["has_image"], intent, policy, llm)
         ok = plan == item["expected"]
         correct += ok
         first_correct += (plan[:1] == item["expected"][:1])
@@ -42,7 +47,7 @@ def evaluate(policy: str, items: list[dict] | None = None) -> dict:
             misses.append({"text": item["text"], "expected": item["expected"], "got": plan})
     n = len(items)
     return {"policy": policy, "model": llm.name if llm else "-", "n": n, "accuracy": round(correct / n, 4),
-            "first_step_accuracy": round(first_correct / n, 4), "seconds_per_request": round((time.perf_counter() - started) / n, 3),
+            "first_step_accuracy": round(first_correct / n, 4), "router_unsure": unsure, "seconds_per_request": round((time.perf_counter() - started) / n, 3),
             "misses": misses}
 
 
@@ -57,7 +62,7 @@ def main() -> int:
     else:
         for r in results:
             print(f"{r['policy']:7s} {r['model']:45s} plan {r['accuracy']*100:5.1f}%  first step {r['first_step_accuracy']*100:5.1f}%  "
-                  f"{r['seconds_per_request']:.2f}s/request  (n={r['n']})")
+                  f"{r['seconds_per_request']:.2f}s/request  (n={r['n']}, router unsure on {r['router_unsure']})")
             for m in r["misses"]:
                 print(f"    miss: {m['text']!r} expected {m['expected']} got {m['got']}")
     return 0

@@ -43,8 +43,13 @@ class ScriptedLLM:
 
 def test_hybrid_overrides_an_implausible_model_choice():
     ctx = TurnContext(request="make it 3d", has_image=False)
-    d = decide(ctx, Intent("create", 0.9, 0.3, "knn"), "hybrid", ScriptedLLM([{"tool": "image_to_3d", "input": "latest"}]))
+    d = decide(ctx, Intent("create", 0.5, 0.01, "knn"), "hybrid", ScriptedLLM([{"tool": "image_to_3d", "input": "latest"}]))
     assert d.source == "router" and d.tool == "enhance_prompt" and "implausible" in d.reason
+
+
+def test_hybrid_does_not_ask_the_model_when_the_router_is_confident():
+    d = decide(TurnContext(request="a red fox"), Intent("create", 0.8, 0.2, "knn"), "hybrid", ScriptedLLM([]))
+    assert d.source == "router" and d.tool == "enhance_prompt"  # ScriptedLLM([]) would fail if asked
 
 
 def test_hybrid_trusts_the_model_when_the_router_is_unsure():
