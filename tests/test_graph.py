@@ -105,3 +105,14 @@ def test_another_users_creation_cannot_be_turned_3d(graph, store):
     assert store.get(alice).model is None  # bob's request never touched alice's creation
     tool_messages = [json.loads(m.content) for m in result["state"]["messages"] if isinstance(m, ToolMessage)]
     assert all(t.get("creation_id") != alice for t in tool_messages)
+
+
+def test_model_policy_runs_the_real_model_decisions_end_to_end(graph):
+    """With decision_policy=model the embedded LLM alone picks each step (weak, measured in the README);
+    whatever it picks, the turn must finish with valid tool calls and a reply."""
+    result = run(graph, "a paper boat on a pond", "t10", decision_policy="model")
+    called = tools_called(result)
+    assert len(called) == len(set(called)) <= 4
+    assert set(called) <= {"enhance_prompt", "text_to_image", "image_to_3d", "recall_similar"}
+    last = result["state"]["messages"][-1]
+    assert isinstance(last, AIMessage) and not last.tool_calls and last.content
