@@ -73,6 +73,9 @@ def rubric(idea: str, prompt: str) -> list[str]:
     added = set(content_words(prompt)) - set(content_words(idea))
     if len(added) < 3:
         problems.append("adds fewer than 3 descriptive words")
+    phrases = [p.strip().lower() for p in prompt.split(",")[1:] if p.strip()]
+    if len(phrases) != len(set(phrases)):
+        problems.append("repeats a phrase")
     return problems
 
 
@@ -100,14 +103,20 @@ def _ask(llm: ChatLLM, idea: str, seed: int) -> dict:
 
 
 def assemble(idea: str, additions: dict) -> str:
+    """idea + the model's additions: split into short phrases, without repeats of the idea or each other."""
     idea_words = set(content_words(idea))
-    phrases, seen = [], set()
+    phrases: list[str] = []
+    seen_words: set[str] = set(idea_words)
     for part in PARTS:
-        phrase = _clean(additions.get(part, ""))
-        if not phrase or phrase.lower() in seen or set(content_words(phrase)) <= idea_words:
-            continue
-        seen.add(phrase.lower())
-        phrases.append(phrase)
+        kept = 0
+        for raw in re.split(r"[,;]", str(additions.get(part, ""))):
+            phrase = _clean(re.sub(r"^(a|an|the)\s+", "", raw.strip(), flags=re.I))
+            new_words = set(content_words(phrase or "")) - seen_words
+            if not phrase or not new_words or kept >= 2:
+                continue  # empty, chatter, or only repeats words we already have
+            seen_words |= new_words
+            phrases.append(phrase)
+            kept += 1
     return truncate_phrases(idea, phrases)
 
 
