@@ -126,7 +126,7 @@ _LEAD_IN = re.compile(
     r"(?:(?:make|create|generate|draw|paint|render|design|build|sculpt|give|show|produce)(?: me| us)?|i(?:'d| would)? (?:like|want|need)|let'?s (?:make|create|do))\s+",
     re.I,
 )
-_MODIFICATION = re.compile(r"\b(?:but|except|only|and add|add|with)\b\s*(.+)$", re.I)
+MODIFICATION = re.compile(r"\b(?:but|except|only|and add|add|with)\b\s*(.+)$", re.I)
 
 
 def idea_from_request(request: str) -> str:
@@ -141,7 +141,7 @@ def remix_idea(request: str, parent_idea: str | None) -> str:
     """'like the castle from last week but at night' + 'a castle on a hill' -> 'a castle on a hill, at night'."""
     if not parent_idea:
         return idea_from_request(request)
-    m = _MODIFICATION.search(request)
+    m = MODIFICATION.search(request)
     change = m.group(1).strip(" .!") if m else ""
     return f"{parent_idea}, {change}" if change else parent_idea
 

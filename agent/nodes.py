@@ -14,10 +14,10 @@ from langgraph.types import interrupt
 from memory.store import get_store
 
 from .configuration import Configuration
-from .decision import TurnContext, decide as choose, idea_from_request, remix_idea, _MODIFICATION
+from .decision import MODIFICATION, TurnContext, decide as choose, remix_idea
 from .llm import get_llm
 from .prompts import REPLY_SYSTEM
-from .router import get_router
+from .router import Intent, get_router
 
 log = logging.getLogger("atelier.agent")
 
@@ -60,8 +60,6 @@ def decide(state: dict, config: RunnableConfig) -> dict[str, Any]:
     new_turn = not done
     intent = get_router().classify(request) if new_turn or not state.get("intent") else None
     intent_dict = {"name": intent.name, "confidence": intent.confidence, "margin": intent.margin, "via": intent.via} if intent else state["intent"]
-    from .router import Intent
-
     intent_obj = Intent(**intent_dict)
     has_image = bool(state.get("image")) or "text_to_image" in done or get_store().latest(cfg.user_id, kind="image") is not None
     ctx = TurnContext(request=request, done=done, has_prompt="enhance_prompt" in done, has_image=has_image,
@@ -92,7 +90,7 @@ def tool_arguments(tool: str, request: str, intent: str, state: dict) -> dict[st
     if tool == "image_to_3d":
         return {"creation_id": "latest"}
     if tool == "recall_similar":
-        m = _MODIFICATION.search(request) if intent == "remix" else None
+        m = MODIFICATION.search(request) if intent == "remix" else None
         return {"query": (request[: m.start()] if m else request).strip(" ,") or request, "limit": 3}
     raise ValueError(f"unknown tool {tool}")
 

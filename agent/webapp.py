@@ -1,0 +1,346 @@
+"""The LangGraph API server's Atelier parts: who the caller is (auth), asset/creation routes, and `serve()`.
+
+langgraph.json points the server here:
+    "auth": {"path": "agent.webapp:auth"}           who is calling, and which threads they may touch
+    "http": {"app": "agent.webapp:app", ...}       GET /assets/{sha256}, GET /creations[/{id}], GET /atelier/health
+
+Identity (see docs/deployment.md):
+  * ATELIER_API_KEYS="alice:token1,bob:token2" set: every request needs `Authorization: Bearer <token>`; the
+    token's user is the identity, and a run's user_id is forced to it.
+  * otherwise the `X-Atelier-User` header names the user (a trusted network: localhost, a proxy that sets it);
+  * with neither, a run's user comes from config.configurable.user_id or metadata.user_id ("local" if absent),
+    as the issue asks; reads are then not scoped (single-user local use, like `langgraph dev`).
+A thread belongs to the user who created it (metadata.user_id). A run on it for another user is refused, and
+recall / image_to_3d / the asset routes only ever see the run user's creations.
+
+`serve()` runs the in-memory LangGraph runtime (what `langgraph dev --no-browser --no-reload` runs) with its
+working directory under the data dir, because langgraph-runtime-inmem keeps threads, runs and checkpoints in
+./.langgraph_api relative to the cwd: under <data dir>/api they survive a restart and never land in the repo.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from langgraph_sdk import Auth
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Route
+
+log = logging.getLogger("atelier.api")
+
+ROOT = Path(__file__).resolve().parent.parent
+USER_HEADER = "x-atelier-user"
+ANONYMOUS = "~anonymous"  # no identity was presented (never a real user: the tilde is refused below)
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_USER = re.compile(r"^[^\x00-\x1f~][^\x00-\x1f]{0,127}$")
+
+
+# -- identity ---------------------------------------------------------------------------------------------
+def api_keys() -> dict[str, str]:
+    """token -> user from ATELIER_API_KEYS ("alice:tok1,bob:tok2"); empty = no tokens required."""
+    keys: dict[str, str] = {}
+    for item in (os.environ.get("ATELIER_API_KEYS") or "").split(","):
+        user, sep, token = item.strip().partition(":")
+        if sep and user.strip() and token.strip():
+            keys[token.strip()] = user.strip()
+    return keys
+
+
+def _valid_user(value: Any, status: int = 400) -> str:
+    if not isinstance(value, str) or not _USER.match(value.strip()):
+        raise Auth.exceptions.HTTPException(status_code=status, detail="user id must be 1-128 printable characters, not starting with '~'")
+    return value.strip()
+
+
+def identify(headers: dict, authorization: str | None) -> dict:
+    keys = api_keys()
+    if keys:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Auth.exceptions.HTTPException(status_code=401, detail="missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        for known, user in keys.items():
+            if hmac.compare_digest(known.encode(), token.strip().encode()):
+                return {"identity": user, "permissions": ["atelier:token"]}
+        raise Auth.exceptions.HTTPException(status_code=401, detail="unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
+    raw = headers.get(USER_HEADER.encode()) or headers.get(USER_HEADER)
+    if raw:
+        # (the server maps only 401/403 raised while authenticating; anything else would be a 500)
+        user = _valid_user(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw, status=401)
+        return {"identity": user, "permissions": ["atelier:header"]}
+    return {"identity": ANONYMOUS, "permissions": ["atelier:anonymous"], "is_authenticated": False}
+
+
+def _identity(ctx: Auth.types.AuthContext) -> str | None:
+    identity = ctx.user.identity
+    return None if identity == ANONYMOUS else identity
+
+
+def run_user(identity: str | None, claimed: Any) -> str:
+    """The user a run acts for: the caller's identity; a different claim is refused."""
+    if claimed is not None and claimed != "":
+        claimed = _valid_user(claimed)
+    if identity is None:
+        return claimed or "local"
+    if claimed and claimed != identity:
+        raise Auth.exceptions.HTTPException(status_code=403, detail=f"user_id {claimed!r} does not match the caller")
+    return identity
+
+
+auth = Auth()
+
+
+@auth.authenticate
+async def authenticate(headers: dict, authorization: str | None = None) -> dict:
+    return identify(headers, authorization)
+
+
+@auth.on.threads.create
+async def on_thread_create(ctx: Auth.types.AuthContext, value: dict) -> dict:
+    metadata = value.get("metadata")
+    if metadata is None:
+        metadata = value["metadata"] = {}
+    user = run_user(_identity(ctx), metadata.get("user_id"))
+    metadata["user_id"] = user
+    return {"user_id": user}
+
+
+@auth.on.threads.create_run
+async def on_run_create(ctx: Auth.types.AuthContext, value: dict) -> dict:
+    kwargs = value.get("kwargs")
+    if kwargs is None:
+        kwargs = value["kwargs"] = {}
+    config = kwargs.get("config")
+    if config is None:
+        config = kwargs["config"] = {}
+    configurable = config.setdefault("configurable", {})
+    metadata = value.get("metadata")
+    if metadata is None:
+        metadata = value["metadata"] = {}
+    claims = [configurable.get("user_id"), metadata.get("user_id"), (config.get("metadata") or {}).get("user_id")]
+    claims = [c for c in claims if c not in (None, "")]
+    if len(set(map(str, claims))) > 1:
+        raise Auth.exceptions.HTTPException(status_code=400, detail="conflicting user_id in config and metadata")
+    user = run_user(_identity(ctx), claims[0] if claims else None)
+    configurable["user_id"] = user  # what the graph's Configuration reads: recall and tools are scoped by it
+    metadata["user_id"] = user  # a thread created by this run belongs to this user
+    return {"user_id": user}  # and an existing thread must already belong to them
+
+
+@auth.on.threads.search
+async def on_thread_search(ctx: Auth.types.AuthContext, value: dict) -> dict:
+    """A listing only ever shows one user's threads: the caller's, or (anonymous) the user_id searched for."""
+    identity = _identity(ctx)
+    if identity is not None:
+        return {"user_id": identity}
+    return {"user_id": _valid_user((value.get("metadata") or {}).get("user_id") or "local")}
+
+
+@auth.on.threads
+async def on_threads(ctx: Auth.types.AuthContext, value: dict) -> dict | None:
+    """read / update / delete / history: only the caller's threads. Anonymous callers (open local mode) reach a
+    thread only by its id, which they got when they created it."""
+    identity = _identity(ctx)
+    if identity is None:
+        return None
+    if isinstance(value.get("metadata"), dict) and value["metadata"].get("user_id") not in (None, identity):
+        raise Auth.exceptions.HTTPException(status_code=403, detail="a thread's user_id cannot be changed")
+    return {"user_id": identity}
+
+
+@auth.on.store
+async def on_store(ctx: Auth.types.AuthContext, value: dict) -> None:
+    """The LangGraph key-value store (unused by the graph): with an identity, only the caller's namespace."""
+    identity = _identity(ctx)
+    namespace = tuple(value.get("namespace") or ())
+    if identity is not None and (not namespace or namespace[0] != identity):
+        raise Auth.exceptions.HTTPException(status_code=403, detail="store namespaces start with your user id")
+
+
+@auth.on.assistants
+async def on_assistants(ctx: Auth.types.AuthContext, value: dict) -> None:
+    """Assistants are graph configurations and hold no user data: everyone may use them."""
+    return None
+
+
+@auth.on.crons
+async def on_crons(ctx: Auth.types.AuthContext, value: dict) -> None:
+    raise Auth.exceptions.HTTPException(status_code=403, detail="scheduled runs are not offered by Atelier")
+
+
+# -- HTTP routes ------------------------------------------------------------------------------------------
+def request_user(request: Request) -> str:
+    """The identity from auth (custom-route auth is on), else ?user_id= (open local mode), else "local"."""
+    identity = None
+    try:
+        identity = request.user.identity if request.user and request.user.is_authenticated else None
+    except (AssertionError, AttributeError):  # no auth middleware (the routes mounted on their own)
+        identity = None
+    if identity and identity != ANONYMOUS:
+        claimed = request.query_params.get("user_id")
+        if claimed and claimed != identity:
+            raise HTTPException(403, "user_id does not match the caller")
+        return identity
+    claimed = request.query_params.get("user_id") or request.headers.get(USER_HEADER) or "local"
+    if not _USER.match(claimed):
+        raise HTTPException(400, "bad user_id")
+    return claimed
+
+
+def asset_url(sha256: str) -> str:
+    return f"/assets/{sha256}"
+
+
+def _creation_json(view) -> dict:
+    data = view.to_dict()
+    for asset in data["assets"]:
+        asset.pop("path", None)  # server-local paths mean nothing to a client
+        asset["url"] = asset_url(asset["sha256"])
+    return data
+
+
+def get_asset(request: Request):
+    sha = request.path_params["sha256"].lower()
+    if not _SHA256.match(sha):
+        raise HTTPException(400, "an asset id is a sha256 hex digest")
+    user = request_user(request)
+    from sqlalchemy import select
+
+    from memory.models import Asset, CreationRecord
+    from memory.store import get_store
+
+    store = get_store()
+    with store.sessions() as session:
+        row = session.execute(
+            select(Asset.path, Asset.mime).join(CreationRecord, Asset.creation_id == CreationRecord.id)
+            .where(Asset.sha256 == sha, CreationRecord.user_id == user).limit(1)
+        ).first()
+    if row is None:  # unknown, or someone else's: the same answer, so ids cannot be probed
+        raise HTTPException(404, "no such asset")
+    path = (store.data_dir / row.path).resolve()
+    if not path.is_relative_to(store.data_dir) or not path.is_file():
+        raise HTTPException(404, "asset file is missing")
+    filename = f"{sha[:16]}{path.suffix}"
+    return FileResponse(path, media_type=row.mime, filename=filename if request.query_params.get("download") else None,
+                        headers={"Cache-Control": "private, max-age=31536000, immutable", "ETag": f'"{sha}"'})
+
+
+def get_creation(request: Request):
+    from memory.store import get_store
+
+    view = get_store().get(request.path_params["creation_id"], user_id=request_user(request))
+    if view is None:
+        raise HTTPException(404, "no such creation")
+    return JSONResponse(_creation_json(view))
+
+
+def list_creations(request: Request):
+    from memory.store import get_store
+
+    try:
+        limit = max(1, min(int(request.query_params.get("limit", 20)), 100))
+        offset = max(0, int(request.query_params.get("offset", 0)))
+    except ValueError:
+        raise HTTPException(400, "limit and offset are integers") from None
+    user = request_user(request)
+    views = get_store().list(user, limit=limit, offset=offset)
+    return JSONResponse({"user_id": user, "creations": [_creation_json(v) for v in views]})
+
+
+def health(request: Request):
+    from agent.settings import get_settings
+
+    settings = get_settings()
+    return JSONResponse({"ok": True, "data_dir": str(Path(settings.data_dir).resolve()),
+                         "database": "postgres" if (settings.database_url or "").startswith("postgres") else "sqlite",
+                         "chroma": "server" if settings.chroma_url else "embedded", "llm": "server" if settings.llm_url else "in-process",
+                         "auth": "token" if api_keys() else "header-or-config"})
+
+
+app = Starlette(routes=[
+    Route("/assets/{sha256}", get_asset, methods=["GET", "HEAD"]),
+    Route("/creations", list_creations, methods=["GET"]),
+    Route("/creations/{creation_id}", get_creation, methods=["GET"]),
+    Route("/atelier/health", health, methods=["GET"]),
+])
+
+
+# -- the server -------------------------------------------------------------------------------------------
+def load_config(path: Path | None = None) -> dict:
+    return json.loads((path or ROOT / "langgraph.json").read_text())
+
+
+def prepare_environment(data_dir: str | os.PathLike | None = None) -> Path:
+    """Pin everything that is relative to the cwd before the server changes into its state dir."""
+    env_file = Path.cwd() / ".env"
+    if env_file.is_file():
+        from dotenv import load_dotenv
+
+        load_dotenv(env_file, override=False)  # pydantic-settings would not find .env after the chdir
+    from agent.settings import get_settings
+
+    if data_dir is not None:
+        os.environ["ATELIER_DATA_DIR"] = str(data_dir)
+        get_settings.cache_clear()
+    resolved = Path(get_settings().data_dir).resolve()
+    os.environ["ATELIER_DATA_DIR"] = str(resolved)
+    for name in ("ATELIER_LLM_PATH", "ATELIER_EMBEDDING_MODEL_PATH", "ATELIER_WHISPER_MODEL_PATH"):
+        if os.environ.get(name):
+            os.environ[name] = str(Path(os.environ[name]).resolve())
+    get_settings.cache_clear()
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return resolved
+
+
+def state_dir(data_dir: Path) -> Path:
+    """Where the in-memory runtime keeps its .langgraph_api/ (threads, runs, checkpoints)."""
+    return Path(os.environ.get("ATELIER_API_STATE_DIR") or data_dir / "api").resolve()
+
+
+def serve(host: str = "127.0.0.1", port: int = 2024, *, jobs: int | None = None, data_dir: str | None = None,
+          config_path: Path | None = None, log_level: str | None = None) -> int:
+    """Run the LangGraph API server (in-memory runtime) in this process until it is stopped."""
+    resolved = prepare_environment(data_dir)
+    config = load_config(config_path)
+    where = state_dir(resolved)
+    where.mkdir(parents=True, exist_ok=True)
+    os.chdir(where)  # before langgraph_runtime_inmem is imported: it opens ./.langgraph_api at import time
+    jobs = jobs or int(os.environ.get("ATELIER_API_JOBS") or os.environ.get("N_JOBS_PER_WORKER") or 8)
+    print(f"Atelier API on http://{host}:{port} (data {resolved}, threads in {where / '.langgraph_api'}, {jobs} concurrent runs)",
+          file=sys.stderr, flush=True)
+    from langgraph_api.cli import run_server
+
+    run_server(host, port, reload=False, graphs=config["graphs"], n_jobs_per_worker=jobs, open_browser=False,
+               auth=config.get("auth"), http=config.get("http"), store=config.get("store"),
+               checkpointer=config.get("checkpointer"), ui=config.get("ui"), webhooks=config.get("webhooks"),
+               # Sync graph nodes run in worker threads; blocking checks (blockbuster) would only flag the
+               # dev runtime, never the production image, so run like production.
+               allow_blocking=True,
+               server_level=(log_level or os.environ.get("ATELIER_API_LOG_LEVEL") or "WARNING").upper())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m agent.webapp", description="Run the Atelier LangGraph API server.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=2024)
+    parser.add_argument("--jobs", type=int, help="runs executed at once (default ATELIER_API_JOBS or 8)")
+    parser.add_argument("--data-dir", help="data dir (default ATELIER_DATA_DIR or ./data)")
+    args = parser.parse_args(argv)
+    return serve(args.host, args.port, jobs=args.jobs, data_dir=args.data_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
