@@ -1,0 +1,90 @@
+"""agent.webapp's identity rules, in-process: bearer tokens, the X-Atelier-User header, config/metadata claims."""
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from langgraph_sdk import Auth
+
+from agent import webapp
+
+
+def ctx(identity: str):
+    return SimpleNamespace(user=SimpleNamespace(identity=identity), permissions=[])
+
+
+def run_value(configurable=None, metadata=None, config_metadata=None):
+    config = {"configurable": dict(configurable or {})}
+    if config_metadata is not None:
+        config["metadata"] = config_metadata
+    return {"thread_id": None, "metadata": dict(metadata or {}), "kwargs": {"config": config}}
+
+
+def status(exc_info) -> int:
+    return exc_info.value.status_code
+
+
+def test_header_or_anonymous(monkeypatch):
+    monkeypatch.delenv("ATELIER_API_KEYS", raising=False)
+    assert webapp.identify({b"x-atelier-user": b"alice"}, None)["identity"] == "alice"
+    anonymous = webapp.identify({}, None)
+    assert anonymous["identity"] == webapp.ANONYMOUS and anonymous["is_authenticated"] is False
+    for bad in (b"~root", b"a\x01b", b"x" * 200):
+        with pytest.raises(Auth.exceptions.HTTPException) as e:
+            webapp.identify({b"x-atelier-user": bad}, None)
+        assert status(e) == 401
+
+
+def test_tokens_when_configured(monkeypatch):
+    monkeypatch.setenv("ATELIER_API_KEYS", "alice:s3cret-a, bob:s3cret-b")
+    assert webapp.identify({}, "Bearer s3cret-b")["identity"] == "bob"
+    # A header claim means nothing once tokens are on.
+    assert webapp.identify({b"x-atelier-user": b"alice"}, "Bearer s3cret-b")["identity"] == "bob"
+    for authorization in (None, "Bearer nope", "Basic s3cret-a", "Bearer "):
+        with pytest.raises(Auth.exceptions.HTTPException) as e:
+            webapp.identify({b"x-atelier-user": b"alice"}, authorization)
+        assert status(e) == 401
+
+
+def test_run_user_is_forced_to_the_caller():
+    value = run_value({"user_id": "alice"})
+    assert asyncio.run(webapp.on_run_create(ctx("alice"), value)) == {"user_id": "alice"}
+    value = run_value()
+    asyncio.run(webapp.on_run_create(ctx("alice"), value))
+    assert value["kwargs"]["config"]["configurable"]["user_id"] == "alice" and value["metadata"]["user_id"] == "alice"
+    with pytest.raises(Auth.exceptions.HTTPException) as e:
+        asyncio.run(webapp.on_run_create(ctx("bob"), run_value({"user_id": "alice"})))
+    assert status(e) == 403
+    with pytest.raises(Auth.exceptions.HTTPException) as e:
+        asyncio.run(webapp.on_run_create(ctx("bob"), run_value(metadata={"user_id": "alice"})))
+    assert status(e) == 403
+
+
+def test_anonymous_runs_take_the_claimed_user():
+    anon = ctx(webapp.ANONYMOUS)
+    for value, user in ((run_value({"user_id": "carol"}), "carol"), (run_value(metadata={"user_id": "dave"}), "dave"),
+                        (run_value(config_metadata={"user_id": "erin"}), "erin"), (run_value(), "local")):
+        assert asyncio.run(webapp.on_run_create(anon, value)) == {"user_id": user}
+        assert value["kwargs"]["config"]["configurable"]["user_id"] == user
+    with pytest.raises(Auth.exceptions.HTTPException) as e:
+        asyncio.run(webapp.on_run_create(anon, run_value({"user_id": "carol"}, metadata={"user_id": "dave"})))
+    assert status(e) == 400
+    with pytest.raises(Auth.exceptions.HTTPException):
+        asyncio.run(webapp.on_run_create(anon, run_value({"user_id": webapp.ANONYMOUS})))
+
+
+def test_threads_are_scoped_to_their_user():
+    value = {"metadata": None}
+    assert asyncio.run(webapp.on_thread_create(ctx("alice"), value)) == {"user_id": "alice"}
+    assert value["metadata"] == {"user_id": "alice"}
+    assert asyncio.run(webapp.on_threads(ctx("alice"), {"thread_id": "t"})) == {"user_id": "alice"}
+    assert asyncio.run(webapp.on_threads(ctx(webapp.ANONYMOUS), {"thread_id": "t"})) is None
+    with pytest.raises(Auth.exceptions.HTTPException):
+        asyncio.run(webapp.on_threads(ctx("alice"), {"thread_id": "t", "metadata": {"user_id": "bob"}}))
+    assert asyncio.run(webapp.on_thread_search(ctx("alice"), {"metadata": {"user_id": "bob"}})) == {"user_id": "alice"}
+    assert asyncio.run(webapp.on_thread_search(ctx(webapp.ANONYMOUS), {"metadata": {"user_id": "bob"}})) == {"user_id": "bob"}
+    assert asyncio.run(webapp.on_thread_search(ctx(webapp.ANONYMOUS), {})) == {"user_id": "local"}
+    with pytest.raises(Auth.exceptions.HTTPException):
+        asyncio.run(webapp.on_store(ctx("alice"), {"namespace": ("bob", "notes")}))
+    assert asyncio.run(webapp.on_store(ctx("alice"), {"namespace": ("alice", "notes")})) is None

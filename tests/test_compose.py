@@ -1,0 +1,143 @@
+"""docker-compose.yml and docker/: validated with the Debian docker-compose package (`docker-compose config -q`,
+no container engine needed) and checked for the deployment shape the issue asks for."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = shutil.which("docker-compose")
+SERVICES = {"llm-service", "memory-service", "db-service", "api-service", "ui-service"}
+
+pytestmark = pytest.mark.skipif(COMPOSE is None, reason="docker-compose is not installed (apt-get install docker-compose)")
+
+
+def compose(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ATELIER_", "LLM_", "POSTGRES_", "COMPOSE_"))}
+    return subprocess.run([COMPOSE, "-f", str(ROOT / "docker-compose.yml"), "--project-directory", str(ROOT), *args],
+                          capture_output=True, text=True, timeout=60, env={**clean, **(env or {})}, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    result = compose("--profile", "scale", "config")
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def test_compose_file_is_valid():
+    for args in (("config", "-q"), ("--profile", "scale", "config", "-q")):
+        result = compose(*args)
+        assert result.returncode == 0, result.stderr
+    # Overrides from the environment still give a valid file.
+    result = compose("config", "-q", env={"ATELIER_API_PORT": "3024", "LLM_MODEL": "/models/llama.gguf", "POSTGRES_PASSWORD": "s3cret"})
+    assert result.returncode == 0, result.stderr
+
+
+def test_services_and_their_wiring(config):
+    services = config["services"]
+    assert SERVICES <= set(services)
+    for name in SERVICES | {"redis-service", "api-scaled"}:
+        assert "healthcheck" in services[name], f"{name} has no health check"
+    for name in ("api-service", "ui-service"):
+        env = services[name]["environment"]
+        assert env["ATELIER_LLM_URL"] == "http://llm-service:8000/v1"
+        assert env["ATELIER_CHROMA_URL"] == "http://memory-service:8000"
+        assert env["ATELIER_DATABASE_URL"].startswith("postgresql+psycopg://atelier:") and "@db-service:5432/atelier" in env["ATELIER_DATABASE_URL"]
+        assert env["ATELIER_DATA_DIR"] == "/data"
+        assert {d: c["condition"] for d, c in services[name]["depends_on"].items()} == {
+            "llm-service": "service_healthy", "memory-service": "service_healthy", "db-service": "service_healthy"}
+    assert services["api-service"]["command"] == ["api"] and services["ui-service"]["command"] == ["ui"]
+    scaled = services["api-scaled"]
+    assert scaled["profiles"] == ["scale"] and scaled["deploy"]["replicas"] >= 2
+    assert scaled["environment"]["DATABASE_URI"].startswith("postgres://") and scaled["environment"]["REDIS_URI"].startswith("redis://redis-service")
+    assert {"LANGSMITH_API_KEY", "LANGGRAPH_CLOUD_LICENSE_KEY"} <= set(scaled["environment"])
+
+
+def _mounts(service: dict) -> dict[str, str]:
+    out = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+        else:
+            source, target = volume["source"], volume["target"]
+        out[target] = source
+    return out
+
+
+def test_volumes_for_models_and_data(config):
+    services = config["services"]
+    assert _mounts(services["llm-service"])["/models"] == str(ROOT / "models")
+    for name in ("api-service", "ui-service"):
+        assert _mounts(services[name])["/data"] == str(ROOT / "data")
+    assert _mounts(services["db-service"])["/var/lib/postgresql/data"] == "pgdata"
+    assert _mounts(services["memory-service"])["/chroma"] == "chroma"
+
+
+def test_gpu_reservations(config):
+    for name in ("llm-service", "api-service", "ui-service", "api-scaled"):
+        devices = config["services"][name]["deploy"]["resources"]["reservations"]["devices"]
+        assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}], name
+    assert "deploy" not in config["services"]["db-service"]
+
+
+def test_dockerfiles_exist_and_copy_what_exists(config):
+    for name, service in config["services"].items():
+        if "build" not in service:
+            continue
+        dockerfile = Path(service["build"]["context"]) / service["build"]["dockerfile"]
+        assert dockerfile.is_file(), name
+        text = dockerfile.read_text()
+        if target := service["build"].get("target"):
+            assert re.search(rf"^FROM .* AS {target}$", text, re.M), f"{dockerfile.name} has no target {target}"
+        for line in re.findall(r"^(?:COPY|ADD)\s+(?!--from)(.+)$", text, re.M):
+            for source in line.split()[:-1]:
+                if not source.startswith("--"):
+                    assert (ROOT / source).exists(), f"{dockerfile.name}: {source} does not exist"
+    llm = (ROOT / "docker" / "llm.Dockerfile").read_text()
+    assert "DGGML_CUDA=on" in llm and "llama-cpp-python[server]" in llm and "nvidia/cuda" in llm
+
+
+def test_entrypoints_are_valid_shell():
+    for script in ("entrypoint.sh", "llm-entrypoint.sh"):
+        path = ROOT / "docker" / script
+        assert os.access(path, os.X_OK), f"{script} is not executable"
+        assert subprocess.run(["sh", "-n", str(path)], capture_output=True).returncode == 0
+
+
+def test_llm_entrypoint_picks_a_model(tmp_path):
+    """No GGUF in the models dir: the packaged one; two: a clear error asking for LLM_MODEL."""
+    fake = tmp_path / "fakepy"
+    fake.write_text("#!/bin/sh\nif [ \"$1\" = -c ]; then exec %s \"$@\"; fi\necho \"SERVE $*\"\n" % sys.executable)
+    fake.chmod(0o755)
+    env = {**os.environ, "LLM_PYTHON": str(fake), "LLM_MODELS_DIR": str(tmp_path / "models")}
+    (tmp_path / "models").mkdir()
+    script = str(ROOT / "docker" / "llm-entrypoint.sh")
+    out = subprocess.run(["sh", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "SmolLM2-135M-Instruct.Q4_1.gguf" in out.stdout and "--chat_format chatml-function-calling" in out.stdout
+    (tmp_path / "models" / "a.gguf").write_bytes(b"GGUF")
+    out = subprocess.run(["sh", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and f"--model {tmp_path}/models/a.gguf" in out.stdout and "--n_gpu_layers -1" in out.stdout
+    (tmp_path / "models" / "b.gguf").write_bytes(b"GGUF")
+    out = subprocess.run(["sh", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "set LLM_MODEL" in out.stderr
+
+
+def test_langgraph_config_and_generated_dockerfile_are_current(tmp_path):
+    langgraph = Path(sys.executable).parent / "langgraph"
+    result = subprocess.run([str(langgraph), "validate", "-c", str(ROOT / "langgraph.json")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "is valid" in result.stdout, result.stdout + result.stderr
+    out = tmp_path / "Dockerfile"
+    subprocess.run([str(langgraph), "dockerfile", "-c", str(ROOT / "langgraph.json"), str(out)], capture_output=True, timeout=60, check=True)
+    committed = (ROOT / "docker" / "langgraph-api.Dockerfile").read_text()
+    body = "\n".join(line for line in committed.splitlines() if not line.startswith("# Generated") and not line.startswith("# the LangGraph")
+                     and not line.startswith("# builds the same")).strip()
+    generated = out.read_text().strip().replace(f"/deps/{ROOT.name}", "/deps/main")
+    assert body == generated, "docker/langgraph-api.Dockerfile is stale: regenerate it (see its header)"

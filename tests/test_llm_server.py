@@ -1,0 +1,89 @@
+"""The llm-service: a real `python -m llama_cpp.server` serving the packaged GGUF on loopback, checked as an
+OpenAI-compatible server (streaming, tool calls, JSON-schema answers) and used by the graph via ATELIER_LLM_URL.
+"""
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from services import start_api, start_llama_server
+
+pytestmark = pytest.mark.timeout(300)
+
+TOOLS = [{"type": "function", "function": {"name": "text_to_image", "description": "Make an image from a prompt.",
+                                           "parameters": {"type": "object", "properties": {"prompt": {"type": "string"}}, "required": ["prompt"]}}}]
+
+
+@pytest.fixture(scope="module")
+def llm(tmp_path_factory):
+    # Started through docker/llm-entrypoint.sh, as in the llm-service container (chatml-function-calling for tools).
+    service = start_llama_server(log=tmp_path_factory.mktemp("llm") / "llama-server.log")
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def requests_served(service) -> int:
+    return service.log_tail(10**7).count("POST /v1/chat/completions")
+
+
+def test_openai_compatible_streaming_and_tool_calls(llm):
+    assert "llm-service:" in llm.log_tail(10**7) and "n_gpu_layers=0" in llm.log_tail(10**7)  # the entrypoint's banner
+    client = httpx.Client(base_url=llm.url, timeout=120)
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["atelier"]
+    body = {"model": "atelier", "messages": [{"role": "user", "content": "Name three colours."}], "max_tokens": 12, "stream": True}
+    with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and len(events) >= 3
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks).strip()
+
+    forced = client.post("/v1/chat/completions", json={
+        "model": "atelier", "messages": [{"role": "user", "content": "Make an image of a brass owl."}], "max_tokens": 48,
+        "tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "text_to_image"}}}).json()
+    calls = forced["choices"][0]["message"]["tool_calls"]
+    assert calls and calls[0]["type"] == "function" and calls[0]["function"]["name"] == "text_to_image"
+    assert calls[0]["function"]["arguments"].lstrip().startswith("{")
+
+
+def test_server_llm_adapter_gets_schema_constrained_json(llm):
+    from agent.llm import ServerLLM, parse_json
+
+    adapter = ServerLLM(llm.url)  # a bare base URL gets /v1 appended
+    schema = {"type": "object", "properties": {"tool": {"type": "string", "enum": ["text_to_image", "recall_similar", "none"]}},
+              "required": ["tool"]}
+    text = adapter.chat([{"role": "system", "content": "Pick the tool for the request. Answer in JSON."},
+                         {"role": "user", "content": "draw a brass owl"}], max_tokens=24, temperature=0, json_schema=schema, seed=0)
+    assert parse_json(text)["tool"] in {"text_to_image", "recall_similar", "none"}
+
+
+def test_graph_uses_the_llm_server(llm, tmp_path):
+    """The API server with ATELIER_LLM_URL: enhance and the hybrid decisions go to the llm-service, and the
+    in-process model is never loaded."""
+    from langgraph_sdk import get_sync_client
+
+    before = requests_served(llm)
+    api = start_api(tmp_path, ATELIER_LLM_URL=f"{llm.url}/v1", ATELIER_DECISION_POLICY="hybrid", ATELIER_LOG_LEVEL="INFO")
+    try:
+        client = get_sync_client(url=api.url, api_key=None, headers={"X-Atelier-User": "alice"}, timeout=300)
+        thread = client.threads.create()
+        steps = []
+        for part in client.runs.stream(thread["thread_id"], "atelier", input={"messages": [{"role": "user", "content": "a brass owl automaton"}]},
+                                       stream_mode=["custom"]):
+            assert part.event != "error", part.data
+            if part.event == "custom" and part.data.get("event") == "step_end":
+                steps.append(part.data)
+        assert [s["tool"] for s in steps] == ["enhance_prompt", "text_to_image", "image_to_3d"]
+        state = client.threads.get_state(thread["thread_id"])["values"]
+        assert "owl" in state["enhanced_prompt"].lower()
+        log = api.log_tail(10**7)
+        assert "step=decide" in log and "source=model" in log or "source=hybrid" in log or "step=enhance" in log, log[-2000:]
+        assert "step=load_llm" not in log  # no in-process llama.cpp
+    finally:
+        api.stop()
+    assert requests_served(llm) > before
