@@ -61,6 +61,7 @@ class LocalServer:
     """`atelier serve` (via agent.webapp) in a temp data dir, its own process group, stopped on exit."""
 
     def __init__(self, jobs: int, data_dir: Path | None = None):
+        self.owns_data = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="atelier-load-"))
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -96,6 +97,10 @@ class LocalServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self.log.close()
+        if self.owns_data and not os.environ.get("ATELIER_LOAD_KEEP"):  # ATELIER_LOAD_KEEP=1 keeps it (and api.log)
+            import shutil
+
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 async def one_thread(client, i: int, users: int, enhance: bool, timeout: float) -> dict:
