@@ -341,12 +341,11 @@ def terminal_chat(user: str) -> int:
 
 
 def cmd_serve(args) -> int:
-    import subprocess
+    """The LangGraph API server (in-memory runtime) on langgraph.json, over the same memory as the chat; its
+    threads live under <data dir>/api (see agent/webapp.py and docs/deployment.md)."""
+    from agent.webapp import serve
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    langgraph = os.path.join(os.path.dirname(sys.executable), "langgraph")
-    cmd = [langgraph, "dev", "--no-browser", "--no-reload", "--host", args.host, "--port", str(args.port), "--config", os.path.join(root, "langgraph.json")]
-    return subprocess.call(cmd, cwd=root)
+    return serve(args.host, args.port)
 
 
 COMMANDS = {"create": cmd_create, "recall": cmd_recall, "transcribe": cmd_transcribe, "reindex": cmd_reindex,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 from sqlalchemy import create_engine, event, func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.settings import Settings, get_settings
@@ -96,7 +97,7 @@ class MemoryStore:
         self.engine = create_engine(url, pool_pre_ping=True, **({"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}))
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        _create_schema(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.index = VectorIndex(persist_dir=self.data_dir / "chroma", url=self.settings.chroma_url)
         self._index_checked = False
@@ -302,6 +303,20 @@ class MemoryStore:
     def semantic(self, text: str, user_id: str, limit: int, since: datetime | None = None, until: datetime | None = None) -> list[tuple[str, float]]:
         self.ensure_index()
         return self.index.query(text, user_id, limit, since.timestamp() if since else None, until.timestamp() if until else None)
+
+
+def _create_schema(engine, attempts: int = 5) -> None:
+    """create_all, tolerating another process creating the same tables at the same moment (the chat and the API
+    server, or two replicas, starting on an empty database): the loser's CREATE fails ("already exists" on SQLite,
+    a duplicate pg_type row on Postgres); create_all checks first, so the retry is a no-op."""
+    for attempt in range(attempts):
+        try:
+            Base.metadata.create_all(engine)
+            return
+        except DBAPIError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
 
 
 def _index_text(view: CreationView) -> str:

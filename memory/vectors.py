@@ -76,15 +76,22 @@ class VectorIndex:
                     self._wipe()
 
     def _call(self, fn):
-        """Run fn(collection); if another process rebuilt the index meanwhile (`atelier reindex`), the
-        handle we hold points at a deleted collection: reopen once and retry."""
+        """Run fn(collection); if another process rebuilt or wrote the index meanwhile (`atelier reindex`, the
+        chat beside the API server), the handle we hold is stale: reopen once and retry."""
         try:
             return fn(self.collection())
         except Exception as exc:
-            if "does not exist" not in str(exc):
+            text = str(exc)
+            # Embedded Chroma also goes stale when another process (the chat) wrote: "Error finding id".
+            if "does not exist" not in text and not (not self.url and "Error finding id" in text):
                 raise
+            log.info("step=index status=stale reason=%s action=reopen", text[:120])
             with self._lock:
                 self._collection = None
+                if not self.url:  # Chroma caches one system per path per process; drop it to re-read the files
+                    from chromadb.api.shared_system_client import SharedSystemClient
+
+                    SharedSystemClient.clear_system_cache()
             return fn(self.collection())
 
     # -- data ------------------------------------------------------------------------------------------
