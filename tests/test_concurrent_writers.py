@@ -4,7 +4,6 @@ the index still finds every one of them afterwards.
 """
 from __future__ import annotations
 
-import inspect
 import subprocess
 import sys
 import time
@@ -12,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-import memory.store
-from memory.vectors import VectorIndex
 from services import postgres_available, start_postgres
 
 from services import atelier_env, start_api  # noqa: E402
@@ -21,11 +18,6 @@ from services import atelier_env, start_api  # noqa: E402
 pytestmark = pytest.mark.timeout(300)
 
 N = 20  # creations per process
-# Embedded Chroma keeps each process's HNSW in memory; after another process writes, a long-lived handle fails
-# with "Error finding id" until it is reopened. memory/vectors.py reopens it once it knows that error.
-REOPENS_STALE_HANDLES = "Error finding id" in inspect.getsource(VectorIndex)
-# Two processes starting on an empty database both run create_all; memory/store.py retries the loser's CREATE.
-TOLERATES_SCHEMA_RACE = hasattr(memory.store, "_create_schema")
 
 RACER = r"""
 import os, sys, time, traceback
@@ -158,9 +150,6 @@ def test_two_processes_create_the_schema_at_once(tmp_path, database):
         if pg:
             pg.stop()
     errors = [line for out in outputs for line in out.splitlines() if line.startswith("SCHEMA-ERROR")]
-    if errors and not TOLERATES_SCHEMA_RACE:
-        pytest.xfail(f"{len(errors)}/{2 * rounds} opens lost the create_all race ({errors[0][:160]}); "
-                     "needs the memory/store.py _create_schema patch")
     assert errors == [], errors
     assert all("done errors=0" in out for out in outputs), outputs
 
@@ -220,9 +209,6 @@ def test_api_server_and_chat_process_write_together(tmp_path):
         chat = get_sync_client(url=server.url, api_key=None, headers={"X-Atelier-User": "user-chat"}, timeout=300)
         thread = chat.threads.create()
         state = chat.runs.wait(thread["thread_id"], "atelier", input={"messages": [{"role": "user", "content": "find the paper crane I made"}]})
-        if not state.get("recalled") and not REOPENS_STALE_HANDLES:
-            pytest.xfail("embedded Chroma: the API server's index handle is stale after another process wrote "
-                         f"({state['messages'][-1]['content'][:120]}); needs the memory/vectors.py reopen patch")
         assert state["recalled"], state["messages"][-1]["content"]
         assert all("paper crane" in c["original_prompt"] and c["user_id"] == "user-chat" for c in state["recalled"])
     finally:
