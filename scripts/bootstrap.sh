@@ -18,7 +18,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 # 1. Debian packages: chromium for browser tests, espeak-ng/sox for voice tests, postgresql for the
 #    Postgres memory tests, docker-compose to validate the compose file, cmake/g++ for llama.cpp.
-APT_PACKAGES="chromium chromium-driver espeak-ng sox postgresql docker-compose cmake g++"
+APT_PACKAGES="chromium chromium-driver espeak-ng sox postgresql docker-compose cmake g++ jq curl"
 missing=""
 command -v npm >/dev/null 2>&1 || missing=" nodejs npm"
 for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
