@@ -1,0 +1,237 @@
+"""The studio in a real browser: a real Chainlit server (ui/app.py) driven by headless Chromium.
+
+One local-user server (auth off) serves every test here: a request shows its steps live, then the image,
+then an interactive 3D viewer that is not blank; history, search, details with lineage, remix, the
+settings panel with prompt review, and voice input through a fake microphone (speech and silence).
+Screenshots go to a temporary folder, or to docs/screenshots with ATELIER_UI_UPDATE_SCREENSHOTS=1.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import ui_helpers as h
+
+pytestmark = pytest.mark.skipif(h.browser_available() is not None, reason=str(h.browser_available()))
+
+IDEA = "a glowing dragon on a cliff at sunset"
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    if os.environ.get("ATELIER_UI_UPDATE_SCREENSHOTS") == "1":
+        return h.SCREENSHOTS
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    server = h.Studio(tmp_path_factory.mktemp("studio-data")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def browser():
+    driver = h.make_driver()
+    yield driver
+    driver.quit()
+
+
+def _orbit_theta(driver) -> float:
+    return float(driver.execute_script("const mv = [...document.querySelectorAll('model-viewer')].pop(); return mv.getCameraOrbit().theta;"))
+
+
+def test_request_shows_live_steps_image_then_viewer(studio, browser, shots):
+    d = browser
+    h.open_studio(d, studio.url)
+    time.sleep(0.5)
+    h.save_screenshot(d, "01-welcome", directory=shots)
+    h.send_message(d, IDEA)
+
+    # Record when each thing first appears: steps must show while the agent works, the image before the model.
+    seen: dict[str, float] = {}
+    started = time.time()
+    markers = {
+        "enhance_step": lambda: "enhance_prompt" in h.page_text(d),
+        "image": lambda: h.image_loaded(d, "[data-atelier-image]"),
+        "viewer": lambda: h.viewer_loaded(d),
+        "reply": lambda: "Saved as creation" in h.page_text(d),
+    }
+    while len(seen) < len(markers) and time.time() - started < 120:
+        for name, check in markers.items():
+            if name not in seen:
+                try:
+                    if check():
+                        seen[name] = time.time() - started
+                except Exception:
+                    pass
+        time.sleep(0.1)
+    assert set(seen) == set(markers), f"missing {set(markers) - set(seen)}\n{studio.log()[-2000:]}"
+    assert seen["enhance_step"] < seen["image"] <= seen["viewer"], seen
+    assert seen["image"] <= seen["reply"], seen
+    h.wait_idle(d)
+
+    text = h.page_text(d)
+    assert "text_to_image · sketch ·" in text and "image_to_3d · relief ·" in text  # backend and seconds per step
+    assert "Traceback" not in text
+    card = d.find_elements("css selector", "[data-atelier-creation]")[-1]
+    cid = card.get_attribute("data-atelier-creation")
+    assert card.get_attribute("data-status") == "complete"
+
+    # The viewer's canvas shows a model: varied pixels, not one flat colour.
+    viewer = d.find_elements("css selector", "model-viewer")[-1]
+    variance, colours = h.pixel_stats(h.element_png(d, viewer))
+    assert variance > 40 and colours > 200, (variance, colours)
+    image_variance, _ = h.pixel_stats(h.element_png(d, d.find_elements("css selector", "[data-atelier-image]")[-1]))
+    assert image_variance > 40
+
+    # Orbit by dragging, then reset back to the front view; the light button changes the lighting.
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    before = _orbit_theta(d)
+    ActionChains(d).move_to_element(viewer).click_and_hold().move_by_offset(120, 0).release().perform()
+    h.wait_until(lambda: abs(_orbit_theta(d) - before) > 0.2, 10, message="the camera to orbit")
+    h.click(d, card.find_element("xpath", ".//button[contains(., 'Reset view')]"))
+    h.wait_until(lambda: abs(_orbit_theta(d) - before) < 0.05, 10, message="the camera to reset")
+    h.click(d, card.find_element("xpath", ".//button[contains(., 'Light:')]"))
+    assert d.execute_script("return [...document.querySelectorAll('model-viewer')].pop().getAttribute('shadow-intensity')") == "2"
+
+    # Downloads come from the app itself, as files of the right kind.
+    glb = card.find_element("css selector", "[data-atelier-download=model]").get_attribute("href")
+    assert d.execute_async_script(
+        "const done = arguments[1]; fetch(arguments[0]).then(r => r.arrayBuffer().then(b => done([r.status, r.headers.get('content-type'),"
+        " new TextDecoder().decode(new Uint8Array(b).slice(0, 4))]))).catch(e => done(String(e)));", glb) == [200, "model/gltf-binary", "glTF"]
+    # Every viewer script is local: nothing was requested from another host for the viewer.
+    hosts = d.execute_script("return performance.getEntriesByType('resource').map(e => e.name).filter(n => /model-viewer|draco|basis|three/.test(n))")
+    assert hosts and all(n.startswith(studio.url) for n in hosts), hosts
+
+    d.set_window_size(1360, 1500)
+    d.execute_script("document.querySelector('[data-step-type=user_message]').scrollIntoView()")
+    time.sleep(0.8)
+    h.save_screenshot(d, "02-creation-steps-viewer", directory=shots)
+    d.set_window_size(1360, 1000)
+
+    # History: newest first with a thumbnail, searchable by meaning, and opening one shows its details.
+    h.send_message(d, "/history")
+    h.wait_until(lambda: h.count(d, f"[data-atelier-history] [data-atelier-item='{cid}']"), 30, message="the creation in history")
+    h.wait_until(lambda: h.image_loaded(d, "[data-atelier-thumb]"), 30, message="thumbnails")
+    history = d.find_elements("css selector", "[data-atelier-history]")[-1]
+    assert IDEA in history.text
+    box = history.find_element("css selector", "[data-atelier-search]")
+    box.send_keys("dragons from today")
+    h.click(d, history.find_element("xpath", ".//button[contains(., 'Search')]"))
+    h.wait_until(lambda: "for “dragons from today”" in history.text and IDEA in history.text, 30, message="search results")
+    box.clear()
+    box.send_keys("castles from last week")
+    h.click(d, history.find_element("xpath", ".//button[contains(., 'Search')]"))
+    h.wait_until(lambda: "Nothing in your memory" in history.text, 30, message="an empty search")
+    h.click(d, history.find_element("xpath", ".//button[contains(., 'All')]"))
+    h.wait_until(lambda: IDEA in history.text, 30, message="the full history again")
+    time.sleep(0.5)
+    h.scroll_to(d, d.find_elements("css selector", "[data-step-type=user_message]")[-1])
+    h.save_screenshot(d, "03-history", directory=shots)
+
+
+def test_open_details_remix_and_lineage(studio, browser, shots):
+    d = browser
+    h.open_studio(d, studio.url)
+    h.send_message(d, "/history")
+    h.wait_until(lambda: h.count(d, "[data-atelier-item]"), 30, message="history items")
+    h.click(d, d.find_elements("css selector", "[data-atelier-item]")[0])
+    h.wait_until(lambda: h.count(d, "[data-atelier-lineage]"), 30, message="the creation's details")
+    detail = d.find_elements("css selector", "[data-atelier-creation]")[-1]
+    parent_id = detail.get_attribute("data-atelier-creation")
+    assert "an original idea" in detail.text
+
+    h.click(d, detail.find_element("css selector", "[data-atelier-remix]"))
+    field = detail.find_element("css selector", ".atl-remix input")
+    field.send_keys("with blue scales")
+    h.click(d, detail.find_element("xpath", ".//button[@type='submit']"))
+    h.wait_until(lambda: "a remix of" in h.page_text(d), 120, message="the remix")
+    h.wait_idle(d)
+    remix = d.find_elements("css selector", "[data-atelier-creation]")[-1]
+    remix_id = remix.get_attribute("data-atelier-creation")
+    assert remix_id != parent_id and "blue scales" in remix.text
+    h.wait_until(lambda: h.viewer_loaded(d), 60, message="the remix's viewer")
+
+    h.click(d, remix.find_element("xpath", ".//button[contains(., 'Details')]"))
+    h.wait_until(lambda: h.count(d, f"[data-atelier-creation='{remix_id}'] [data-atelier-lineage]"), 30, message="the remix's lineage")
+    lineage = d.find_elements("css selector", f"[data-atelier-creation='{remix_id}'] [data-atelier-lineage]")[-1]
+    assert "Remixed from:" in lineage.text and IDEA in lineage.text
+    time.sleep(1.0)
+    h.save_screenshot(d, "04-details-lineage", element=d.find_elements("css selector", f"[data-atelier-creation='{remix_id}']")[-1], directory=shots)
+
+
+def test_settings_review_prompt_pauses_for_an_edit(studio, browser, shots):
+    d = browser
+    h.open_studio(d, studio.url)
+    d.find_element("id", "chat-settings-open-modal").click()
+    h.wait_until(lambda: d.find_elements("id", "review_prompt"), 10, message="the settings panel")
+    for widget in ("enhance", "auto_3d", "review_prompt", "size", "seed", "decision_policy"):
+        assert d.find_elements("id", widget), widget
+    d.find_element("id", "review_prompt").click()
+    time.sleep(0.3)
+    h.save_screenshot(d, "05-settings", directory=shots)
+    d.find_element("id", "confirm").click()
+    time.sleep(0.5)
+
+    h.send_message(d, "a ceramic teapot shaped like a whale")
+    h.wait_until(lambda: h.count(d, "[data-atelier-review-text]"), 60, message="the prompt review")
+    assert h.count(d, "[data-atelier-image]") == 0  # paused before any image is made
+    time.sleep(0.5)
+    h.save_screenshot(d, "06-review-prompt", directory=shots)
+    edited = "a ceramic teapot shaped like a blue whale, watercolor"
+    area = d.find_element("css selector", "[data-atelier-review-text]")
+    area.clear()
+    area.send_keys(edited)
+    h.click(d, d.find_element("css selector", "[data-atelier-edit]"))
+    h.wait_until(lambda: h.viewer_loaded(d), 90, message="the creation after review")
+    h.wait_idle(d)
+    card = d.find_elements("css selector", "[data-atelier-creation]")[-1]
+    assert edited in card.text
+    assert "Using your edited prompt" in h.page_text(d)
+
+
+def test_voice_request_becomes_a_creation(studio, shots, tmp_path):
+    if (why := h.have_tools()) is not None:
+        pytest.skip(why)
+    wav = h.speech_wav("a red dragon with golden wings", tmp_path / "speech.wav")
+    d = h.make_driver(fake_audio=wav)
+    try:
+        h.open_studio(d, studio.url)
+        time.sleep(1.0)
+        h.click_mic(d)
+        # The pause after the words ends the recording; the transcript becomes the user's message.
+        h.wait_until(lambda: d.execute_script(
+            "return [...document.querySelectorAll('[data-step-type=user_message]')].some(e => /dragon with golden wings/i.test(e.innerText))"),
+            90, message="the transcript as the user's message")
+        h.wait_until(lambda: h.viewer_loaded(d), 90, message="the creation from speech")
+        h.wait_idle(d)
+        card = d.find_elements("css selector", "[data-atelier-creation]")[-1]
+        assert "golden wings" in card.text.lower()
+        d.set_window_size(1360, 1400)
+        h.scroll_to(d, d.find_elements("css selector", "[data-step-type=user_message]")[-1])
+        h.save_screenshot(d, "07-voice", directory=shots)
+    finally:
+        d.quit()
+
+
+def test_silence_gets_a_gentle_answer(studio, tmp_path):
+    if (why := h.have_tools()) is not None:
+        pytest.skip(why)
+    d = h.make_driver(fake_audio=h.noise_wav(tmp_path / "noise.wav"))
+    try:
+        h.open_studio(d, studio.url)
+        time.sleep(1.0)
+        h.click_mic(d)
+        time.sleep(3.0)
+        h.click_mic(d)  # stop
+        h.wait_until(lambda: "didn't catch that" in h.page_text(d), 60, message="the didn't-catch-that reply")
+        assert h.count(d, "[data-step-type=user_message]") == 0  # no empty request was sent
+        assert h.count(d, "[data-atelier-creation]") == 0
+    finally:
+        d.quit()

@@ -1,0 +1,340 @@
+"""Atelier studio: the Chainlit app started by `atelier chat` (python -m chainlit run ui/app.py).
+
+Chat with live steps, creation cards with an offline 3D viewer, history with search, settings, review
+of the prompt, voice input, per-user memories. See docs/ui.md.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `chainlit run ui/app.py` loads this file by path
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+import chainlit as cl  # noqa: E402
+from chainlit.server import app as server_app  # noqa: E402
+
+from agent.settings import get_settings  # noqa: E402
+from ui import history, routes, settings_panel  # noqa: E402
+from ui.auth import AuthConfigError, check_password, ensure_secret, local_user_name, parse_users  # noqa: E402
+from ui.datalayer import SQLiteDataLayer  # noqa: E402
+from ui.runner import Turn, get_graph, in_thread  # noqa: E402
+from ui.voice import DIDNT_CATCH, VoiceBuffer  # noqa: E402
+
+log = logging.getLogger("atelier.ui")
+try:
+    from agent.logs import configure_logging
+
+    configure_logging()
+except Exception:  # logging set-up is a nicety; the studio runs without it
+    pass
+
+SETTINGS = get_settings()
+DATA_DIR = Path(SETTINGS.data_dir)
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+AUTHOR = "Atelier"
+
+# -- users ---------------------------------------------------------------------------------------
+try:
+    USERS = parse_users(os.environ.get("ATELIER_AUTH_USERS"))
+except AuthConfigError as exc:
+    log.error("step=auth status=invalid reason=%s", exc)
+    raise SystemExit(f"atelier chat: {exc}") from None
+ensure_secret(DATA_DIR)
+
+if USERS:
+    @cl.password_auth_callback
+    def _password_login(username: str, password: str):
+        if check_password(USERS, username, password):
+            log.info("step=login user=%s", username)
+            return cl.User(identifier=username.strip(), metadata={"provider": "password"})
+        log.info("step=login status=refused user=%s", username[:64])
+        return None
+else:
+    @cl.header_auth_callback
+    def _local_login(headers):
+        # Auth off: one local user, signed in without a form, so threads and memories still have an owner.
+        return cl.User(identifier=local_user_name(), metadata={"provider": "local"})
+
+
+@cl.data_layer
+def _data_layer():
+    return SQLiteDataLayer(DATA_DIR / "ui_threads.sqlite")
+
+
+routes.install(server_app)
+
+
+def _warm_up() -> None:
+    """Load the graph, memory and router in the background so the first request does not wait for them."""
+    try:
+        get_graph()
+        from agent.router import get_router
+        from memory.store import get_store
+
+        get_store().ensure_index()
+        get_router().classify("a red fox")
+    except Exception as exc:
+        log.warning("step=warm_up status=failed reason=%s", exc)
+
+
+threading.Thread(target=_warm_up, name="atelier-warm-up", daemon=True).start()
+
+
+# -- session helpers -------------------------------------------------------------------------------
+def current_user() -> str:
+    user = cl.user_session.get("user")
+    return getattr(user, "identifier", None) or local_user_name()
+
+
+def current_settings() -> dict:
+    return {**settings_panel.defaults(), **(cl.user_session.get("atelier_settings") or {})}
+
+
+COMMANDS = [
+    {"id": "history", "icon": "images", "description": "Browse your creations (newest first, with search)", "button": True, "persistent": False},
+    {"id": "recall", "icon": "search", "description": "Search your creations by meaning and time, e.g. “dragons from last week”", "button": False, "persistent": False},
+    {"id": "3d", "icon": "box", "description": "Turn the latest image into a 3D model", "button": False, "persistent": False},
+]
+
+
+async def _setup_session(values: dict | None = None) -> None:
+    values = {**settings_panel.defaults(), **(values or {})}
+    cl.user_session.set("atelier_settings", values)
+    await cl.ChatSettings(settings_panel.widgets(values)).send()
+    await cl.context.emitter.set_commands(COMMANDS)
+
+
+@cl.set_starters
+async def _starters(user=None, language=None):
+    return [
+        cl.Starter(label="A glowing dragon", message="a glowing dragon on a cliff at sunset", icon="/public/icons/spark.svg"),
+        cl.Starter(label="My creations", message="/history", icon="/public/icons/grid.svg"),
+        cl.Starter(label="What did I make last week?", message="/recall creations from last week", icon="/public/icons/search.svg"),
+        cl.Starter(label="Make the last image 3D", message="/3d", icon="/public/icons/cube.svg"),
+    ]
+
+
+@cl.on_chat_start
+async def _start():
+    await _setup_session()
+
+
+@cl.on_chat_resume
+async def _resume(thread):
+    # Chainlit has already put the thread's saved session (our settings included) back in user_session.
+    values = cl.user_session.get("atelier_settings") or {}
+    if not values and isinstance(thread.get("metadata"), dict):
+        values = thread["metadata"].get("atelier_settings") or {}
+    await _setup_session(values)
+
+
+@cl.on_settings_update
+async def _settings_update(values: dict):
+    merged = {**current_settings(), **values}
+    _, problems = settings_panel.to_configurable(merged)
+    cl.user_session.set("atelier_settings", merged)
+    for problem in problems:
+        await cl.context.emitter.send_toast(problem.capitalize(), "warning")
+
+
+# -- messages ------------------------------------------------------------------------------------
+async def handle_text(text: str, command: str | None = None) -> None:
+    text = (text or "").strip()
+    if command is None and text.startswith("/"):
+        head, _, rest = text[1:].partition(" ")
+        if head.lower() in ("history", "recall", "3d", "help"):
+            command, text = head.lower(), rest.strip()
+    if command == "history":
+        return await show_history(text)
+    if command == "recall":
+        return await show_history(text)
+    if command == "help":
+        return await cl.Message(content=HELP, author=AUTHOR).send()
+    if command == "3d":
+        text = "turn the last image into a 3D model"
+    if not text:
+        return await cl.Message(content="Tell me an idea — for example “a glowing dragon on a cliff at sunset”.", author=AUTHOR).send()
+    limit = SETTINGS.max_idea_chars
+    if len(text) > limit:
+        return await cl.Message(content=f"That is {len(text)} characters long; please keep a request under {limit}.", author=AUTHOR).send()
+    configurable, problems = settings_panel.to_configurable(current_settings())
+    for problem in problems:
+        await cl.context.emitter.send_toast(problem.capitalize(), "warning")
+    turn = Turn(current_user(), cl.context.session.thread_id, configurable, author=AUTHOR)
+    await turn.run(text)
+
+
+HELP = """**Atelier** turns ideas into images and 3D models, and remembers them.
+
+- Describe an idea: “a glowing dragon on a cliff at sunset”.
+- Ask for the past: “the castle from last week”, or **/recall** dragons from last week.
+- Remix: “like before, but with wings” — or press **Remix** on any card.
+- **/history** browses your creations; **/3d** turns the latest image into a model.
+- The microphone button takes your voice; the settings panel has backends, size, seed, enhance, auto-3D and prompt review."""
+
+
+@cl.on_message
+async def _on_message(message: cl.Message):
+    try:
+        await handle_text(message.content, getattr(message, "command", None) or None)
+    except Exception as exc:  # the promise: no stack traces in the chat
+        log.warning("step=message status=failed reason=%s", exc, exc_info=True)
+        from ui.views import unexpected_error
+
+        await cl.Message(content=unexpected_error(exc), author=AUTHOR).send()
+
+
+async def show_history(query: str) -> None:
+    user = current_user()
+    props = await in_thread(history.search, user, query) if query.strip() else await in_thread(history.page, user)
+    await cl.Message(content="", author=AUTHOR,
+                     elements=[cl.CustomElement(name="History", props=props, display="inline")]).send()
+
+
+# -- actions from the custom elements -------------------------------------------------------------
+@cl.action_callback("history_search")
+async def _history_search(action: cl.Action):
+    query = str((action.payload or {}).get("query") or "")
+    if query.strip():
+        return await in_thread(history.search, current_user(), query)
+    return await in_thread(history.page, current_user())
+
+
+@cl.action_callback("history_page")
+async def _history_page(action: cl.Action):
+    try:
+        offset = int((action.payload or {}).get("offset") or 0)
+    except (TypeError, ValueError):
+        offset = 0
+    return await in_thread(history.page, current_user(), offset)
+
+
+@cl.action_callback("open_creation")
+async def _open_creation(action: cl.Action):
+    cid = str((action.payload or {}).get("id") or "")
+    props = await in_thread(history.detail, current_user(), cid)
+    if props is None:
+        await cl.Message(content="That creation is not in your memory.", author=AUTHOR).send()
+        return {"ok": False}
+    await cl.Message(content="", author=AUTHOR, elements=[cl.CustomElement(name="Creation", props=props, display="inline")]).send()
+    return {"ok": True}
+
+
+@cl.action_callback("remix")
+async def _remix(action: cl.Action):
+    payload = action.payload or {}
+    text = await in_thread(history.remix_request, current_user(), str(payload.get("id") or ""), str(payload.get("change") or ""))
+    if text is None:
+        await cl.Message(content="That creation is not in your memory.", author=AUTHOR).send()
+        return {"ok": False}
+    msg = cl.Message(content=text, author=current_user(), type="user_message")
+    await msg.send()
+    asyncio.get_running_loop().create_task(_run_remix(text))
+    return {"ok": True, "request": text}
+
+
+async def _run_remix(text: str) -> None:
+    try:
+        await cl.context.emitter.task_start()
+        await handle_text(text)
+    except Exception as exc:
+        log.warning("step=remix status=failed reason=%s", exc, exc_info=True)
+        from ui.views import unexpected_error
+
+        await cl.Message(content=unexpected_error(exc), author=AUTHOR).send()
+    finally:
+        await cl.context.emitter.task_end()
+
+
+# -- voice -----------------------------------------------------------------------------------------
+def _sample_rate() -> int:
+    from chainlit.config import config
+
+    return int(getattr(config.features.audio, "sample_rate", 16000) or 16000)
+
+
+@cl.on_audio_start
+async def _audio_start():
+    log.info("step=voice_start sample_rate=%d", _sample_rate())
+    cl.user_session.set("voice", VoiceBuffer(sample_rate=_sample_rate()))
+    cl.user_session.set("voice_done", False)
+
+    def load() -> None:
+        try:
+            from agent.speech import _load
+
+            _load()
+        except Exception as exc:
+            log.warning("step=load_whisper status=failed reason=%s", exc)
+
+    threading.Thread(target=load, daemon=True).start()
+    return True
+
+
+@cl.on_audio_chunk
+async def _audio_chunk(chunk):
+    buffer: VoiceBuffer | None = cl.user_session.get("voice")
+    if buffer is None:
+        buffer = VoiceBuffer(sample_rate=_sample_rate())
+        cl.user_session.set("voice", buffer)
+    if len(buffer.chunks) % 50 == 0:
+        log.debug("step=voice_chunk n=%d seconds=%.1f speech=%s", len(buffer.chunks), buffer.seconds, buffer.heard_speech)
+    if buffer.add(chunk.data, getattr(chunk, "elapsedTime", None)):
+        # The speaker paused: stop the microphone and handle what was said.
+        await cl.context.emitter.update_audio_connection("off")
+        await _finish_voice()
+
+
+@cl.on_audio_end
+async def _audio_end():
+    await _finish_voice()
+
+
+async def _finish_voice() -> None:
+    if cl.user_session.get("voice_done"):
+        return
+    cl.user_session.set("voice_done", True)
+    buffer: VoiceBuffer | None = cl.user_session.get("voice")
+    cl.user_session.set("voice", None)
+    if buffer is None or not buffer.chunks or buffer.seconds < 0.3:
+        await cl.Message(content=DIDNT_CATCH, author=AUTHOR).send()
+        return
+    from agent.speech import TranscriptionError, transcribe
+
+    if dump := os.environ.get("ATELIER_UI_AUDIO_DUMP_DIR"):  # debugging aid: keep what the microphone sent
+        Path(dump).mkdir(parents=True, exist_ok=True)
+        (Path(dump) / f"voice-{int(time.time() * 1000)}.wav").write_bytes(buffer.wav_bytes())
+    try:
+        transcript = await in_thread(transcribe, buffer.wav_bytes())
+    except TranscriptionError as exc:
+        log.warning("step=transcribe status=failed reason=%s", exc)
+        await cl.Message(content="I couldn't read the recording — please try the microphone again, or type your idea.", author=AUTHOR).send()
+        return
+    log.info("step=voice seconds=%.1f end=%s heard=%r", buffer.seconds, buffer.reason, transcript.text[:80])
+    if transcript.heard_nothing:
+        await cl.Message(content=DIDNT_CATCH, author=AUTHOR).send()
+        return
+    session = cl.context.session
+    if not session.has_first_interaction:  # the pause ended the recording before Chainlit saw an audio_end
+        session.has_first_interaction = True
+        await cl.context.emitter.init_thread(transcript.text)
+    said = cl.Message(content=transcript.text, author=current_user(), type="user_message")
+    await said.send()
+    try:
+        await handle_text(transcript.text)
+    except Exception as exc:
+        log.warning("step=voice_turn status=failed reason=%s", exc, exc_info=True)
+        from ui.views import unexpected_error
+
+        await cl.Message(content=unexpected_error(exc), author=AUTHOR).send()

@@ -1,0 +1,98 @@
+"""The studio's settings panel (Chainlit ChatSettings) and how its values become per-run configuration."""
+from __future__ import annotations
+
+from typing import Any
+
+from agent.configuration import POLICIES
+from agent.settings import get_settings
+
+SIZES = ["256x256", "384x384", "512x512", "640x640", "768x768", "1024x1024", "768x512", "512x768"]
+AUTO = "auto (fallback order)"
+
+# Backends that honour each knob (the offline sketch draws at any size and seed; only model backends
+# have sampling steps).
+SUPPORTS = {"size": {"sketch", "openfabric"}, "seed": {"sketch", "openfabric"}, "steps": {"openfabric"}}
+
+
+def defaults() -> dict[str, Any]:
+    s = get_settings()
+    return {"image_backend": AUTO, "model_backend": AUTO, "enhance": True, "auto_3d": True, "review_prompt": False,
+            "size": "512x512", "steps": 0, "seed": "", "decision_policy": s.decision_policy}
+
+
+def widgets(values: dict[str, Any] | None = None) -> list:
+    from chainlit.input_widget import Select, Slider, Switch, TextInput
+
+    s = get_settings()
+    v = {**defaults(), **(values or {})}
+    items: list = []
+    images, models = s.image_backend_list, s.model_backend_list
+    if len(images) > 1:
+        items.append(Select(id="image_backend", label="Image backend", values=[AUTO, *images], initial_value=v["image_backend"],
+                            description="Which text-to-image backend to try first; the others remain fallbacks."))
+    if len(models) > 1:
+        items.append(Select(id="model_backend", label="3D backend", values=[AUTO, *models], initial_value=v["model_backend"],
+                            description="Which image-to-3D backend to try first; the others remain fallbacks."))
+    items += [
+        Switch(id="enhance", label="Enhance prompts", initial=bool(v["enhance"]),
+               description="Rewrite each idea into a detailed image prompt first."),
+        Switch(id="auto_3d", label="Make 3D automatically", initial=bool(v["auto_3d"]),
+               description="Turn every new image into a 3D model."),
+        Switch(id="review_prompt", label="Review prompt before making the image", initial=bool(v["review_prompt"]),
+               description="Pause after the prompt is written so you can accept or edit it."),
+    ]
+    supported = set(images)
+    if supported & SUPPORTS["size"]:
+        items.append(Select(id="size", label="Image size", values=SIZES, initial_value=v["size"] if v["size"] in SIZES else "512x512",
+                            description=f"Width x height (used by: {', '.join(sorted(supported & SUPPORTS['size']))})."))
+    if supported & SUPPORTS["steps"]:
+        items.append(Slider(id="steps", label="Sampling steps (0 = backend default)", initial=float(v["steps"] or 0), min=0, max=60, step=1,
+                            description=f"Used by: {', '.join(sorted(supported & SUPPORTS['steps']))}."))
+    if supported & SUPPORTS["seed"]:
+        items.append(TextInput(id="seed", label="Seed (empty = varies by prompt)", initial=str(v["seed"] or ""),
+                               placeholder="e.g. 42", description="The same seed and prompt give the same picture."))
+    items.append(Select(id="decision_policy", label="Who decides the next step", values=list(POLICIES),
+                        initial_value=v["decision_policy"] if v["decision_policy"] in POLICIES else s.decision_policy,
+                        description="model: the local LLM · router: the intent router · hybrid: the LLM, checked by the router."))
+    return items
+
+
+def _ordered(choice: str | None, configured: list[str]) -> list[str] | None:
+    if not choice or choice == AUTO or choice not in configured:
+        return None
+    return [choice] + [b for b in configured if b != choice]
+
+
+def to_configurable(values: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+    """Settings panel values -> Configuration keys, and any complaints to show the user."""
+    s = get_settings()
+    v = {**defaults(), **(values or {})}
+    out: dict[str, Any] = {"enhance": bool(v["enhance"]), "auto_3d": bool(v["auto_3d"]), "review_prompt": bool(v["review_prompt"])}
+    problems: list[str] = []
+    if v.get("decision_policy") in POLICIES:
+        out["decision_policy"] = v["decision_policy"]
+    if (images := _ordered(v.get("image_backend"), s.image_backend_list)) is not None:
+        out["image_backends"] = images
+    if (models := _ordered(v.get("model_backend"), s.model_backend_list)) is not None:
+        out["model_backends"] = models
+    size = str(v.get("size") or "512x512")
+    try:
+        width, height = (int(x) for x in size.lower().split("x"))
+        if not (64 <= width <= 2048 and 64 <= height <= 2048):
+            raise ValueError
+        out["width"], out["height"] = width, height
+    except ValueError:
+        problems.append(f"image size {size!r} is not valid; using 512x512")
+    try:
+        steps = int(float(v.get("steps") or 0))
+        if steps > 0:
+            out["steps"] = min(steps, 200)
+    except (TypeError, ValueError):
+        pass
+    seed = str(v.get("seed") or "").strip()
+    if seed:
+        try:
+            out["seed"] = int(seed)
+        except ValueError:
+            problems.append(f"seed {seed!r} is not a whole number; the seed is left to the backend")
+    return out, problems

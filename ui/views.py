@@ -1,0 +1,217 @@
+"""What the studio shows, as plain data: element props, step texts and kind, specific failure messages.
+
+Nothing here talks to Chainlit, so it is easy to test and reuse (the API or another UI could show the same).
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+TOOL_TITLES = {
+    "enhance_prompt": "enhance_prompt — writing a detailed prompt",
+    "text_to_image": "text_to_image — making the image",
+    "image_to_3d": "image_to_3d — making the 3D model",
+    "recall_similar": "recall_similar — searching your memory",
+}
+
+_BACKEND_LABELS = {
+    ("openfabric", "image"): "Openfabric text-to-image",
+    ("openfabric", "model"): "Openfabric image-to-3D",
+    ("sketch", "image"): "the local sketch backend",
+    ("relief", "model"): "the local relief backend",
+}
+TOOL_KIND = {"text_to_image": "image", "image_to_3d": "model"}
+
+
+def backend_label(backend: str, kind: str) -> str:
+    return _BACKEND_LABELS.get((backend, kind), f"the {backend} backend")
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def asset_url(creation_id: str, kind: str, sha256: str | None = None) -> str:
+    return f"/atelier/asset/{creation_id}/{kind}" + (f"?v={sha256[:12]}" if sha256 else "")
+
+
+def thumb_url(creation_id: str, sha256: str | None = None) -> str:
+    return f"/atelier/thumb/{creation_id}" + (f"?v={sha256[:12]}" if sha256 else "")
+
+
+def short_reason(reason: str, limit: int = 160) -> str:
+    """One readable line from an exception text: no traceback, no noise, bounded."""
+    text = str(reason or "").strip()
+    text = text.removeprefix("error: ")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(("Traceback", "File ", "  "))]
+    text = lines[-1] if lines and "Traceback" in str(reason) else " ".join(lines)
+    text = re.sub(r"\s+", " ", text)
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def why_unavailable(reason: str) -> str:
+    r = (reason or "").lower()
+    if any(w in r for w in ("unreachable", "connect", "refused", "timed out", "timeout", "resolve", "name or service",
+                            "network", "offline", "dns", "ssl", "host")):
+        return "unreachable"
+    if any(w in r for w in ("not configured", "no app", "missing", "unknown backend", "no backends")):
+        return "not configured"
+    if any(w in r for w in ("401", "403", "unauthori", "forbidden", "token", "api key")):
+        return "refused the credentials"
+    if any(w in r for w in ("429", "rate", "quota", "busy")):
+        return "busy"
+    return f"failed ({short_reason(reason, 90)})"
+
+
+def fallback_notes(tool: str, attempts: Iterable[dict], used_backend: str | None) -> list[str]:
+    """'Openfabric text-to-image unreachable — used the local sketch backend' for every failed try."""
+    kind = TOOL_KIND.get(tool, "image")
+    notes = []
+    for attempt in attempts or []:
+        if attempt.get("ok"):
+            continue
+        failed = _capitalised(backend_label(attempt.get("backend", "?"), kind))
+        used = backend_label(used_backend, kind) if used_backend else "the next backend"
+        notes.append(f"{failed} {why_unavailable(attempt.get('reason', ''))} — used {used}")
+    return notes
+
+
+def failure_message(tool: str | None, reason: str) -> str:
+    """A tool failed for the whole request: say which step, and why, in a sentence."""
+    what = {"text_to_image": "make the image", "image_to_3d": "make the 3D model", "enhance_prompt": "write the prompt",
+            "recall_similar": "search your memory"}.get(tool or "", "finish that")
+    full = " ".join(str(reason or "").removeprefix("error: ").split())
+    text = short_reason(reason, 300)
+    m = re.match(r"every (image|model) backend failed \((.*)\)$", full, re.S)
+    if m:
+        kind = m.group(1)
+        parts = [p.split(":", 1) for p in re.split(r"; (?=[a-z0-9_-]+: )", m.group(2)) if ":" in p]
+        detail = _capitalised("; ".join(f"{backend_label(b.strip(), kind)} {why_unavailable(r)}" for b, r in parts))
+        return f"Sorry — I couldn't {what}: {detail or text}. Nothing was saved; try again, or pick another backend in the settings."
+    if "no image to turn into 3d" in text.lower():
+        return "There is no image to turn into 3D yet. Describe an idea and I'll make one first."
+    return f"Sorry — I couldn't {what}: {text}"
+
+
+def unexpected_error(exc: BaseException) -> str:
+    return (f"Sorry — something went wrong while working on that ({exc.__class__.__name__}: {short_reason(str(exc), 200)}). "
+            "Your earlier creations are safe; please try again.")
+
+
+def step_output_end(event: dict) -> str:
+    """The text a finished tool step shows: its result, backend and seconds."""
+    tool = event.get("tool", "")
+    result = event.get("result") or {}
+    seconds = event.get("seconds")
+    timing = f"{seconds:.2f} s" if isinstance(seconds, (int, float)) else ""
+    lines: list[str] = []
+    if tool == "enhance_prompt":
+        lines.append(result.get("enhanced_prompt") or "")
+        source = result.get("source") or event.get("backend")
+        lines.append(f"_written by {source} · {timing}_" if source else f"_{timing}_")
+    elif tool in ("text_to_image", "image_to_3d"):
+        if result.get("error"):
+            lines.append(str(result["error"]))
+        else:
+            backend = event.get("backend") or result.get("backend") or "?"
+            extra = " (a placeholder sketch — no image model is configured)" if result.get("is_sketch") else ""
+            lines.append(f"backend: **{backend}**{extra} · {timing}")
+            lines += [f"⚠ {n}" for n in fallback_notes(tool, event.get("attempts") or [], backend)]
+            if result.get("creation_id"):
+                lines.append(f"creation `{result['creation_id']}`")
+    elif tool == "recall_similar":
+        found = result.get("creations") or []
+        how = "by meaning" if result.get("mode") == "semantic" else "most recent first"
+        window = f", {result['window']}" if result.get("window") else ""
+        lines.append(f"{len(found)} found ({how}{window}) · {timing}")
+        lines += [f"- {c.get('prompt')} (`{c.get('creation_id')}`)" for c in found[:5]]
+    else:
+        lines.append(timing)
+    return "\n".join(x for x in lines if x)
+
+
+def step_title(tool: str, event: dict) -> str:
+    parts = [tool]
+    backend = event.get("backend") or (event.get("result") or {}).get("backend")
+    if backend and tool != "recall_similar":
+        parts.append(str(backend))
+    seconds = event.get("seconds")
+    if isinstance(seconds, (int, float)):
+        parts.append(f"{seconds:.1f} s")
+    return " · ".join(parts)
+
+
+def progress_line(event: dict) -> str:
+    fraction = event.get("fraction")
+    pct = f"{fraction * 100:3.0f}% · " if isinstance(fraction, (int, float)) else ""
+    return f"{pct}{event.get('message') or ''}".strip()
+
+
+# -- creations ------------------------------------------------------------------------------------
+def _when(created_at: str) -> str:
+    try:
+        dt = datetime.fromisoformat(created_at)
+    except (TypeError, ValueError):
+        return created_at or ""
+    return dt.astimezone(timezone.utc).isoformat()
+
+
+def creation_props(view, *, detail: bool = False, parent=None, children: Iterable = (), notes: Iterable[str] = (),
+                   status: str | None = None) -> dict[str, Any]:
+    """Props for public/elements/Creation.jsx from a memory.store.CreationView."""
+    image, model = view.image, view.model
+    if status is None:
+        status = "complete" if model else ("image" if image else "empty")
+    return {
+        "id": view.id,
+        "prompt": view.original_prompt,
+        "enhanced_prompt": view.enhanced_prompt,
+        "created_at": _when(view.created_at),
+        "image_url": asset_url(view.id, "image", image.sha256) if image else None,
+        "model_url": asset_url(view.id, "model", model.sha256) if model else None,
+        "image_file": f"atelier-{view.id}{_ext(image.mime, '.png')}" if image else None,
+        "model_file": f"atelier-{view.id}{_ext(model.mime, '.glb')}" if model else None,
+        "image_backend": image.backend if image else None,
+        "model_backend": model.backend if model else None,
+        "is_sketch": bool(image and image.meta.get("is_sketch")),
+        "status": status,
+        "notes": [n for n in notes if n],
+        "detail": detail,
+        "parent": {"id": parent.id, "prompt": parent.original_prompt} if parent else None,
+        "children": [{"id": c.id, "prompt": c.original_prompt} for c in children],
+    }
+
+
+def _ext(mime: str, default: str) -> str:
+    return {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "model/gltf-binary": ".glb"}.get(mime, default)
+
+
+def history_item(view) -> dict[str, Any]:
+    image = view.image
+    return {
+        "id": view.id,
+        "prompt": view.original_prompt,
+        "enhanced_prompt": view.enhanced_prompt,
+        "created_at": _when(view.created_at),
+        "thumb_url": thumb_url(view.id, image.sha256) if image else None,
+        "has_model": view.model is not None,
+        "backend": image.backend if image else None,
+        "parent_id": view.parent_id,
+        "score": view.score,
+    }
+
+
+def history_props(views: list, *, title: str, query: str = "", mode: str = "history", offset: int = 0,
+                  has_more: bool = False, note: str = "") -> dict[str, Any]:
+    return {"title": title, "query": query, "mode": mode, "offset": offset, "has_more": has_more, "note": note,
+            "items": [history_item(v) for v in views]}
+
+
+def recall_title(query: str, result) -> str:
+    n = len(result.creations)
+    window = f" {result.window.phrase}" if getattr(result, "window", None) else ""
+    if not n:
+        return f"Nothing in your memory matches “{query}”"
+    how = "by meaning" if result.mode == "semantic" else "newest first"
+    return f"{n} creation{'s' if n != 1 else ''} for “{query}”{window} ({how})"
