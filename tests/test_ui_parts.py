@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
+import os
 import wave
 
 import numpy as np
@@ -89,7 +91,7 @@ def test_voice_gives_up_on_noise_only():
 
 # -- users ----------------------------------------------------------------------------------------
 def test_users_are_parsed_and_checked():
-    users = auth.parse_users("alice:pw1, bob:p:w:2\ncarol:sha256:" + __import__("hashlib").sha256(b"secret").hexdigest())
+    users = auth.parse_users("alice:pw1, bob:p:w:2\ncarol:sha256:" + hashlib.sha256(b"secret").hexdigest())
     assert set(users) == {"alice", "bob", "carol"} and users["bob"] == "p:w:2"
     assert auth.check_password(users, "alice", "pw1")
     assert not auth.check_password(users, "alice", "pw2")
@@ -105,10 +107,10 @@ def test_users_are_parsed_and_checked():
 def test_secret_is_made_once_and_kept(tmp_path, monkeypatch):
     monkeypatch.delenv("CHAINLIT_AUTH_SECRET", raising=False)
     auth.ensure_secret(tmp_path)
-    first = __import__("os").environ["CHAINLIT_AUTH_SECRET"]
+    first = os.environ["CHAINLIT_AUTH_SECRET"]
     monkeypatch.delenv("CHAINLIT_AUTH_SECRET")
     auth.ensure_secret(tmp_path)
-    assert __import__("os").environ["CHAINLIT_AUTH_SECRET"] == first and len(first) >= 32
+    assert os.environ["CHAINLIT_AUTH_SECRET"] == first and len(first) >= 32
     assert (tmp_path / "ui_auth_secret").stat().st_mode & 0o077 == 0
 
 

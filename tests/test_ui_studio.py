@@ -174,7 +174,7 @@ def test_settings_review_prompt_pauses_for_an_edit(studio, browser, shots):
     for widget in ("enhance", "auto_3d", "review_prompt", "size", "seed", "decision_policy"):
         assert d.find_elements("id", widget), widget
     d.find_element("id", "review_prompt").click()
-    time.sleep(0.3)
+    h.wait_until(lambda: d.find_element("id", "review_prompt").get_attribute("aria-checked") == "true", 10, message="the switch")
     h.save_screenshot(d, "05-settings", directory=shots)
     d.find_element("id", "confirm").click()
     time.sleep(0.5)
@@ -185,9 +185,13 @@ def test_settings_review_prompt_pauses_for_an_edit(studio, browser, shots):
     time.sleep(0.5)
     h.save_screenshot(d, "06-review-prompt", directory=shots)
     edited = "a ceramic teapot shaped like a blue whale, watercolor"
+    from selenium.webdriver.common.keys import Keys
+
     area = d.find_element("css selector", "[data-atelier-review-text]")
-    area.clear()
+    area.click()
+    area.send_keys(Keys.CONTROL, "a")
     area.send_keys(edited)
+    h.wait_until(lambda: d.find_element("css selector", "[data-atelier-edit]").is_enabled(), 10, message="the edit button")
     h.click(d, d.find_element("css selector", "[data-atelier-edit]"))
     h.wait_until(lambda: h.viewer_loaded(d), 90, message="the creation after review")
     h.wait_idle(d)

@@ -13,7 +13,13 @@ import ui_helpers as h
 pytestmark = pytest.mark.skipif(h.browser_available() is not None, reason=str(h.browser_available()))
 
 USERS = {"alice": "wonder-land-7", "bob": "builder-42"}
-AUTH_ENV = {"ATELIER_AUTH_USERS": ",".join(f"{u}:{p}" for u, p in USERS.items()), "CHAINLIT_AUTH_SECRET": "t" * 64}
+AUTH_ENV = {
+    "ATELIER_AUTH_USERS": ",".join(f"{u}:{p}" for u, p in USERS.items()),
+    "CHAINLIT_AUTH_SECRET": "t" * 64,
+    # Openfabric first, at an address where nothing listens: the studio must say so and fall back to the sketch.
+    "ATELIER_IMAGE_BACKENDS": "openfabric,sketch",
+    "ATELIER_TEXT_TO_IMAGE_APP": f"http://127.0.0.1:{h.free_port()}",
+}
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +49,19 @@ def made(data_dir, shots):
         assert not d.find_elements("id", "chat-input"), "a wrong password signed in"
 
         h.open_studio(d, server.url, "alice", USERS["alice"])
+        d.find_element("id", "chat-settings-open-modal").click()  # two image backends: the panel offers a choice
+        h.wait_until(lambda: d.find_elements("id", "image_backend"), 10, message="the image backend choice")
+        assert not d.find_elements("id", "model_backend")  # one 3D backend: nothing to choose
+        d.find_element("id", "confirm").click()
+        time.sleep(0.3)
         h.send_message(d, "a crystal sword in a stone")
         h.wait_until(lambda: h.viewer_loaded(d), 120, message="alice's creation")
         h.wait_idle(d)
-        cid = d.find_elements("css selector", "[data-atelier-creation]")[-1].get_attribute("data-atelier-creation")
+        card = d.find_elements("css selector", "[data-atelier-creation]")[-1]
+        cid = card.get_attribute("data-atelier-creation")
+        note = "Openfabric text-to-image unreachable — used the local sketch backend"
+        assert note in card.text and note in h.page_text(d).split(card.text)[-1]  # on the card and in the reply
+        assert "Traceback" not in h.page_text(d)
         thread_path = "/" + d.current_url.split("/", 3)[3]
         assert thread_path.startswith("/thread/")
         assert h.fetch_status(d, f"/atelier/asset/{cid}/model") == 200

@@ -293,7 +293,7 @@ def noise_wav(path: Path, seconds: float = 4.0) -> Path:
 def click_mic(driver) -> None:
     """The composer's microphone button (Chainlit gives it no id): the button holding the mic icon, or the
     stop (X) icon while recording. It is the first button of the composer that is not the send button."""
-    ok = driver.execute_script("""
+    script = """
         const composer = document.getElementById('message-composer');
         if (!composer) return false;
         for (const b of composer.querySelectorAll('button')) {
@@ -303,9 +303,8 @@ def click_mic(driver) -> None:
           const stop = (b.querySelector('svg') || {classList: {contains: () => false}}).classList.contains('lucide-x');
           if (mic || stop) { b.click(); return true; }
         }
-        return false;""")
-    if not ok:
-        raise AssertionError("no microphone button in the composer")
+        return false;"""
+    wait_until(lambda: driver.execute_script(script), 20, message="the microphone button")
 
 
 def fetch_status(driver, url: str) -> int:

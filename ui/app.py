@@ -291,9 +291,14 @@ async def _audio_chunk(chunk):
     if len(buffer.chunks) % 50 == 0:
         log.debug("step=voice_chunk n=%d seconds=%.1f speech=%s", len(buffer.chunks), buffer.seconds, buffer.heard_speech)
     if buffer.add(chunk.data, getattr(chunk, "elapsedTime", None)):
-        # The speaker paused: stop the microphone and handle what was said.
+        # The speaker paused: stop the microphone and handle what was said (shown as a running task,
+        # as Chainlit does when the user stops the microphone).
         await cl.context.emitter.update_audio_connection("off")
-        await _finish_voice()
+        await cl.context.emitter.task_start()
+        try:
+            await _finish_voice()
+        finally:
+            await cl.context.emitter.task_end()
 
 
 @cl.on_audio_end

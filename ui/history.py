@@ -56,6 +56,12 @@ def creation(user: str, creation_id: str, notes: list[str] | None = None, status
     return views.creation_props(view, parent=parent, notes=notes or [], status=status)
 
 
+def views_of(user: str, ids: list[str]) -> list:
+    """The user's creations with these ids, in this order (others' ids find nothing)."""
+    found = get_store().get_many([i for i in ids if _ID.match(i or "")], user)
+    return [found[i] for i in ids if i in found]
+
+
 def remix_request(user: str, creation_id: str, change: str) -> str | None:
     """The request text that remixes a creation: the agent recalls it by these words and applies the change."""
     view = get_store().get(creation_id, user_id=user) if _ID.match(creation_id or "") else None

@@ -114,11 +114,18 @@ class Turn:
                             self.on_update(chunk)
                 if interrupted is None:
                     break
-                payload = Command(resume=await self.ask_review(interrupted))
+                answer = await self.ask_review(interrupted)
+                if answer is None:  # no answer in time: leave the request paused (a new message starts afresh)
+                    await self.close_open_steps("")
+                    await cl.Message(content="The prompt is still waiting for your review, so no image was made. "
+                                             "Send a new request whenever you like.", author=self.author).send()
+                    return
+                payload = Command(resume=answer)
             state = (await in_thread(graph.get_state, self.config)).values
         except Exception as exc:
             log.warning("step=turn status=failed thread=%s user=%s reason=%s", self.thread_id, self.user, exc, exc_info=True)
             await self.close_open_steps("stopped: something went wrong")
+            await self.settle_cards()
             await cl.Message(content=views.unexpected_error(exc), author=self.author).send()
             return
         await self.close_open_steps("")
@@ -208,11 +215,10 @@ class Turn:
         if tool == "text_to_image" and cid and not result.get("error"):
             self.made = cid
             self.notes[cid] = views.fallback_notes(tool, event.get("attempts") or [], event.get("backend"))
+            # With auto 3D on, the card says the model is on its way until image_to_3d reports back.
             status = "making3d" if self.config["configurable"].get("auto_3d", True) else "image"
             props = await in_thread(history.creation, self.user, cid, self.notes[cid], status)
             if props:
-                if not props.get("model_url") and status == "image":
-                    props["status"] = "image"
                 await self.send_card(cid, props)
         elif tool == "image_to_3d" and cid and not result.get("error"):
             self.modelled = cid
@@ -243,7 +249,7 @@ class Turn:
                 await element.update()
 
     # -- human in the loop --------------------------------------------------------------------------
-    async def ask_review(self, payload: dict) -> dict:
+    async def ask_review(self, payload: dict) -> dict | None:
         prompt = str(payload.get("enhanced_prompt") or "")
         element = cl.CustomElement(name="ReviewPrompt", display="inline",
                                    props={"idea": payload.get("idea") or "", "enhanced_prompt": prompt})
@@ -251,9 +257,11 @@ class Turn:
                                    element=element, author=self.author, timeout=900)
         answer = await ask.send()
         edited = (answer or {}).get("prompt") if isinstance(answer, dict) else None
-        if answer is None:
-            ask.content = "No answer — going on with the written prompt."
-        elif isinstance(edited, str) and edited.strip() and edited.strip() != prompt.strip():
+        if answer is None or (isinstance(answer, dict) and answer.get("submitted") is False):
+            ask.content = "No answer — the request is paused."
+            await ask.update()
+            return None
+        if isinstance(edited, str) and edited.strip() and edited.strip() != prompt.strip():
             ask.content = f"Using your edited prompt:\n\n> {edited.strip()[:2000]}"
             await ask.update()
             return {"prompt": edited.strip()[:2000]}
@@ -263,7 +271,16 @@ class Turn:
         return {"action": "accept"}
 
     # -- the reply ----------------------------------------------------------------------------------
+    async def settle_cards(self) -> None:
+        for cid, (_, element) in self.cards.items():  # no model came after all (image-only request, or it failed)
+            if element.props.get("status") == "making3d":
+                props = await in_thread(history.creation, self.user, cid, self.notes.get(cid), None)
+                if props:
+                    element.props = props
+                    await element.update()
+
     async def finish(self, state: dict) -> None:
+        await self.settle_cards()
         messages = state.get("messages") or []
         reply = str(messages[-1].content) if messages else ""
         if self.failed:
@@ -279,9 +296,9 @@ class Turn:
             text = _PATH_TAIL.sub("", reply).strip() or "Done."
         await cl.Message(content=text, author=self.author).send()
         if self.recalled and not self.made:
-            views_ = await in_thread(lambda: [v for v in (history.get_store().get(i, user_id=self.user) for i in self.recalled) if v])
-            if views_:
-                props = views.history_props(views_, title=f"From your memory ({len(views_)})", mode="recall")
+            found = await in_thread(history.views_of, self.user, self.recalled)
+            if found:
+                props = views.history_props(found, title=f"From your memory ({len(found)})", mode="recall")
                 await cl.Message(content="", author=self.author,
                                  elements=[cl.CustomElement(name="History", props=props, display="inline")]).send()
 
