@@ -36,7 +36,8 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def made(data_dir, shots):
-    """Alice signs in and makes a creation; the server is stopped afterwards (the tests start it again)."""
+    """Alice signs in and makes a creation. The server keeps running for the isolation test; the restart
+    test stops it and starts a new one on the same data dir."""
     server = h.Studio(data_dir, env=AUTH_ENV).start()
     d = h.make_driver()
     try:
@@ -65,14 +66,28 @@ def made(data_dir, shots):
         thread_path = "/" + d.current_url.split("/", 3)[3]
         assert thread_path.startswith("/thread/")
         assert h.fetch_status(d, f"/atelier/asset/{cid}/model") == 200
+    except BaseException:
+        server.stop()
+        raise
     finally:
         d.quit()
-        server.stop()
-    return {"creation": cid, "thread_path": thread_path}
+    yield {"creation": cid, "thread_path": thread_path, "server": server}
+    server.stop()
 
 
-def test_users_see_and_recall_only_their_own(made, data_dir):
-    server = h.Studio(data_dir, env=AUTH_ENV).start()
+def test_users_see_and_recall_only_their_own(made):
+    server = made["server"]
+    _bob_sees_nothing_of_alice(server, made)
+    alice = h.make_driver()
+    try:
+        h.open_studio(alice, server.url, "alice", USERS["alice"])
+        h.send_message(alice, "/recall crystal sword")
+        h.wait_until(lambda: h.count(alice, f"[data-atelier-item='{made['creation']}']"), 30, message="alice's recall")
+    finally:
+        alice.quit()
+
+
+def _bob_sees_nothing_of_alice(server, made) -> None:
     cid = made["creation"]
     bob = h.make_driver()
     try:
@@ -100,36 +115,30 @@ def test_users_see_and_recall_only_their_own(made, data_dir):
     finally:
         bob.quit()
 
-    alice = h.make_driver()
-    try:
-        h.open_studio(alice, server.url, "alice", USERS["alice"])
-        h.send_message(alice, "/recall crystal sword")
-        h.wait_until(lambda: h.count(alice, f"[data-atelier-item='{cid}']"), 30, message="alice's recall")
-    finally:
-        alice.quit()
-        server.stop()
-
 
 def test_thread_resumes_after_restart(made, data_dir, shots):
+    made["server"].stop()
     server = h.Studio(data_dir, env=AUTH_ENV).start()  # a new process: only the data dir is shared
-    d = h.make_driver()
     try:
-        h.open_studio(d, server.url, "alice", USERS["alice"])
-        link = h.wait_until(lambda: [a for a in d.find_elements("css selector", "#thread-history a") if a.text.strip() == "a crystal sword in a stone"],
-                            30, message="alice's thread in the sidebar")[0]
-        h.click(d, link)
-        h.wait_until(lambda: h.count(d, f"[data-atelier-creation='{made['creation']}']"), 60, message="the resumed thread")
-        h.wait_until(lambda: h.viewer_loaded(d), 60, message="the resumed viewer")
-        # The agent remembers the thread: "like before" builds on the sword.
-        h.send_message(d, "like before but with a golden hilt")
-        h.wait_until(lambda: "a remix of" in h.page_text(d), 120, message="the remix in the resumed thread")
-        h.wait_idle(d)
-        card = d.find_elements("css selector", "[data-atelier-creation]")[-1]
-        assert card.get_attribute("data-atelier-creation") != made["creation"]
-        assert "golden hilt" in card.text
-        d.set_window_size(1360, 1400)
-        h.scroll_to(d, d.find_elements("css selector", "[data-step-type=user_message]")[-1])
-        h.save_screenshot(d, "09-resumed-thread", directory=shots)
+        d = h.make_driver()
+        try:
+            h.open_studio(d, server.url, "alice", USERS["alice"])
+            link = h.wait_until(lambda: [a for a in d.find_elements("css selector", "#thread-history a") if a.text.strip() == "a crystal sword in a stone"],
+                                30, message="alice's thread in the sidebar")[0]
+            h.click(d, link)
+            h.wait_until(lambda: h.count(d, f"[data-atelier-creation='{made['creation']}']"), 60, message="the resumed thread")
+            h.wait_until(lambda: h.viewer_loaded(d), 60, message="the resumed viewer")
+            # The agent remembers the thread: "like before" builds on the sword.
+            h.send_message(d, "like before but with a golden hilt")
+            h.wait_until(lambda: "a remix of" in h.page_text(d), 120, message="the remix in the resumed thread")
+            h.wait_idle(d)
+            card = d.find_elements("css selector", "[data-atelier-creation]")[-1]
+            assert card.get_attribute("data-atelier-creation") != made["creation"]
+            assert "golden hilt" in card.text
+            d.set_window_size(1360, 1400)
+            h.scroll_to(d, d.find_elements("css selector", "[data-step-type=user_message]")[-1])
+            h.save_screenshot(d, "09-resumed-thread", directory=shots)
+        finally:
+            d.quit()
     finally:
-        d.quit()
         server.stop()

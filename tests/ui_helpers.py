@@ -2,6 +2,7 @@
 driven by selenium, screenshots, pixel checks and synthesised speech."""
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import os
@@ -74,6 +75,7 @@ class Studio:
         self._log = open(self.log_path, "ab")
         cmd = [PYTHON, "-m", "chainlit", "run", "ui/app.py", "--headless", "--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        atexit.register(self.stop)  # never leave a server behind, whatever happens to the test
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -84,6 +86,7 @@ class Studio:
                         return self
             except OSError:
                 time.sleep(0.5)
+        self.stop()
         raise RuntimeError(f"studio did not start in {timeout}s:\n{self.log()[-3000:]}")
 
     def log(self) -> str:
@@ -94,13 +97,16 @@ class Studio:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                return
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=5)
-        if getattr(self, "_log", None):
+        if getattr(self, "_log", None) and not self._log.closed:
             self._log.close()
 
 
