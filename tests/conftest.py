@@ -51,3 +51,11 @@ def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
                 "PYTHONPATH": str(ROOT), "ATELIER_LOG_LEVEL": "WARNING"})
     env.update(extra)
     return env
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    """Where browser tests save screenshots: docs/screenshots when ATELIER_UI_UPDATE_SCREENSHOTS=1, else a temp dir."""
+    if os.environ.get("ATELIER_UI_UPDATE_SCREENSHOTS") == "1":
+        return ROOT / "docs" / "screenshots"
+    return tmp_path_factory.mktemp("screenshots")

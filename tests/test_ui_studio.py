@@ -21,13 +21,6 @@ IDEA = "a glowing dragon on a cliff at sunset"
 
 
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    if os.environ.get("ATELIER_UI_UPDATE_SCREENSHOTS") == "1":
-        return h.SCREENSHOTS
-    return tmp_path_factory.mktemp("screenshots")
-
-
-@pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     server = h.Studio(tmp_path_factory.mktemp("studio-data")).start()
     yield server

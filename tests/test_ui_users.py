@@ -23,13 +23,6 @@ AUTH_ENV = {
 
 
 @pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    if os.environ.get("ATELIER_UI_UPDATE_SCREENSHOTS") == "1":
-        return h.SCREENSHOTS
-    return tmp_path_factory.mktemp("screenshots")
-
-
-@pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("users-data")
 
