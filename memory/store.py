@@ -258,10 +258,16 @@ class MemoryStore:
             log.warning("step=check_index status=failed reason=%s", exc)
 
     def ensure_index(self) -> None:
-        """Rebuild the index when it is missing, unreadable or out of step with SQL (checked once per process)."""
+        """Rebuild the index when it is missing, unreadable or out of step with SQL. The full comparison of ids
+        runs on first use and whenever the counts differ (another process may have written meanwhile: embedded
+        Chroma does not merge two processes' writes, SQL does)."""
         with self._index_lock:
             if self._index_checked:
-                return
+                try:
+                    if self.index.count() == self.count():
+                        return
+                except Exception as exc:
+                    log.warning("step=check_index status=unreadable reason=%s", exc)
             self._index_checked = True
             try:
                 have = self.index.ids()

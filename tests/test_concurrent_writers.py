@@ -109,6 +109,7 @@ def check_store(data_dir: Path, expected: dict[str, int]) -> None:
     assert len(rows) == len({r[0] for r in rows}) == sum(expected.values())
     for user, n in expected.items():
         assert store.count(user) == n
+    store.ensure_index()  # what any recall does first: SQL is the truth, the index catches up from it
     assert store.index.count() == len(rows)
     for cid, user, text in rows:
         assert cid in [hit for hit, _ in store.index.query(text, user, 3)], f"{text!r} not found in the index"
