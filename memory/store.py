@@ -239,8 +239,7 @@ class MemoryStore:
 
     # -- vector index -------------------------------------------------------------------------------
     def _index(self, views: list[CreationView]) -> None:
-        try:
-            self.ensure_index()
+        try:  # create() repaired the index before the insert; here only the new rows go in
             self.index.upsert([(v.id, _index_text(v), {"user_id": v.user_id, "created_ts": v.created.timestamp()}) for v in views])
             with self.sessions.begin() as session:
                 for v in views:
