@@ -240,7 +240,7 @@ class MemoryStore:
     # -- vector index -------------------------------------------------------------------------------
     def _index(self, views: list[CreationView]) -> None:
         try:  # create() repaired the index before the insert; here only the new rows go in
-            self.index.upsert([(v.id, _index_text(v), {"user_id": v.user_id, "created_ts": v.created.timestamp()}) for v in views])
+            self.index.add([(v.id, _index_text(v), {"user_id": v.user_id, "created_ts": v.created.timestamp()}) for v in views])
             with self.sessions.begin() as session:
                 for v in views:
                     exists = session.scalar(select(VectorEmbedding).where(VectorEmbedding.creation_id == v.id,
@@ -297,7 +297,7 @@ class MemoryStore:
             batch = ids[start:start + 64]
             with self.sessions() as session:
                 views = [self._view(r) for r in session.scalars(select(CreationRecord).where(CreationRecord.id.in_(batch)))]
-            self.index.upsert([(v.id, _index_text(v), {"user_id": v.user_id, "created_ts": v.created.timestamp()}) for v in views])
+            self.index.add([(v.id, _index_text(v), {"user_id": v.user_id, "created_ts": v.created.timestamp()}) for v in views])
             with self.sessions.begin() as session:
                 for v in views:
                     if session.scalar(select(VectorEmbedding).where(VectorEmbedding.creation_id == v.id)) is None:

@@ -2,9 +2,13 @@
 rebuilt from it (`atelier reindex`, or automatically when it is missing or unreadable)."""
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import shutil
 import threading
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import embeddings
@@ -14,15 +18,38 @@ log = logging.getLogger("atelier.vectors")
 COLLECTION = "creations"
 
 
+class _Handle:
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.client = None
+        self.collection = None
+        self.generation = b""  # the generation the open client has seen
+
+
+_handles: dict[str, _Handle] = {}
+_handles_lock = threading.Lock()
+
+
 class VectorIndex:
+    """Embedded Chroma is not process-safe: each process keeps its own in-memory HNSW graph, so a long-lived
+    process (the API server) misses what another (the chat) wrote, and may write a stale graph back.
+    Here every embedded operation holds a lock file beside the folder; a write closes the handle before the
+    lock is released (everything reaches disk, nothing unsaved stays in memory) and bumps a generation number
+    kept in the lock file; a process that finds another generation reopens its handle, re-reading the files.
+    A Chroma server (url) needs none of this."""
+
     def __init__(self, persist_dir: Path | None = None, url: str | None = None):
         self.persist_dir = persist_dir
         self.url = url
-        self._lock = threading.Lock()
-        self._collection = None
+        self._lock_path = persist_dir.parent / f"{persist_dir.name}.lock" if persist_dir is not None and not url else None
+        # One handle per folder per process: two stores on one folder share Chroma's system anyway, so they
+        # must share what we know of it too (the lock, the generation seen).
+        key = str(self._lock_path.resolve()) if self._lock_path else f"{url}#{id(self)}"
+        with _handles_lock:
+            self._handle = _handles.setdefault(key, _Handle())
 
     # -- connection -------------------------------------------------------------------------------
-    def _client(self):
+    def _connect(self):
         import chromadb
         from chromadb.config import Settings as ChromaSettings
 
@@ -37,79 +64,109 @@ class VectorIndex:
         return chromadb.PersistentClient(path=str(self.persist_dir), settings=chroma_settings)
 
     def collection(self):
-        with self._lock:
-            if self._collection is None:
-                try:
-                    self._collection = self._open()
-                except Exception as exc:  # corrupt on-disk index: start afresh, the store re-fills it
-                    if self.url or self.persist_dir is None:
-                        raise
-                    log.warning("step=open_index status=corrupt reason=%s action=rebuild", exc)
-                    self._wipe()
-                    self._collection = self._open()
-            return self._collection
+        """The open collection; call it inside _exclusive()."""
+        if self._handle.collection is None:
+            try:
+                self._handle.collection = self._open()
+            except Exception as exc:  # corrupt on-disk index: start afresh, the store re-fills it
+                if self._lock_path is None:
+                    raise
+                log.warning("step=open_index status=corrupt reason=%s action=rebuild", exc)
+                self._close()
+                shutil.rmtree(self.persist_dir, ignore_errors=True)
+                self._handle.collection = self._open()
+        return self._handle.collection
 
     def _open(self):
+        self._handle.client = self._connect()
         # Embeddings are always passed in explicitly: Chroma's default embedding function would try to
-        # download a model, which fails offline.
-        collection = self._client().get_or_create_collection(
-            COLLECTION, embedding_function=None, metadata={"hnsw:space": "cosine", "embedding_model": embeddings.MODEL_NAME}
+        # download a model, which fails offline. One build thread: the graph comes out the same every time it
+        # is rebuilt from Chroma's log (parallel inserts differ run to run), and two cores gain nothing.
+        collection = self._handle.client.get_or_create_collection(
+            COLLECTION, embedding_function=None, metadata={"hnsw:space": "cosine", "hnsw:num_threads": 1, "embedding_model": embeddings.MODEL_NAME}
         )
         collection.count()  # touch it, so a broken index fails here rather than mid-request
         return collection
 
-    def _wipe(self) -> None:
-        # Chroma keeps one client per path per process; forget it, or the broken files stay open.
-        from chromadb.api.shared_system_client import SharedSystemClient
+    def _close(self) -> None:
+        client, self._handle.client, self._handle.collection = self._handle.client, None, None
+        if client is not None:
+            try:
+                client.close()  # the last handle on a folder stops Chroma's system, which writes it out
+            except Exception as exc:
+                log.warning("step=close_index status=failed reason=%s", exc)
 
-        SharedSystemClient.clear_system_cache()
-        if self.persist_dir is not None:
-            shutil.rmtree(self.persist_dir, ignore_errors=True)
+    @contextmanager
+    def _exclusive(self, writes: bool = False):
+        with self._handle.lock:
+            if self._lock_path is None:
+                yield
+                return
+            self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                generation = os.pread(fd, 64, 0)
+                if generation != self._handle.generation:
+                    self._close()  # another process wrote: our in-memory graph is stale
+                    self._handle.generation = generation
+                try:
+                    yield
+                finally:
+                    if writes:
+                        self._close()
+                        self._handle.generation = uuid.uuid4().hex.encode()
+                        os.pwrite(fd, self._handle.generation, 0)
+            finally:
+                os.close(fd)  # releases the lock
 
     def reset(self) -> None:
-        with self._lock:
-            self._collection = None
+        with self._exclusive(writes=True):
             try:
-                self._client().delete_collection(COLLECTION)
+                self.collection()
+                self._handle.client.delete_collection(COLLECTION)
+                self._handle.collection = None
             except Exception:
-                if self.persist_dir is not None and not self.url:
-                    self._wipe()
+                if self._lock_path is None:
+                    raise
+                self._close()
+                shutil.rmtree(self.persist_dir, ignore_errors=True)
 
-    def _call(self, fn):
-        """Run fn(collection); if another process rebuilt or wrote the index meanwhile (`atelier reindex`, the
-        chat beside the API server), the handle we hold is stale: reopen once and retry."""
-        try:
-            return fn(self.collection())
-        except Exception as exc:
-            text = str(exc)
-            # Embedded Chroma also goes stale when another process (the chat) wrote: "Error finding id".
-            if "does not exist" not in text and not (not self.url and "Error finding id" in text):
-                raise
-            log.info("step=index status=stale reason=%s action=reopen", text[:120])
-            with self._lock:
-                self._collection = None
-                if not self.url:  # Chroma caches one system per path per process; drop it to re-read the files
-                    from chromadb.api.shared_system_client import SharedSystemClient
-
-                    SharedSystemClient.clear_system_cache()
-            return fn(self.collection())
+    def _call(self, fn, writes: bool = False):
+        """Run fn(collection). A Chroma server's collection can be dropped and made anew by another process
+        (`atelier reindex`): then the handle we hold is stale, so reopen once and retry."""
+        with self._exclusive(writes):
+            try:
+                return fn(self.collection())
+            except Exception as exc:
+                if "does not exist" not in str(exc):
+                    raise
+                log.info("step=index status=stale reason=%s action=reopen", str(exc)[:120])
+                self._close()
+                return fn(self.collection())
 
     # -- data ------------------------------------------------------------------------------------------
-    def upsert(self, items: list[tuple[str, str, dict]]) -> None:
-        """items: (creation_id, text, metadata with user_id and created_ts)."""
+    def add(self, items: list[tuple[str, str, dict]]) -> None:
+        """items: (creation_id, text, metadata with user_id and created_ts). Ids already in the index are left
+        alone: a creation's text never changes, and re-adding a vector makes hnswlib update it in place, which
+        can leave it unreachable by search. (The chat and the API server may both try to index one creation:
+        the writer and the other's self-repair.)"""
         if not items:
             return
         vectors = embeddings.embed([text for _, text, _ in items])
-        self._call(lambda c: c.upsert(
-            ids=[cid for cid, _, _ in items],
-            documents=[text for _, text, _ in items],
-            metadatas=[meta for _, _, meta in items],
-            embeddings=[v.tolist() for v in vectors],
-        ))
+
+        def add_new(collection):
+            have = set(collection.get(ids=[cid for cid, _, _ in items], include=[])["ids"])
+            new = [(item, vector) for item, vector in zip(items, vectors) if item[0] not in have]
+            if new:
+                collection.add(ids=[cid for (cid, _, _), _ in new], documents=[text for (_, text, _), _ in new],
+                               metadatas=[meta for (_, _, meta), _ in new], embeddings=[v.tolist() for _, v in new])
+
+        self._call(add_new, writes=True)
 
     def delete(self, ids: list[str]) -> None:
         if ids:
-            self._call(lambda c: c.delete(ids=ids))
+            self._call(lambda c: c.delete(ids=ids), writes=True)
 
     def count(self) -> int:
         return self._call(lambda c: c.count())
