@@ -95,3 +95,38 @@ def test_bad_user_is_rejected(store):
     with pytest.raises(ValueError):
         store.create(user_id="  ", thread_id=None, original_prompt="x", enhanced_prompt="x", assets=[asset()])
     assert store.count() == 0
+
+
+def test_a_creation_is_indexed_once_however_often_it_is_offered(store):
+    """The writer and another process's self-repair may both index one creation. Adding a vector again makes
+    hnswlib update it in place, which can leave it unreachable; so the second offer must write nothing."""
+    import sqlite3
+
+    view = make(store, "u", "a glass hummingbird")
+    item = (view.id, "a glass hummingbird", {"user_id": "u", "created_ts": view.created.timestamp()})
+    store.index.add([item])
+    store.index.add([item, ("other", "a stone lantern", {"user_id": "u", "created_ts": 1.0})])
+    with sqlite3.connect(Path(store.data_dir) / "chroma" / "chroma.sqlite3") as db:  # Chroma's write log
+        writes = dict(db.execute("SELECT id, COUNT(*) FROM embeddings_queue GROUP BY id").fetchall())
+    assert writes == {view.id: 1, "other": 1}
+
+
+def test_a_second_process_sees_the_first_ones_writes(data_dir):
+    """A long-lived handle (the API server's) must not answer from a stale in-memory graph after another
+    process (the chat) added to the same folder."""
+    import subprocess
+    import sys
+
+    from memory.store import MemoryStore
+
+    from services import atelier_env
+
+    store = MemoryStore()
+    make(store, "u", "a brass owl automaton")
+    assert recall(store, "owl", "u").creations  # the handle is open now
+    code = ("from memory.store import get_store; from tools.backends.base import GeneratedAsset; "
+            "get_store().create(user_id='u', thread_id='t', original_prompt='a velvet dragon plush', enhanced_prompt='soft', "
+            "assets=[GeneratedAsset(kind='image', data=b'plush', mime='image/png', backend='test')])")
+    subprocess.run([sys.executable, "-c", code], env=atelier_env(data_dir), cwd=Path(__file__).parent.parent, check=True,
+                   capture_output=True, timeout=120)
+    assert recall(store, "dragon plush", "u").creations[0].original_prompt == "a velvet dragon plush"
