@@ -327,6 +327,16 @@ def test_dead_app_retries_connection_then_circuit_opens_and_half_opens():
         run(url, retries=1, breaker_reset_seconds=0.5)
 
 
+def test_a_name_that_does_not_resolve_is_not_retried():
+    """Offline, or a typo in ATELIER_TEXT_TO_IMAGE_APP: the resolver's "no such name" does not change on a
+    second ask, so the request fails at once instead of paying the backoff (.invalid never resolves, RFC 6761)."""
+    started = time.monotonic()
+    with pytest.raises(BackendError, match="cannot connect") as err:
+        run("http://atelier-no-such-app.invalid:8765", retries=3, backoff_initial=1.0)
+    assert "attempts" not in str(err.value)
+    assert time.monotonic() - started < 1.0
+
+
 def test_soft_failures_open_the_circuit_after_the_threshold():
     with FakeApp(socket_io=False, faults=Faults(execution_statuses=[500] * 10)) as app:
         for _ in range(2):

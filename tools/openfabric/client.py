@@ -17,6 +17,7 @@ import copy
 import hashlib
 import json
 import logging
+import socket
 import time
 import uuid
 import zlib
@@ -37,6 +38,7 @@ from .errors import (
     BadSchema,
     CallTimeout,
     ClientError,
+    HostNotFound,
     OpenfabricError,
     SchemaMismatch,
     ServerError,
@@ -196,7 +198,8 @@ class OpenfabricClient:
         except httpx.TimeoutException as exc:
             raise CallTimeout(f"{what}: timed out ({type(exc).__name__})") from None
         except httpx.ConnectError as exc:
-            raise Unreachable(f"{what}: cannot connect to {self.address.base_url} ({exc or type(exc).__name__})") from None
+            error = HostNotFound if _name_does_not_resolve(exc) else Unreachable
+            raise error(f"{what}: cannot connect to {self.address.base_url} ({exc or type(exc).__name__})") from None
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
             raise ServerError(f"{what}: connection dropped ({exc or type(exc).__name__})", 0) from None
         except httpx.HTTPError as exc:
@@ -568,3 +571,15 @@ def generate_sync(app: str, kind: str, values: ToolValues, progress: ProgressFn 
     except ValueError as exc:
         raise BackendError(f"openfabric {kind} app: {exc}", transient=False, backend="openfabric") from None
     return run_sync(lambda: client.generate(kind, values, progress))
+
+
+def _name_does_not_resolve(exc: BaseException) -> bool:
+    """Whether a connection failed because the host name has no address (not "try again later": EAI_AGAIN)."""
+    permanent = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, socket.gaierror):
+            return exc.errno in permanent
+        exc = exc.__cause__ or exc.__context__
+    return False

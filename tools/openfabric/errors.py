@@ -23,6 +23,12 @@ class Unreachable(OpenfabricError):
     health = "hard"
 
 
+class HostNotFound(Unreachable):
+    """The name does not resolve (EAI_NONAME): offline, or a typo in the app address. Asking again gives the
+    same answer, so no retry; the circuit opens at once like any unreachable app."""
+    retryable = False
+
+
 class CallTimeout(OpenfabricError):
     """A call or the whole request ran past its deadline. Not retried: another try costs another timeout."""
     retryable = False
