@@ -3,6 +3,7 @@ rebuilt from it (`atelier reindex`, or automatically when it is missing or unrea
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import shutil
@@ -24,6 +25,14 @@ class _Handle:
         self.client = None
         self.collection = None
         self.generation = b""  # the generation the open client has seen
+
+
+@functools.cache
+def _chroma_settings():
+    # Built once: a pydantic-settings object costs ~15 ms, and embedded handles are reopened after each write.
+    from chromadb.config import Settings as ChromaSettings
+
+    return ChromaSettings(anonymized_telemetry=False, allow_reset=True)
 
 
 _handles: dict[str, _Handle] = {}
@@ -51,9 +60,8 @@ class VectorIndex:
     # -- connection -------------------------------------------------------------------------------
     def _connect(self):
         import chromadb
-        from chromadb.config import Settings as ChromaSettings
 
-        chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=True)
+        chroma_settings = _chroma_settings()
         if self.url:
             from urllib.parse import urlparse
 
