@@ -15,6 +15,7 @@ SCRIPTS = [
     ["stage_timings.py", "--n", "6"],
     ["relief_bench.py"],
     ["api_load.py"],
+    ["shared_index.py"],
 ]
 
 if __name__ == "__main__":
