@@ -88,10 +88,9 @@ class VectorIndex:
     def _open(self):
         self._handle.client = self._connect()
         # Embeddings are always passed in explicitly: Chroma's default embedding function would try to
-        # download a model, which fails offline. One build thread: the graph comes out the same every time it
-        # is rebuilt from Chroma's log (parallel inserts differ run to run), and two cores gain nothing.
+        # download a model, which fails offline.
         collection = self._handle.client.get_or_create_collection(
-            COLLECTION, embedding_function=None, metadata={"hnsw:space": "cosine", "hnsw:num_threads": 1, "embedding_model": embeddings.MODEL_NAME}
+            COLLECTION, embedding_function=None, metadata={"hnsw:space": "cosine", "embedding_model": embeddings.MODEL_NAME}
         )
         collection.count()  # touch it, so a broken index fails here rather than mid-request
         return collection
