@@ -66,9 +66,10 @@ def one_round(n: int) -> dict:
         go = data / "go"
         writers = [subprocess.Popen([sys.executable, "-c", WRITER, tag, str(n), str(go)], env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True) for tag in ("chat", "api")]
-        for w in writers:
-            while (line := w.stdout.readline()) and line.strip() != "ready":
-                pass
+        for w in writers:  # each loads MiniLM first; the race starts when both are ready
+            for line in w.stdout:
+                if line.strip() == "ready":
+                    break
         started = time.perf_counter()
         go.touch()
         outputs = [w.communicate(timeout=300)[0] for w in writers]
