@@ -49,12 +49,7 @@ CHECK = r"""
 import json
 from memory.store import get_store
 store = get_store()
-def unreachable(collection):
-    got = collection.get(include=["embeddings", "metadatas"])
-    return [cid for cid, vector, meta in zip(got["ids"], got["embeddings"], got["metadatas"])
-            if collection.query(query_embeddings=[vector], n_results=1, where={"user_id": meta["user_id"]},
-                                include=[])["ids"][0] != [cid]]
-print(json.dumps({"records": store.count(), "vectors": store.index.count(), "unreachable": len(store.index._call(unreachable))}))
+print(json.dumps({"records": store.count(), "vectors": store.index.count(), "unreachable": len(store.index.unreachable())}))
 """
 
 

@@ -181,6 +181,17 @@ class VectorIndex:
     def ids(self) -> set[str]:
         return set(self._call(lambda c: c.get(include=[])["ids"]))
 
+    def unreachable(self) -> list[str]:
+        """Ids the graph cannot reach: queried with its own embedding, within its user's creations (as recall
+        filters), each vector must come back first. An integrity check for tests and benchmarks."""
+        def check(collection):
+            stored = collection.get(include=["embeddings", "metadatas"])
+            return [cid for cid, vector, meta in zip(stored["ids"], stored["embeddings"], stored["metadatas"])
+                    if collection.query(query_embeddings=[vector], n_results=1, where={"user_id": meta["user_id"]},
+                                        include=[])["ids"][0] != [cid]]
+
+        return self._call(check)
+
     def query(self, text: str, user_id: str, limit: int, since_ts: float | None = None, until_ts: float | None = None) -> list[tuple[str, float]]:
         """(creation_id, cosine similarity) best first, only this user's creations."""
         clauses: list[dict] = [{"user_id": user_id}]

@@ -115,12 +115,7 @@ def check_store(data_dir: Path, expected: dict[str, int]) -> None:
         assert cid in [hit for hit, _ in store.index.query(text, user, 3)], f"{text!r} not found in the index"
     # And each vector is reachable in the graph: its own embedding finds it first (an id added twice by the
     # two processes would be updated in place by hnswlib, which can leave it unreachable).
-    def unreachable(collection):
-        stored = collection.get(include=["embeddings", "metadatas"])
-        return [cid for cid, vector, meta in zip(stored["ids"], stored["embeddings"], stored["metadatas"])
-                if collection.query(query_embeddings=[vector], n_results=1, where={"user_id": meta["user_id"]},
-                                    include=[])["ids"][0] != [cid]]
-    assert store.index._call(unreachable) == []
+    assert store.index.unreachable() == []
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
