@@ -162,7 +162,7 @@ def test_open_details_remix_and_lineage(studio, browser, shots):
 def test_settings_review_prompt_pauses_for_an_edit(studio, browser, shots):
     d = browser
     h.open_studio(d, studio.url)
-    d.find_element("id", "chat-settings-open-modal").click()
+    h.open_settings(d)
     h.wait_until(lambda: d.find_elements("id", "review_prompt"), 10, message="the settings panel")
     for widget in ("enhance", "auto_3d", "review_prompt", "size", "seed", "decision_policy"):
         assert d.find_elements("id", widget), widget

@@ -43,7 +43,7 @@ def made(data_dir, shots):
         assert not d.find_elements("id", "chat-input"), "a wrong password signed in"
 
         h.open_studio(d, server.url, "alice", USERS["alice"])
-        d.find_element("id", "chat-settings-open-modal").click()  # two image backends: the panel offers a choice
+        h.open_settings(d)  # two image backends: the panel offers a choice
         h.wait_until(lambda: d.find_elements("id", "image_backend"), 10, message="the image backend choice")
         assert not d.find_elements("id", "model_backend")  # one 3D backend: nothing to choose
         d.find_element("id", "confirm").click()

@@ -170,6 +170,14 @@ def open_studio(driver, url: str, user: str | None = None, password: str | None 
     time.sleep(0.5)  # the socket connects right after the page renders
 
 
+def open_settings(driver, timeout: float = 30) -> None:
+    """Open the settings panel. Its button appears only once the chat start has sent the ChatSettings, which
+    can be a moment after the message box (slower on a busy box)."""
+    from selenium.webdriver.common.by import By
+
+    wait_until(lambda: driver.find_element(By.ID, "chat-settings-open-modal"), timeout, message="the settings button").click()
+
+
 def send_message(driver, text: str) -> None:
     """Type into the composer and send. A leading /command picks the command from Chainlit's popover first."""
     from selenium.webdriver.common.by import By
