@@ -28,4 +28,4 @@ bench: setup
 # Re-resolve the dependency set and write requirements.lock (then `make setup` builds a new cached venv).
 lock:
 	python3.11 -m venv /tmp/atelier-lock && /tmp/atelier-lock/bin/pip install -q -c constraints.txt -e . && \
-	/tmp/atelier-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock && rm -rf /tmp/atelier-lock
+	/tmp/atelier-lock/bin/pip freeze --exclude-editable | grep -v '^-e' | grep -viE '^($$(grep -E '^[a-z]' requirements-nodeps.txt | cut -d= -f1 | paste -sd'|'))==' > requirements.lock && rm -rf /tmp/atelier-lock

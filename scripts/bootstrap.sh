@@ -11,7 +11,7 @@ LLAMA_VERSION=$(grep -i '^llama[-_]cpp[-_]python==' requirements.lock | cut -d= 
 # A portable CPU build: -march=native picked up AMX kernels that crash on this hardware (segfault in
 # decode); AVX2/FMA/F16C is fast on any x86-64 from the last decade. GPU builds: see README.
 LLAMA_CMAKE_ARGS=${LLAMA_CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF"}
-HASH=$(cat requirements.lock constraints.txt <(echo "$LLAMA_CMAKE_ARGS") | sha256sum | cut -c1-16)
+HASH=$(cat requirements.lock requirements-nodeps.txt constraints.txt <(echo "$LLAMA_CMAKE_ARGS") | sha256sum | cut -c1-16)
 VENV="$CACHE/venv-$HASH"
 
 step() { printf '\n== %s\n' "$*"; }
@@ -40,10 +40,9 @@ if [ ! -f "$VENV/.complete" ]; then
     step "building llama-cpp-python $LLAMA_VERSION (3-4 min on 2 cores)"
     CMAKE_ARGS="$LLAMA_CMAKE_ARGS" "$VENV/bin/pip" wheel --no-deps --no-cache-dir "llama-cpp-python==$LLAMA_VERSION" -w "$CACHE/wheels"
   fi
-  # clip-anytorch only provides CLIP's BPE vocabulary; its torchvision dependency is not wanted.
-  grep -v '^clip-anytorch==' requirements.lock > "$CACHE/requirements-$HASH.txt"
-  "$VENV/bin/pip" install --progress-bar on --find-links "$CACHE/wheels" -c constraints.txt -r "$CACHE/requirements-$HASH.txt"
-  "$VENV/bin/pip" install -q --no-deps "$(grep '^clip-anytorch==' requirements.lock)"
+  "$VENV/bin/pip" install --progress-bar on --find-links "$CACHE/wheels" -c constraints.txt -r requirements.lock
+  # Packages wanted for a part of themselves only; requirements-nodeps.txt says why for each.
+  "$VENV/bin/pip" install -q --no-deps -r requirements-nodeps.txt
   touch "$VENV/.complete"
 fi
 ln -sfn "$VENV" .venv
