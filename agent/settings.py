@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     decision_policy: str = "hybrid"
 
     # Backends, in fallback order
-    image_backends: str = Field("openfabric,sketch", description="Comma-separated text->image backends, tried in order.")
+    image_backends: str = Field("openfabric,diffusers,sketch", description="Comma-separated text->image backends, tried in order.")
     model_backends: str = Field("openfabric,relief", description="Comma-separated image->3D backends, tried in order.")
     text_to_image_app: str = "f0997a01-d6d3-a5fe-53d8-561300318557"
     image_to_3d_app: str = "69543f29-4d41-4afc-7f29-3d51591f11eb"
@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     chroma_url: str | None = Field(None, description="Chroma server URL (http://host:port); default embedded PersistentClient.")
     embedding_model_path: Path | None = Field(None, description="sentence-transformers folder; default packaged MiniLM.")
     whisper_model_path: Path | None = Field(None, description="CTranslate2 Whisper folder; default packaged tiny.en.")
+    models_dir: Path = Field(Path("models"), description="Folder holding downloaded model folders (diffusers pipelines, mesh weights, GGUFs).")
+    image_model: str | None = Field(None, description="diffusers text-to-image pipeline folder (with model_index.json): a path, or a "
+                                    "folder name under models_dir; default: the only pipeline folder in models_dir.")
     session_ttl_seconds: int = 3600
 
     max_idea_chars: int = 4000
