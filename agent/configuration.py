@@ -11,6 +11,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 
 from agent.settings import get_settings
+from memory.validation import validate_seed, validate_size, validate_steps, validate_thread_id, validate_user_id
 
 POLICIES = ("model", "router", "hybrid")
 
@@ -35,16 +36,18 @@ class Configuration:
     def __post_init__(self) -> None:
         if self.decision_policy not in POLICIES:
             raise ValueError(f"decision_policy must be one of {', '.join(POLICIES)}, not {self.decision_policy!r}")
-        for name in ("width", "height"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or not 64 <= value <= 2048:
-                raise ValueError(f"{name} must be an integer between 64 and 2048")
+        # One set of rules for the CLI, the API server and the studio (memory/validation.py); the graph's
+        # first node builds this, so a bad value stops a run before anything is made or stored.
+        self.width, self.height = validate_size(self.width, self.height)
+        self.seed = validate_seed(self.seed)
+        self.steps = validate_steps(self.steps)
+        self.user_id = validate_user_id(self.user_id)
+        if self.thread_id is not None:
+            self.thread_id = validate_thread_id(self.thread_id)
         if isinstance(self.image_backends, str):
             self.image_backends = [b.strip() for b in self.image_backends.split(",") if b.strip()]
         if isinstance(self.model_backends, str):
             self.model_backends = [b.strip() for b in self.model_backends.split(",") if b.strip()]
-        if not self.user_id or len(str(self.user_id)) > 128:
-            raise ValueError("user_id must be 1-128 characters")
 
     @classmethod
     def from_runnable_config(cls, config: RunnableConfig | None = None) -> "Configuration":

@@ -26,6 +26,7 @@ from agent.settings import Settings, get_settings
 from tools.backends.base import GeneratedAsset
 
 from .models import Asset, Base, CreationRecord, Prompt, VectorEmbedding, new_id
+from .validation import validate_user_id
 from .vectors import VectorIndex
 from . import embeddings
 
@@ -82,9 +83,7 @@ class CreationView:
 
 
 def validate_user(user_id: str) -> str:
-    if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 128:
-        raise ValueError("user id must be 1-128 characters")
-    return user_id.strip()
+    return validate_user_id(user_id)  # the one user-id rule (memory/validation.py); raises ValueError
 
 
 class MemoryStore:
