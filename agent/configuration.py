@@ -29,6 +29,7 @@ class Configuration:
     height: int = 512
     seed: int | None = None
     steps: int | None = None
+    guidance: float | None = field(default=None, metadata={"description": "Guidance scale for learned image models; default: the model family's."})
     negative_prompt: str | None = None
     image_backends: list[str] = field(default_factory=lambda: get_settings().image_backend_list)
     model_backends: list[str] = field(default_factory=lambda: get_settings().model_backend_list)

@@ -78,7 +78,8 @@ def text_to_image(prompt: str, state: Annotated[dict, InjectedState], tool_call_
     cfg = Configuration.from_runnable_config(config)
     started = time.perf_counter()
     emit({"event": "step_start", "tool": "text_to_image", "input": prompt})
-    request = ImageRequest(prompt=prompt, negative_prompt=cfg.negative_prompt, width=cfg.width, height=cfg.height, seed=cfg.seed, steps=cfg.steps)
+    request = ImageRequest(prompt=prompt, negative_prompt=cfg.negative_prompt, width=cfg.width, height=cfg.height, seed=cfg.seed, steps=cfg.steps,
+                           guidance=cfg.guidance)
     assets, attempts = generate_with_fallback("image", cfg.image_backends, request, _progress("text_to_image", None))
     view = get_store().create(user_id=cfg.user_id, thread_id=cfg.thread_id, original_prompt=state.get("idea") or prompt,
                               enhanced_prompt=prompt, assets=assets, parent_id=state.get("parent_id"))

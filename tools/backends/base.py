@@ -33,6 +33,7 @@ class ImageRequest:
     height: int = 512
     seed: int | None = None
     steps: int | None = None
+    guidance: float | None = None  # classifier-free guidance scale; None = the model family's default
 
 
 @dataclass
