@@ -293,6 +293,8 @@ def cmd_setup(args) -> int:
     settings = get_settings()
     steps = [("data dir", lambda: settings.data_dir.mkdir(parents=True, exist_ok=True)),
              ("embedded LLM", lambda: __import__("agent.llm", fromlist=["get_llm"]).get_llm()),
+             # once: later processes embed with onnxruntime and never import torch
+             ("embeddings ONNX export", lambda: __import__("memory.embeddings", fromlist=["export_onnx"]).export_onnx()),
              ("embeddings", lambda: __import__("memory.embeddings", fromlist=["embed"]).embed(["warm up"])),
              ("whisper", lambda: __import__("agent.speech", fromlist=["_load"])._load()),
              ("memory store", lambda: __import__("memory.store", fromlist=["get_store"]).get_store().ensure_index())]

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     chroma_url: str | None = Field(None, description="Chroma server URL (http://host:port); default embedded PersistentClient.")
     embedding_model_path: Path | None = Field(None, description="sentence-transformers folder; default packaged MiniLM.")
     whisper_model_path: Path | None = Field(None, description="CTranslate2 Whisper folder; default packaged tiny.en.")
+    whisper_model: str | None = Field(None, description="Whisper model: a CTranslate2 folder path, or a folder name under "
+                                      "models_dir (base.en, small.en, distil-small.en ...); default packaged tiny.en.")
+    voice_vocabulary: bool = Field(True, description="Bias Whisper toward the tool words and the user's own past prompts.")
+    embedding_backend: str = Field("auto", description="auto | onnx | sentence-transformers; auto runs the ONNX export "
+                                   "(made by `atelier setup`) when present, else sentence-transformers (torch).")
+    embedding_onnx_path: Path | None = Field(None, description="ONNX export of the embedding model; default under ./models.")
     models_dir: Path = Field(Path("models"), description="Folder holding downloaded model folders (diffusers pipelines, mesh weights, GGUFs).")
     image_model: str | None = Field(None, description="diffusers text-to-image pipeline folder (with model_index.json): a path, or a "
                                     "folder name under models_dir; default: the only pipeline folder in models_dir.")

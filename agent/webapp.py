@@ -31,9 +31,12 @@ from typing import Any
 from langgraph_sdk import Auth
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
+
+from memory.validation import InvalidInput, parse_bounded_int, validate_idea, validate_user_id
 
 log = logging.getLogger("atelier.api")
 
@@ -41,7 +44,10 @@ ROOT = Path(__file__).resolve().parent.parent
 USER_HEADER = "x-atelier-user"
 ANONYMOUS = "~anonymous"  # no identity was presented (never a real user: the tilde is refused below)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_USER = re.compile(r"^[^\x00-\x1f~][^\x00-\x1f]{0,127}$")
+# Request bodies are JSON of one message (ATELIER_MAX_IDEA_CHARS, 4000 by default: at most ~24 kB even with
+# \uXXXX escapes) or a resume; anything far larger is refused before it is read (413).
+DEFAULT_MAX_BODY_BYTES = 256 * 1024
+MAX_OFFSET = 1_000_000_000  # /creations?offset=: far beyond any real history, far inside SQLite's 64-bit range
 
 
 # -- identity ---------------------------------------------------------------------------------------------
@@ -55,10 +61,23 @@ def api_keys() -> dict[str, str]:
     return keys
 
 
+def admins() -> frozenset[str]:
+    """Users (ATELIER_API_ADMINS="alice,ops") who may create, change or delete assistants — only when tokens prove
+    who they are (ATELIER_API_KEYS); a header identity is a claim anyone on the network can make."""
+    if not api_keys():
+        return frozenset()
+    return frozenset(u.strip() for u in (os.environ.get("ATELIER_API_ADMINS") or "").split(",") if u.strip())
+
+
+def max_body_bytes() -> int:
+    return int(os.environ.get("ATELIER_API_MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES)
+
+
 def _valid_user(value: Any, status: int = 400) -> str:
-    if not isinstance(value, str) or not _USER.match(value.strip()):
-        raise Auth.exceptions.HTTPException(status_code=status, detail="user id must be 1-128 printable characters, not starting with '~'")
-    return value.strip()
+    try:
+        return validate_user_id(value)
+    except InvalidInput as exc:
+        raise Auth.exceptions.HTTPException(status_code=status, detail=str(exc)) from None
 
 
 def identify(headers: dict, authorization: str | None) -> dict:
@@ -73,8 +92,13 @@ def identify(headers: dict, authorization: str | None) -> dict:
         raise Auth.exceptions.HTTPException(status_code=401, detail="unknown bearer token", headers={"WWW-Authenticate": "Bearer"})
     raw = headers.get(USER_HEADER.encode()) or headers.get(USER_HEADER)
     if raw:
-        # (the server maps only 401/403 raised while authenticating; anything else would be a 500)
-        user = _valid_user(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw, status=401)
+        # (the server maps only 401/403 raised while authenticating; anything else would be a 500. A duplicated
+        # or undecodable header never gets here: RequestGuard answers 400 first.)
+        try:
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError:
+            raise Auth.exceptions.HTTPException(status_code=401, detail="X-Atelier-User is not valid UTF-8") from None
+        user = _valid_user(text, status=401)
         return {"identity": user, "permissions": ["atelier:header"]}
     return {"identity": ANONYMOUS, "permissions": ["atelier:anonymous"], "is_authenticated": False}
 
@@ -131,8 +155,30 @@ async def on_run_create(ctx: Auth.types.AuthContext, value: dict) -> dict:
         raise Auth.exceptions.HTTPException(status_code=400, detail="conflicting user_id in config and metadata")
     user = run_user(_identity(ctx), claims[0] if claims else None)
     configurable["user_id"] = user  # what the graph's Configuration reads: recall and tools are scoped by it
+    check_run_input(kwargs, configurable)
     metadata["user_id"] = user  # a thread created by this run belongs to this user
     return {"user_id": user}  # and an existing thread must already belong to them
+
+
+def check_run_input(kwargs: dict, configurable: dict) -> None:
+    """Refuse a run before it is queued (422) when its settings or its message break the rules every entry point
+    shares (agent.configuration / memory.validation): nothing is made or stored for it. The graph checks again
+    on its own input, for callers that do not come through here."""
+    from agent.configuration import Configuration
+    from agent.settings import get_settings
+
+    try:
+        Configuration.from_runnable_config({"configurable": configurable})
+        messages = (kwargs.get("input") or {}).get("messages") if isinstance(kwargs.get("input"), dict) else None
+        for message in messages if isinstance(messages, list) else [messages] if messages else []:
+            content = message.get("content") if isinstance(message, dict) else message if isinstance(message, str) else None
+            if isinstance(content, list):
+                content = " ".join(b.get("text", "") for b in content if isinstance(b, dict) and isinstance(b.get("text"), str))
+            role = message.get("role") or message.get("type") if isinstance(message, dict) else "user"
+            if isinstance(content, str) and role in ("user", "human"):
+                validate_idea(content or "-", get_settings().max_idea_chars, field="the message")
+    except ValueError as exc:  # InvalidInput included: the message names the field and the rule
+        raise Auth.exceptions.HTTPException(status_code=422, detail=str(exc)) from None
 
 
 @auth.on.threads.search
@@ -167,8 +213,14 @@ async def on_store(ctx: Auth.types.AuthContext, value: dict) -> None:
 
 @auth.on.assistants
 async def on_assistants(ctx: Auth.types.AuthContext, value: dict) -> None:
-    """Assistants are graph configurations and hold no user data: everyone may use them."""
-    return None
+    """Assistants are graph configurations shared by every user: anyone may read and search them, only an admin
+    (ATELIER_API_ADMINS, with tokens) may create, change or delete one — otherwise one user's PATCH would change
+    everybody's runs, and a DELETE would break them."""
+    if ctx.action in ("read", "search"):
+        return None
+    if _identity(ctx) in admins():
+        return None
+    raise Auth.exceptions.HTTPException(status_code=403, detail=f"assistants are shared; {ctx.action} is for admins (ATELIER_API_ADMINS)")
 
 
 @auth.on.crons
@@ -190,9 +242,10 @@ def request_user(request: Request) -> str:
             raise HTTPException(403, "user_id does not match the caller")
         return identity
     claimed = request.query_params.get("user_id") or request.headers.get(USER_HEADER) or "local"
-    if not _USER.match(claimed):
-        raise HTTPException(400, "bad user_id")
-    return claimed
+    try:
+        return validate_user_id(claimed)
+    except InvalidInput as exc:
+        raise HTTPException(400, str(exc)) from None
 
 
 def asset_url(sha256: str) -> str:
@@ -246,10 +299,10 @@ def list_creations(request: Request):
     from memory.store import get_store
 
     try:
-        limit = max(1, min(int(request.query_params.get("limit", 20)), 100))
-        offset = max(0, int(request.query_params.get("offset", 0)))
-    except ValueError:
-        raise HTTPException(400, "limit and offset are integers") from None
+        limit = parse_bounded_int(request.query_params.get("limit"), "limit", 20, 1, 100)
+        offset = parse_bounded_int(request.query_params.get("offset"), "offset", 0, 0, MAX_OFFSET)
+    except InvalidInput as exc:
+        raise HTTPException(422, str(exc)) from None
     user = request_user(request)
     views = get_store().list(user, limit=limit, offset=offset)
     return JSONResponse({"user_id": user, "creations": [_creation_json(v) for v in views]})
@@ -265,7 +318,51 @@ def health(request: Request):
                          "auth": "token" if api_keys() else "header-or-config"})
 
 
-app = Starlette(routes=[
+class RequestGuard:
+    """ASGI middleware in front of every route (langgraph.json's http app: the server applies it before auth):
+
+      * a body larger than ATELIER_API_MAX_BODY_BYTES is refused by its Content-Length before a byte is read
+        (413); a chunked one is cut off at the same size by the runtime (HTTP_MAX_REQUEST_BODY_BYTES, set by
+        serve()). A 20 MB message never reaches the JSON parser, the graph or the store.
+      * X-Atelier-User sent twice, or not valid UTF-8, is refused (400): a proxy's header and a client's must not
+        silently pick a winner, and two different undecodable names must not become the same user.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            problem = self.check(scope.get("headers") or [])
+            if problem is not None:
+                status, detail = problem
+                response = JSONResponse({"detail": detail}, status_code=status)
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+    @staticmethod
+    def check(headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+        users = [v for k, v in headers if k.lower() == USER_HEADER.encode()]
+        if len(users) > 1:
+            return 400, "X-Atelier-User was sent more than once"
+        if users:
+            try:
+                users[0].decode("utf-8")
+            except UnicodeDecodeError:
+                return 400, "X-Atelier-User is not valid UTF-8"
+        lengths = [v for k, v in headers if k.lower() == b"content-length"]
+        limit = max_body_bytes()
+        if lengths:
+            try:
+                length = int(lengths[-1])
+            except ValueError:
+                return 400, "Content-Length is not a number"
+            if length > limit:
+                return 413, f"request body is {length} bytes; the limit is {limit} (ATELIER_API_MAX_BODY_BYTES)"
+        return None
+
+
+app = Starlette(middleware=[Middleware(RequestGuard)], routes=[
     Route("/assets/{sha256}", get_asset, methods=["GET", "HEAD"]),
     Route("/creations", list_creations, methods=["GET"]),
     Route("/creations/{creation_id}", get_creation, methods=["GET"]),
@@ -318,6 +415,9 @@ def serve(host: str = "127.0.0.1", port: int = 2024, *, jobs: int | None = None,
     jobs = jobs or int(os.environ.get("ATELIER_API_JOBS") or os.environ.get("N_JOBS_PER_WORKER") or 8)
     print(f"Atelier API on http://{host}:{port} (data {resolved}, threads in {where / '.langgraph_api'}, {jobs} concurrent runs)",
           file=sys.stderr, flush=True)
+    # The runtime's own body cap (langgraph_api.route.ApiRequest), read when langgraph_api.config is imported:
+    # a chunked body with no Content-Length is cut off at the same size RequestGuard checks.
+    os.environ.setdefault("HTTP_MAX_REQUEST_BODY_BYTES", str(max_body_bytes()))
     from langgraph_api.cli import run_server
 
     run_server(host, port, reload=False, graphs=config["graphs"], n_jobs_per_worker=jobs, open_browser=False,
