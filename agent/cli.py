@@ -24,17 +24,17 @@ class Parser(argparse.ArgumentParser):
 
 
 def validate_idea(idea: str, max_chars: int) -> str:
+    """memory/validation.py's rule (control characters stripped, 1..max_chars), after refusing undecodable bytes."""
+    from memory.validation import InvalidInput, validate_idea as checked_idea
+
     try:
         idea.encode("utf-8")
     except UnicodeEncodeError:
         raise UsageError("the idea is not valid UTF-8 text") from None
-    if "\x00" in idea:
-        raise UsageError("the idea contains a NUL character")
-    if not idea.strip():
-        raise UsageError("the idea is empty")
-    if len(idea) > max_chars:
-        raise UsageError(f"the idea is {len(idea)} characters long; the limit is {max_chars}")
-    return idea.strip()
+    try:
+        return checked_idea(idea, max_chars)
+    except InvalidInput as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _read_idea(value: str) -> str:
@@ -125,15 +125,31 @@ def _size(value: str) -> tuple[int, int]:
         w, h = (int(v) for v in value.lower().split("x"))
     except ValueError:
         raise UsageError(f"--size must look like 512x512, not {value!r}") from None
-    if not (64 <= w <= 2048 and 64 <= h <= 2048):
-        raise UsageError("--size must be between 64x64 and 2048x2048")
+    from memory.validation import SIZE_MAX, SIZE_MIN
+
+    if not (SIZE_MIN <= w <= SIZE_MAX and SIZE_MIN <= h <= SIZE_MAX):
+        raise UsageError(f"--size must be between {SIZE_MIN}x{SIZE_MIN} and {SIZE_MAX}x{SIZE_MAX}")
     return w, h
 
 
 def _user(value: str) -> str:
-    if not value.strip() or len(value) > 128:
-        raise UsageError("--user must be 1-128 characters")
-    return value.strip()
+    from memory.validation import InvalidInput, validate_user_id
+
+    try:
+        return validate_user_id(value, "--user")
+    except InvalidInput as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _checked_configuration(configurable: dict[str, Any]) -> None:
+    """The run's settings through the same Configuration (memory/validation.py rules) the graph, the API server
+    and the studio use — before anything is built, made or stored."""
+    from agent.configuration import Configuration
+
+    try:
+        Configuration.from_runnable_config({"configurable": configurable})
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def run_turn(graph, text: str, config: dict, on_event=None, review=None) -> dict[str, Any]:
@@ -195,8 +211,13 @@ def cmd_create(args) -> int:
     idea = validate_idea(_read_idea(args.idea), settings.max_idea_chars)
     width, height = _size(args.size)
     user = _user(args.user)
-    if args.thread is not None and (not args.thread.strip() or len(args.thread) > 128):
-        raise UsageError("--thread must be 1-128 characters")
+    if args.thread is not None:
+        from memory.validation import InvalidInput, validate_thread_id
+
+        try:
+            args.thread = validate_thread_id(args.thread, "--thread")
+        except InvalidInput as exc:
+            raise UsageError(str(exc)) from None
     from agent.graph import build_graph
     from memory.session import checkpointer
 
@@ -207,6 +228,7 @@ def cmd_create(args) -> int:
         configurable["decision_policy"] = args.policy
     if args.seed is not None:
         configurable["seed"] = args.seed
+    _checked_configuration(configurable)
     config = {"configurable": configurable}
     graph = build_graph(checkpointer=checkpointer(settings))
     progress = None if args.json or not sys.stderr.isatty() else _print_event
@@ -335,8 +357,10 @@ def terminal_chat(user: str) -> int:
             return 0
         if not text:
             continue
-        if len(text) > get_settings().max_idea_chars:
-            print(f"atelier> that is too long (limit {get_settings().max_idea_chars} characters)")
+        try:
+            text = validate_idea(text, get_settings().max_idea_chars)
+        except UsageError as exc:
+            print(f"atelier> {exc}")
             continue
         result = run_turn(graph, text, config, on_event=_print_event, review=None)
         print("atelier>", result["state"]["messages"][-1].content)
