@@ -271,7 +271,7 @@ def test_malformed_and_huge_schemas_and_wrong_content_types():
 
 def test_malformed_execution_json_and_wrong_magic_bytes():
     with FakeApp(socket_io=False, respond=lambda app, body: b'{"result": "data_blob_') as app:
-        with pytest.raises(BackendError, match="execution output is not JSON"):
+        with pytest.raises(BackendError, match="execution output is neither JSON nor a Python literal"):
             run(app.url)
         assert app.counts["execution"] == 1
     html = b"<html><body>502 Bad Gateway</body></html>"

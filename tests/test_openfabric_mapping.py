@@ -157,8 +157,14 @@ def test_extract_inline_base64_data_uri_and_refs():
 @pytest.mark.parametrize(
     "value,base,app_id",
     [
-        ("f0997a01-d6d3-a5fe-53d8-561300318557", "https://f0997a01-d6d3-a5fe-53d8-561300318557.node3.openfabric.network", "f0997a01-d6d3-a5fe-53d8-561300318557"),
-        ("69543f29-4d41-4afc-7f29-3d51591f11eb.node3.openfabric.network", "https://69543f29-4d41-4afc-7f29-3d51591f11eb.node3.openfabric.network", "69543f29-4d41-4afc-7f29-3d51591f11eb"),
+        # the host is the id's 32 hex digits without dashes (the dashed name does not exist)
+        ("f0997a01-d6d3-a5fe-53d8-561300318557", "https://f0997a01d6d3a5fe53d8561300318557.node3.openfabric.network", "f0997a01d6d3a5fe53d8561300318557"),
+        ("f0997a01d6d3a5fe53d8561300318557", "https://f0997a01d6d3a5fe53d8561300318557.node3.openfabric.network", "f0997a01d6d3a5fe53d8561300318557"),
+        ("F0997A01-D6D3-A5FE-53D8-561300318557", "https://f0997a01d6d3a5fe53d8561300318557.node3.openfabric.network", "f0997a01d6d3a5fe53d8561300318557"),
+        ("69543f29-4d41-4afc-7f29-3d51591f11eb.node3.openfabric.network", "https://69543f294d414afc7f293d51591f11eb.node3.openfabric.network", "69543f294d414afc7f293d51591f11eb"),
+        ("69543f294d414afc7f293d51591f11eb.node3.openfabric.network/", "https://69543f294d414afc7f293d51591f11eb.node3.openfabric.network", "69543f294d414afc7f293d51591f11eb"),
+        ("https://69543f29-4d41-4afc-7f29-3d51591f11eb.node3.openfabric.network/", "https://69543f294d414afc7f293d51591f11eb.node3.openfabric.network", "69543f294d414afc7f293d51591f11eb"),
+        ("wss://69543f294d414afc7f293d51591f11eb.node3.openfabric.network", "https://69543f294d414afc7f293d51591f11eb.node3.openfabric.network", "69543f294d414afc7f293d51591f11eb"),
         ("http://127.0.0.1:8765/", "http://127.0.0.1:8765", "127.0.0.1:8765"),
         ("wss://apps.example.com/of", "https://apps.example.com/of", "apps.example.com"),
     ],

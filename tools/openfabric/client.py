@@ -6,10 +6,14 @@ with exponential backoff and jitter when the failure is transient (connection er
 4xx and schema errors are not retried. A circuit breaker per app refuses requests at once after the app
 proved dead. The protocol is that of openfabric_pysdk.helper.proxy.Proxy (0.2.9): socket.io namespace
 /app, `execute` with (zlib(JSON {"body", "header": {"uid", "rid"}}), background flag), answers
-`submitted` / `progress` / `response`; REST POST /execution; GET /manifest, /schema?type=..., /resource?reid=.
+`submitted` / `pulse` / `progress` / `response` ({output, ray, output_ts}); REST POST /execution (answered
+with the Python repr of the output, read with ast.literal_eval); GET /manifest, /schema?type=...,
+/resource?reid=<resource id>. Three execution transports: our own socket.io client (`socket`), the SDK's
+Proxy (`sdk`), and REST (`rest`); `auto` is our socket.io client with REST as the fallback.
 """
 from __future__ import annotations
 
+import ast
 import asyncio
 import concurrent.futures
 import contextlib
@@ -18,6 +22,7 @@ import hashlib
 import json
 import logging
 import socket
+import threading
 import time
 import uuid
 import zlib
@@ -44,11 +49,13 @@ from .errors import (
     ServerError,
     SocketDropped,
     SocketUnavailable,
+    GenerationFailed,
     TooLarge,
+    Unauthorized,
     Unreachable,
 )
 from .output import Extraction, FoundAsset, describe_head, extract, sniff
-from .schema_mapping import MappedInput, ToolValues, build_input, validator_for
+from .schema_mapping import MappedInput, ToolValues, build_input, field_names, validator_for
 
 log = logging.getLogger("atelier.openfabric")
 T = TypeVar("T")
@@ -56,6 +63,8 @@ T = TypeVar("T")
 MANIFEST_KEYS = ("name", "version", "description", "organization", "sdk", "overview")
 FAILED_STATUSES = {"FAILED", "CANCELED", "CANCELLED", "REMOVED", "ERROR"}
 SCHEMA_WORDS = ("schema", "validation", "valid", "required", "missing", "unknown field", "unexpected")
+UNAUTHORIZED_WORDS = ("unauthorized", "unauthorised", "401")
+MAX_LITERAL_DEPTH = 64  # nesting accepted in a repr answer (a real output is 1-2 levels deep)
 
 
 @dataclass
@@ -108,6 +117,18 @@ class OpenfabricClient:
 
     # ------------------------------------------------------------------ plumbing
 
+    def auth_headers(self) -> dict[str, str]:
+        """The token as a bearer header, on every REST call and on the socket.io handshake (empty: nothing sent).
+        openfabric-pysdk 0.2.9 has no token support of its own (its Proxy and RemoteService send no credentials),
+        so the standard HTTP form is used; see docs/openfabric.md."""
+        token = self.settings.token.strip()
+        return {"authorization": f"Bearer {token}"} if token else {}
+
+    def _unauthorized(self, what: str, detail: str) -> Unauthorized:
+        hint = ("the token in ATELIER_OPENFABRIC_TOKEN was refused" if self.settings.token.strip()
+                else "the app is locked and no token is set (ATELIER_OPENFABRIC_TOKEN)")
+        return Unauthorized(f"{what}: unauthorized ({detail}); {hint}")
+
     def _log(self, step: str, transport: str, started: float, extra: str = "") -> None:
         log.info("openfabric step=%s app=%s transport=%s seconds=%.2f%s", step, self.address.app_id, transport, time.monotonic() - started, f" {extra}" if extra else "")
 
@@ -117,7 +138,7 @@ class OpenfabricClient:
         timeout = httpx.Timeout(connect=s.connect_timeout, read=s.request_timeout, write=s.request_timeout, pool=s.connect_timeout)
         host = urlsplit(self.address.base_url).hostname
         async with httpx.AsyncClient(timeout=timeout, verify=s.verify_tls, follow_redirects=True, trust_env=not _is_loopback(host),
-                                     headers={"accept": "application/json, */*"}) as http:
+                                     headers={"accept": "application/json, */*", **self.auth_headers()}) as http:
             self._http = http
             try:
                 yield self
@@ -184,6 +205,8 @@ class OpenfabricClient:
                         except TooLarge:
                             body = ""
                         detail = f"{what}: HTTP {resp.status_code}" + (f" {body.strip()[:200]!r}" if body.strip() else "")
+                        if resp.status_code == 401:
+                            raise self._unauthorized(what, "HTTP 401")
                         if resp.status_code >= 500 or resp.status_code in (408, 429):
                             raise ServerError(detail, resp.status_code)
                         if execution and resp.status_code in (400, 422):
@@ -233,6 +256,8 @@ class OpenfabricClient:
             manifest = await self._retrying("manifest", lambda: self._get_json("manifest", "manifest", BadResponse))
             if not isinstance(manifest, dict):
                 raise BadResponse(f"manifest is a {type(manifest).__name__}, not an object")
+        except Unauthorized:
+            raise
         except (ClientError, BadResponse) as exc:  # informational only: go on without it
             warnings.append(str(exc))
             manifest = {}
@@ -249,10 +274,12 @@ class OpenfabricClient:
             output_schema = await self._retrying("schema", lambda: self._get_json("schema?type=output", "output schema", BadSchema))
             if not isinstance(output_schema, dict):
                 raise BadSchema(f"output schema is a {type(output_schema).__name__}, not a JSON object")
+        except Unauthorized:
+            raise
         except (ClientError, BadSchema, TooLarge) as exc:  # outputs are also recognised by content
             warnings.append(str(exc))
             output_schema = {}
-        self._log("schema", "rest", started, f"input_fields={sorted((input_schema.get('properties') or {}).keys())[:20]}")
+        self._log("schema", "rest", started, f"input_fields={field_names(input_schema)[:20]}")
         meta = AppMetadata(manifest, input_schema, output_schema, time.monotonic(), warnings)
         _meta_cache[self.address.base_url] = meta
         return meta
@@ -265,6 +292,8 @@ class OpenfabricClient:
         base = self.address.base_url
 
         async def once() -> tuple[Any, str]:
+            if mode == "sdk":
+                return await self._execute_sdk(body, progress), "sdk"
             use_socket = mode == "socket" or (mode == "auto" and _socket_unavailable_until.get(base, 0) < time.monotonic())
             if use_socket:
                 try:
@@ -284,7 +313,7 @@ class OpenfabricClient:
         s = self.settings
         data, ctype = await self._request("POST", self.address.url("execution"), "execution", cap=s.max_output_bytes, json_body=body,
                                           read_timeout=s.execution_timeout, execution=True)
-        output = self._parse_json(data, ctype, "execution output")
+        output = parse_execution_answer(data, ctype, s.max_repr_bytes)
         self._log("execute", "rest", started, f"bytes={len(data)}")
         return output
 
@@ -298,7 +327,7 @@ class OpenfabricClient:
         loop = asyncio.get_running_loop()
         done: asyncio.Future = loop.create_future()
         rid = uuid.uuid4().hex
-        seen = {"submitted": False, "qid": None, "last": None}
+        seen: dict[str, Any] = {"submitted": False, "qid": None, "last": time.monotonic(), "refused": None, "pulses": 0}
 
         def matches(data: Any, key_path: tuple[str, ...] = ("rid",)) -> bool:
             node = data
@@ -310,44 +339,138 @@ class OpenfabricClient:
             if isinstance(data, dict) and matches(data):
                 seen["submitted"] = True
                 seen["qid"] = data.get("qid")
+                seen["last"] = time.monotonic()
                 self._report(progress, 0.0, f"{self.label}: submitted (queue {data.get('qid') or '?'})")
 
         async def on_progress(data: Any = None) -> None:
             if isinstance(data, dict) and matches(data):
+                seen["last"] = time.monotonic()
                 fraction, message = _ray_progress(data)
                 self._report(progress, fraction, f"{self.label}: {message}")
+
+        async def on_pulse(data: Any = None) -> None:
+            # a keep-alive while the app works; it may carry a ray (then it is progress) or nothing
+            if not isinstance(data, dict) or matches(data):
+                seen["last"] = time.monotonic()
+                seen["pulses"] += 1
+                if isinstance(data, dict) and ("bars" in data or "status" in data):
+                    fraction, message = _ray_progress(data)
+                    self._report(progress, fraction, f"{self.label}: {message}")
 
         async def on_response(data: Any = None) -> None:
             if isinstance(data, dict) and matches(data, ("ray", "rid")) and not done.done():
                 done.set_result(data)
+
+        async def on_connect_error(data: Any = None) -> None:
+            seen["refused"] = data
 
         async def on_disconnect(*_args: Any) -> None:
             if not done.done():
                 stage = "after it was submitted" if seen["submitted"] else "before it was submitted"
                 done.set_exception(SocketDropped(f"socket.io connection dropped {stage}, before the response"))
 
-        for event, handler in (("submitted", on_submitted), ("progress", on_progress), ("response", on_response), ("disconnect", on_disconnect)):
+        for event, handler in (("submitted", on_submitted), ("progress", on_progress), ("pulse", on_pulse), ("response", on_response),
+                               ("connect_error", on_connect_error), ("disconnect", on_disconnect)):
             sio.on(event, handler, namespace="/app")
         path = (parts.path.rstrip("/") + "/socket.io").lstrip("/")
         url = f"{parts.scheme}://{parts.netloc}"
+        token = s.token.strip()
         try:
             try:
                 async with asyncio.timeout(s.connect_timeout + 1):
-                    await sio.connect(url, namespaces=["/app"], transports=["websocket"], socketio_path=path, wait_timeout=s.connect_timeout)
+                    await sio.connect(url, namespaces=["/app"], transports=["websocket"], socketio_path=path, wait_timeout=s.connect_timeout,
+                                      headers=self.auth_headers(), auth={"token": token} if token else None)
             except TimeoutError:
                 raise SocketUnavailable(f"socket.io: could not connect within {s.connect_timeout:.1f}s") from None
             except (socketio.exceptions.ConnectionError, OSError, ValueError) as exc:
+                refused = f"{seen['refused'] or ''} {exc}".lower()
+                if any(word in refused for word in UNAUTHORIZED_WORDS):
+                    raise self._unauthorized("socket.io connection", "UNAUTHORIZED") from None
                 raise SocketUnavailable(f"socket.io connection to {url}/{path} failed ({exc or type(exc).__name__})") from None
             self._log("connect", "socket.io", started)
             payload = zlib.compress(json.dumps({"body": body, "header": {"uid": s.uid, "rid": rid}}).encode("utf-8"))
             await sio.emit("execute", (payload, True), namespace="/app")
-            response = await done
+            seen["last"] = time.monotonic()
+            response = await self._await_with_stall_watch(done, seen)
         finally:
             with contextlib.suppress(BaseException):
                 async with asyncio.timeout(2):
                     await sio.disconnect()
         output = self._parse_ray_response(response)
-        self._log("execute", "socket.io", started, f"qid={seen['qid']}")
+        self._log("execute", "socket.io", started, f"qid={seen['qid']} pulses={seen['pulses']}")
+        return output
+
+    async def _await_with_stall_watch(self, done: asyncio.Future, seen: dict) -> Any:
+        """Wait for the response; give up when the app sends nothing (submitted, pulse, progress) for `stall_timeout`.
+        (The SDK's Proxy gives up after 15 s without an update; the total deadline still bounds the wait.)"""
+        stall = self.settings.stall_timeout
+        while True:
+            if stall <= 0:
+                return await done
+            quiet = time.monotonic() - seen["last"]
+            if quiet >= stall:
+                raise CallTimeout(f"socket.io: no update from the app for {quiet:.1f}s (stall timeout {stall:.0f}s)")
+            try:
+                return await asyncio.wait_for(asyncio.shield(done), timeout=stall - quiet)
+            except TimeoutError:
+                continue
+
+    async def _execute_sdk(self, body: Any, progress: ProgressFn) -> Any:
+        """One execution through openfabric_pysdk's Proxy (0.2.9), in a worker thread (its API blocks).
+
+        The Proxy starts two non-daemon threads and reconnects forever while it lives, so one Proxy is made per
+        execution and always disconnected here; a stop flag ends the wait when our deadline cancels us."""
+        s = self.settings
+        started = time.monotonic()
+        self.step = "execution (sdk)"
+        if s.token.strip():
+            raise ClientError("sdk transport: openfabric_pysdk's Proxy cannot send a token (it has no header or auth option); "
+                              "use ATELIER_OPENFABRIC_TRANSPORT=socket or rest for a locked app", 0)
+        try:
+            from openfabric_pysdk.helper.proxy import Proxy
+        except ImportError as exc:
+            raise ClientError(f"sdk transport: openfabric_pysdk is not importable ({exc})", 0) from None
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        holder: dict[str, Any] = {"rid": None}
+        parts = urlsplit(self.address.base_url)
+        url = f"{parts.scheme}://{parts.netloc}"
+
+        def on_progress(data: Any) -> None:
+            if isinstance(data, dict) and data.get("rid") == holder["rid"]:
+                fraction, message = _ray_progress(data)
+                loop.call_soon_threadsafe(self._report, progress, fraction, f"{self.label}: {message}")
+
+        def work() -> dict:
+            proxy = Proxy(url, f"atelier-{self.address.app_id}")  # blocks up to 3 s waiting for the connection
+            try:
+                if not proxy.is_connected():
+                    raise SocketUnavailable(f"sdk transport: the Proxy could not connect to {url} within 3 s")
+                proxy.register("progress", on_progress)
+                proxy.register("submitted", on_progress)
+                execution = proxy.request(body, s.uid)
+                holder["rid"] = execution.request_id()
+                while not stop.is_set():
+                    if execution.wait(0.5):
+                        break
+                    if execution.status() == "CANCELLED":  # the Proxy's own 15 s no-update watchdog
+                        break
+                return {"ray": {"status": execution.status(), "messages": execution.messages(), "rid": holder["rid"]},
+                        "output": execution.data(), "qid": execution.request_qid()}
+            finally:
+                proxy.disconnect()
+
+        future = loop.run_in_executor(None, work)
+        try:
+            response = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            stop.set()  # the worker sees it within 0.5 s and disconnects its Proxy
+            raise
+        status = str(response["ray"]["status"]).upper()
+        if status == "CANCELLED" and response["output"] is None:
+            raise SocketDropped("sdk transport: the Proxy cancelled the execution (no update from the app for 15 s)")
+        output = self._parse_ray_response(response)
+        self._log("execute", "sdk", started, f"qid={response.get('qid')}")
         return output
 
     def _parse_ray_response(self, response: Any) -> Any:
@@ -356,14 +479,19 @@ class OpenfabricClient:
         ray = response.get("ray") if isinstance(response.get("ray"), dict) else {}
         status = str(ray.get("status") or "").upper().strip("(),' ")
         messages = [str(m.get("content", m)) if isinstance(m, dict) else str(m) for m in (ray.get("messages") or []) if m]
+        text = "; ".join(messages)[:300]
+        if status in ("UNAUTHORIZED", "UNAUTHORISED") or (status in FAILED_STATUSES and "unauthori" in text.lower()):
+            raise self._unauthorized("socket.io execution", text or status)
         if status in FAILED_STATUSES:
-            text = "; ".join(messages)[:300] or "no message"
+            text = text or "no message"
             if any(word in text.lower() for word in SCHEMA_WORDS):
                 raise SchemaMismatch(f"execution rejected ({status}): {text}", 0, text)
             raise BadResponse(f"the app reported {status}: {text}")
         output = response.get("output")
         if output is None:
             raise BadResponse(f"socket.io response without output (status {status or 'unknown'})")
+        if isinstance(output, str) and output.lstrip()[:1] in ("{", "["):  # an output sent as its repr / JSON text
+            output = parse_execution_answer(output.encode("utf-8"), "", self.settings.max_repr_bytes)
         return output
 
     def _report(self, progress: ProgressFn, fraction: float | None, message: str) -> None:
@@ -526,6 +654,54 @@ def _unwrap_resource(data: bytes, ctype: str, cap: int) -> tuple[bytes, str]:
     return data, ctype
 
 
+def parse_execution_answer(data: bytes, ctype: str, cap: int) -> Any:
+    """An execution answer -> its value. JSON first; else the Python repr the apps answer with (single quotes,
+    None, True), read by ast.literal_eval - never eval - on a body of at most `cap` bytes, and only plain
+    literals (dict, list, tuple, str, numbers, bool, None) are accepted."""
+    text = data.decode("utf-8", "replace") if isinstance(data, (bytes, bytearray)) else str(data)
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise BadResponse("execution output is nested too deeply to read") from None
+    except ValueError:
+        value = _literal(data, text, ctype, cap)
+    else:
+        if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):  # JSON text holding the repr of the output
+            value = _literal(value.encode("utf-8"), value, ctype, cap)
+    return value
+
+
+def _literal(data: bytes, text: str, ctype: str, cap: int) -> Any:
+    if len(data) > cap:
+        raise TooLarge(f"execution output: a {len(data)}-byte answer that is not JSON is over the {cap}-byte cap for Python literals")
+    try:
+        text = data.decode("utf-8")
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, UnicodeDecodeError, MemoryError, RecursionError) as exc:
+        raise BadResponse(f"execution output is neither JSON nor a Python literal (content type {ctype or 'none'}, {len(data)} bytes, "
+                          f"{describe_head(data)}; {type(exc).__name__})") from None
+    _check_plain(value, 0)
+    return value
+
+
+def _check_plain(value: Any, depth: int) -> None:
+    if depth > MAX_LITERAL_DEPTH:
+        raise BadResponse(f"execution output is nested more than {MAX_LITERAL_DEPTH} levels deep")
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise BadResponse(f"execution output has a non-string key {type(key).__name__}")
+            _check_plain(item, depth + 1)
+        return
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _check_plain(item, depth + 1)
+        return
+    raise BadResponse(f"execution output holds a {type(value).__name__}, which no app output contains")
+
+
 def _choose(extraction: Extraction, kind: str) -> list[FoundAsset]:
     unique: list[FoundAsset] = []
     seen: set[str] = set()
@@ -535,6 +711,8 @@ def _choose(extraction: Extraction, kind: str) -> list[FoundAsset]:
             seen.add(digest)
             unique.append(asset)
     primary = [a for a in unique if a.kind == kind]
+    if not primary and extraction.failed:
+        raise GenerationFailed(f"the app's generation failed: {'; '.join(p for p in extraction.problems if 'generation failed' in p)}")
     if not primary:
         fields = ", ".join(extraction.fields_seen) or "none"
         problems = "; ".join(extraction.problems)

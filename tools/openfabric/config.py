@@ -9,21 +9,27 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 APP_ID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 HOST_RE = re.compile(r"^[A-Za-z0-9.-]+(:\d+)?$")
+TRANSPORTS = ("auto", "socket", "sdk", "rest")
 
 
 class OpenfabricSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ATELIER_OPENFABRIC_", env_file=".env", extra="ignore")
 
     node_domain: str = Field("node3.openfabric.network", description="Domain appended to a bare app id.")
-    transport: str = Field("auto", description="auto (socket.io, REST as fallback), socket or rest.")
+    transport: str = Field("auto", description="auto (own socket.io client, REST as fallback), socket (own socket.io client only), "
+                                                "sdk (openfabric_pysdk's Proxy over socket.io) or rest.")
+    token: str = Field("", description="Access token for locked apps, sent as `Authorization: Bearer <token>` (REST and the socket.io "
+                                       "handshake) and as the socket.io auth payload {\"token\": ...}. Empty: nothing is sent.")
     connect_timeout: float = Field(10.0, description="Seconds to open a connection (HTTP or socket.io).")
     request_timeout: float = Field(30.0, description="Total seconds for one metadata or resource call (manifest, schema, resource).")
     execution_timeout: float = Field(300.0, description="Total deadline in seconds for one generation, retries included.")
+    stall_timeout: float = Field(60.0, description="Seconds without any socket.io event (submitted, pulse, progress) after which an "
+                                                   "execution is given up (0: only the total deadline). The SDK's Proxy uses 15 s.")
     retries: int = Field(3, ge=1, le=10, description="Attempts per call for transient failures (connection errors, 5xx, dropped socket).")
     backoff_initial: float = Field(0.5, description="First retry delay in seconds (exponential, with jitter).")
     backoff_max: float = Field(8.0, description="Largest retry delay in seconds.")
@@ -32,8 +38,19 @@ class OpenfabricSettings(BaseSettings):
     schema_ttl: float = Field(600.0, description="Seconds manifest and schemas are cached.")
     max_schema_bytes: int = Field(1_000_000, description="Largest manifest/schema document accepted.")
     max_output_bytes: int = Field(200 * 1024 * 1024, description="Largest execution output or resource accepted.")
+    max_repr_bytes: int = Field(16 * 1024 * 1024, description="Largest REST execution answer read as a Python literal (the apps answer "
+                                                             "repr(output), not JSON); parsed with ast.literal_eval, never eval.")
     uid: str = Field("atelier", description="User id sent in the socket.io header.")
     verify_tls: bool = True
+
+
+    @field_validator("transport")
+    @classmethod
+    def _known_transport(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in TRANSPORTS:
+            raise ValueError(f"unknown Openfabric transport {value!r} (use one of {', '.join(TRANSPORTS)})")
+        return value
 
 
 def get_openfabric_settings() -> OpenfabricSettings:
@@ -54,12 +71,19 @@ class AppAddress:
         return f"{self.base_url}/{path.lstrip('/')}"
 
 
-def resolve_app(app: str, node_domain: str = "node3.openfabric.network") -> AppAddress:
-    """An app id, a host, or a full base URL -> AppAddress.
+def app_host_label(app_id: str) -> str:
+    """The host label of an app id: its 32 hex digits without dashes, lower case (as the Openfabric hosts are named)."""
+    return app_id.replace("-", "").lower()
 
-    `f0997a01-d6d3-a5fe-53d8-561300318557` -> https://f0997a01-....node3.openfabric.network
-    `f0997a01-....node3.openfabric.network` -> https://f0997a01-....node3.openfabric.network
+
+def resolve_app(app: str, node_domain: str = "node3.openfabric.network") -> AppAddress:
+    """An app id (with or without dashes), a host, or a full base URL -> AppAddress.
+
+    `f0997a01-d6d3-a5fe-53d8-561300318557` -> https://f0997a01d6d3a5fe53d8561300318557.node3.openfabric.network
+    `f0997a01d6d3a5fe53d8561300318557`     -> the same
+    `f0997a01d6d3a5fe53d8561300318557.node3.openfabric.network` (or with the dashes) -> the same
     `http://127.0.0.1:8765` (or ws://, wss://) -> as given (ws->http, wss->https)
+    The app id kept in AppAddress is always the dashless form, so logs and metadata name an app one way.
     """
     value = (app or "").strip()
     if not value:
@@ -70,12 +94,25 @@ def resolve_app(app: str, node_domain: str = "node3.openfabric.network") -> AppA
         if scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"unsupported Openfabric app URL {value!r} (use http(s)://host[:port])")
         path = parts.path.rstrip("/")
-        base = urlunsplit((scheme, parts.netloc, path, "", ""))
-        app_id = parts.hostname.split(".")[0] if parts.hostname and APP_ID_RE.match(parts.hostname.split(".")[0]) else parts.netloc
+        netloc = _dashless_app_host(parts.netloc)
+        base = urlunsplit((scheme, netloc, path, "", ""))
+        first = (parts.hostname or "").split(".")[0]
+        app_id = app_host_label(first) if APP_ID_RE.match(first) else netloc
         return AppAddress(app_id=app_id, base_url=base)
     if APP_ID_RE.match(value):
-        return AppAddress(app_id=value, base_url=f"https://{value}.{node_domain}")
-    if HOST_RE.match(value):
-        first = value.split(".")[0]
-        return AppAddress(app_id=first if APP_ID_RE.match(first) else value, base_url=f"https://{value}")
+        label = app_host_label(value)
+        return AppAddress(app_id=label, base_url=f"https://{label}.{node_domain}")
+    if HOST_RE.match(value.rstrip("/")):
+        host = _dashless_app_host(value.rstrip("/"))
+        first = host.split(".")[0]
+        return AppAddress(app_id=first if APP_ID_RE.match(first) else host, base_url=f"https://{host}")
     raise ValueError(f"cannot read Openfabric app {value!r}: expected an app id, a host or a base URL")
+
+
+def _dashless_app_host(netloc: str) -> str:
+    """`f0997a01-d6d3-….node3.openfabric.network` -> `f0997a01d6d3….node3.openfabric.network`: an app id as the first
+    label of an Openfabric host is written without dashes (the dashed name does not exist). Other hosts are kept."""
+    first, dot, rest = netloc.partition(".")
+    if dot and APP_ID_RE.match(first) and rest.lower().split(":")[0].endswith("openfabric.network"):
+        return f"{app_host_label(first)}.{rest}"
+    return netloc

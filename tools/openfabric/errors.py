@@ -69,6 +69,14 @@ class ClientError(OpenfabricError):
         self.body = body
 
 
+class Unauthorized(ClientError):
+    """401 on REST, or UNAUTHORIZED from socket.io: the app is locked and our token (if any) was refused.
+    Never retried - the same token is refused again - and the app is alive, so the breaker does not count it."""
+
+    def __init__(self, message: str, status: int = 401, body: str = ""):
+        super().__init__(message, status, body)
+
+
 class SchemaMismatch(ClientError):
     """The app rejected our input as not matching its schema: refresh the cached schema, rebuild, retry once."""
 
@@ -96,6 +104,10 @@ class SchemaUnsatisfiable(OpenfabricError):
     def __init__(self, message: str, fields: list[str] | None = None):
         super().__init__(message)
         self.fields = list(fields or [])
+
+
+class GenerationFailed(BadResponse):
+    """The app answered, but its generation failed: e.g. a resource whose id carries the hash of empty content."""
 
 
 class TooLarge(BadResponse):

@@ -1,8 +1,10 @@
 """Find the image / 3D model / video in an app's output, by schema and by content.
 
 Every string in the output (a few levels deep) is a candidate. A candidate is a binary carrier when it is
-a data: URI, an http(s) URL, a resource reference (`data_blob_<hex>`, or any short token in a field the
-schema marks as binary/resource), or inline base64. Carriers are decoded or fetched (through a callback
+a data: URI, an http(s) URL, a resource id (`<type>_<encoding>_<sha256>/resources`, `.../executions/<32 hex>`,
+the older `data_blob_<hex>`, or any short token in a field the schema marks as binary or `is_resource`), or
+inline base64. A resource id whose hash is that of empty content is the app's way of saying the generation
+failed: it is reported as such (and not fetched). Carriers are decoded or fetched (through a callback
 given by the client, which enforces the size cap and the deadline) and identified by their magic bytes;
 the schema and field name only say what a field is expected to hold, so that a field that should be an
 image but holds HTML is reported as such rather than passed on.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 import struct
@@ -22,6 +25,13 @@ from .schema_mapping import _alternatives, _Recursive, is_binary_schema, resolve
 
 REF_RE = re.compile(r"^(data_blob_[0-9A-Fa-f]{8,}|[A-Za-z0-9][A-Za-z0-9_\-]{2,200}(\.[A-Za-z0-9]{1,8})?)$")
 BLOB_RE = re.compile(r"^data_blob_[0-9A-Fa-f]{8,}$")
+# `<type>_<encoding>_<sha256>` + `/resources` (REST) or `/executions/<32 hex>` (socket.io), as the apps answer
+RESOURCE_ID_RE = re.compile(r"^(?P<type>[A-Za-z0-9]+)_(?P<encoding>[A-Za-z0-9]+)_(?P<hash>[0-9A-Fa-f]{64})"
+                            r"(?P<tail>/resources|/executions/[0-9A-Fa-f]{32})?$")
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # e3b0c442...: the id of a resource with no content
+ENCODING_KINDS = {"webgl": "model", "glb": "model", "gltf": "model", "obj": "model", "mesh": "model", "model": "model",
+                  "png": "image", "jpeg": "image", "jpg": "image", "image": "image", "webp": "image",
+                  "mp4": "video", "video": "video", "webm": "video"}
 DATA_URI_RE = re.compile(r"^data:([^;,]*)((?:;[^;,]*)*),", re.S)
 B64_RE = re.compile(r"^[A-Za-z0-9+/_\-\s]+={0,2}\s*$")
 MAX_WALK_DEPTH = 6
@@ -115,6 +125,16 @@ class Extraction:
     assets: list[FoundAsset] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     fields_seen: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # fields whose resource is empty: a failed generation
+
+
+def resource_id(value: str) -> re.Match | None:
+    """The parts of a resource id (`type`, `encoding`, `hash`, `tail`), or None when `value` is not one."""
+    return RESOURCE_ID_RE.match(value)
+
+
+def _is_resource_ref(value: str) -> bool:
+    return bool(BLOB_RE.match(value) or RESOURCE_ID_RE.match(value))
 
 
 def _hint(name: str, schema: dict) -> str | None:
@@ -127,6 +147,9 @@ def _hint(name: str, schema: dict) -> str | None:
     for kind in ("video", "model", "image"):  # video/model words are more specific than "output"/"result"
         if name_words & KIND_WORDS[kind] - {"result", "output", "generated"}:
             return kind
+    encoding = ENCODING_KINDS.get(str(schema.get("resource_encoding", "")).lower())  # marshmallow resource fields
+    if encoding:
+        return encoding
     for kind in ("video", "model", "image"):
         if words & KIND_WORDS[kind] - {"result", "output", "generated", "object"}:
             return kind
@@ -245,10 +268,22 @@ async def extract(output: Any, output_schema: Any, fetch: Fetcher, *, max_bytes:
                 result.problems.append(f"link in '{cand.path}' could not be fetched: {exc}")
                 continue
             source = "url"
-        elif BLOB_RE.match(value) or (binary_field and REF_RE.match(value) and not _inline_media(value, max_bytes, cand.path)):
-            # a short token in a binary field that is not itself a small image/model: a resource reference
+        elif _is_resource_ref(value) or (binary_field and REF_RE.match(value) and not _inline_media(value, max_bytes, cand.path)):
+            # a resource id, or a short token in a binary field that is not itself a small image/model: fetch it
+            parts = resource_id(value)
+            if parts and parts["hash"].lower() == EMPTY_SHA256:
+                result.failed.append(cand.path)
+                result.problems.append(f"field '{cand.path}' is an empty resource ({value[:40]}…, the hash of empty content): "
+                                       f"the app's generation failed")
+                continue
             data, declared = await fetch(value, cand.path)
             source = "resource"
+            if not data:
+                result.failed.append(cand.path)
+                result.problems.append(f"field '{cand.path}': resource {value[:60]} has no content: the app's generation failed")
+                continue
+            if parts and hashlib.sha256(data).hexdigest() != parts["hash"].lower():
+                result.problems.append(f"field '{cand.path}': resource {value[:60]} does not hash to the sha256 in its id")
         else:
             data = _decode_base64(value, max_bytes, cand.path)
             source = "inline-base64"

@@ -284,7 +284,8 @@ def _words(text: str) -> set[str]:
 def is_binary_schema(schema: dict) -> bool:
     fmt = str(schema.get("format", "")).lower()
     media = str(schema.get("contentMediaType", "")).lower()
-    return fmt in BINARY_FORMATS or bool(schema.get("contentEncoding")) or media.startswith(("image/", "model/", "video/", "application/octet"))
+    return (fmt in BINARY_FORMATS or bool(schema.get("contentEncoding")) or media.startswith(("image/", "model/", "video/", "application/octet"))
+            or schema.get("is_resource") is True)  # marshmallow-jsonschema resource fields (openfabric_pysdk)
 
 
 def score(fld: Field, role: str) -> float:
@@ -631,6 +632,17 @@ def build_input(schema: Any, values: ToolValues, *, kind: str) -> MappedInput:
     final: Any = [body] if many else body
     validate(schema, final)
     return MappedInput(final, assigned, str(node.get("title", "") or schema.get("title", "")))
+
+
+def field_names(schema: Any) -> list[str]:
+    """Dotted names of the input fields the mapping sees (after $ref, allOf, many=True), for logs; [] when unreadable."""
+    if not isinstance(schema, dict):
+        return []
+    try:
+        node, _many = _object_node(schema, schema)
+        return [f.dotted for f in collect_fields(node, schema)]
+    except (BadSchema, _Recursive):
+        return []
 
 
 def validator_for(schema: dict):
