@@ -6,13 +6,20 @@
 """
 from __future__ import annotations
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.prebuilt import ToolNode
 
-from tools.tools import TOOLS
+from tools.tools import TOOLS, settle_turn
 
 from .nodes import decide, respond, review, route_after_decide, route_after_tools, tool_error_message
 from .state import AgentState
+
+
+def respond_and_settle(state: dict, config: RunnableConfig) -> dict:
+    """respond, after marking the turn's creation settled (no longer in_progress): every turn ends here."""
+    settle_turn(state, config)
+    return respond(state, config)
 
 
 def build_graph(checkpointer=None):
@@ -20,7 +27,7 @@ def build_graph(checkpointer=None):
     builder.add_node("decide", decide)
     builder.add_node("tools", ToolNode(TOOLS, handle_tool_errors=tool_error_message))
     builder.add_node("review", review)
-    builder.add_node("respond", respond)
+    builder.add_node("respond", respond_and_settle)
     builder.add_edge(START, "decide")
     builder.add_conditional_edges("decide", route_after_decide, ["tools", "respond"])
     builder.add_conditional_edges("tools", route_after_tools, ["review", "decide"])

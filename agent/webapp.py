@@ -19,6 +19,7 @@ working directory under the data dir, because langgraph-runtime-inmem keeps thre
 """
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -362,7 +363,27 @@ class RequestGuard:
         return None
 
 
-app = Starlette(middleware=[Middleware(RequestGuard)], routes=[
+@contextlib.asynccontextmanager
+async def lifespan(_app):
+    """Server start-up (merged into the LangGraph server's lifespan): make the in-memory runtime save what it tells
+    clients (agent/inmem_durability.py), and open the store, which removes asset temp files a killed process left
+    and marks creations that a dead process left in_progress as interrupted (docs/durability.md)."""
+    import asyncio
+
+    if os.environ.get("LANGGRAPH_RUNTIME_EDITION", "inmem") == "inmem" and os.environ.get("ATELIER_API_FLUSH_ON_COMMIT", "1") != "0":
+        from agent.inmem_durability import install
+
+        install()
+    try:
+        from memory.store import get_store
+
+        await asyncio.to_thread(get_store)
+    except Exception as exc:  # the server still starts; the store opens (and recovers) on first use
+        log.warning("step=startup_recover status=failed reason=%s", exc)
+    yield
+
+
+app = Starlette(lifespan=lifespan, middleware=[Middleware(RequestGuard)], routes=[
     Route("/assets/{sha256}", get_asset, methods=["GET", "HEAD"]),
     Route("/creations", list_creations, methods=["GET"]),
     Route("/creations/{creation_id}", get_creation, methods=["GET"]),

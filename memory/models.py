@@ -28,8 +28,15 @@ class CreationRecord(Base):
     thread_id: Mapped[str | None] = mapped_column(String(128), index=True)
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("creations.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
-    # image_ready: has an image; complete: image and model; failed: generation failed (kept for the log)
-    status: Mapped[str] = mapped_column(String(32), default="image_ready")
+    # in_progress: a run is working on it (lease_until/lease_owner say which process, until when); complete: image
+    # and model; image_only: 3D was not requested; model_only; failed (status_reason says why); interrupted: found
+    # in_progress after its process ended or its lease ran out. image_ready: rows from before statuses were kept.
+    status: Mapped[str] = mapped_column(String(32), default="image_only", index=True)
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The run's tool call that made it ("run:<run id>:text_to_image"): a replayed run finds it instead of a second row.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
     prompt: Mapped["Prompt"] = relationship(back_populates="creation", uselist=False, cascade="all, delete-orphan", lazy="selectin")
     assets: Mapped[list["Asset"]] = relationship(back_populates="creation", cascade="all, delete-orphan", lazy="selectin", order_by="Asset.id")
@@ -60,6 +67,8 @@ class Asset(Base):
     bytes: Mapped[int] = mapped_column(BigInteger)
     meta: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # "<tool call key>#<n>" for assets added by a tool call (image_to_3d): a replay attaches them once.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True)
 
     creation: Mapped[CreationRecord] = relationship(back_populates="assets")
 

@@ -2,24 +2,30 @@
 
 A creation is committed atomically: asset files are written to a temp name and renamed into place (so
 no half-written file is ever visible), then the rows go in one transaction; if that fails, the files
-this call added are removed again. The vector index is updated after the commit and can always be
-rebuilt from SQL.
+this call added are removed again (and so is the temp file of a write that failed, e.g. on a full disk). The
+vector index is updated after the commit and can always be rebuilt from SQL.
+
+A creation made by a run's tool call carries that call's idempotency key: a replayed run (a server restarted after
+kill -9 re-runs its unfinished runs) finds the creation instead of writing a second one. Its status says what
+happened: in_progress while a run works on it (a lease: this process, until when), then complete, image_only,
+failed (with a reason) or, when the process died or the lease ran out first, interrupted. docs/durability.md.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
+import socket
 import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable
 
-from sqlalchemy import create_engine, event, func, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import create_engine, event, func, inspect, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.settings import Settings, get_settings
@@ -36,6 +42,9 @@ EXTENSIONS = {
     "image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "model/gltf-binary": ".glb",
     "model/gltf+json": ".gltf", "model/obj": ".obj", "model/ply": ".ply", "video/mp4": ".mp4", "video/webm": ".webm",
 }
+TEMP_PREFIX = ".tmp-"  # asset files being written; a failed write removes its own, start-up sweeps stale ones
+STALE_TEMP_SECONDS = 600  # older than this no writer is still busy with it (writes take well under a second)
+STATUSES = ("in_progress", "complete", "image_only", "model_only", "failed", "interrupted", "image_ready")
 
 
 @dataclass
@@ -62,6 +71,7 @@ class CreationView:
     enhanced_prompt: str
     assets: list[AssetView]
     score: float | None = None
+    status_reason: str | None = None
 
     def asset(self, kind: str) -> AssetView | None:
         return next((a for a in reversed(self.assets) if a.kind == kind), None)
@@ -101,14 +111,32 @@ class MemoryStore:
         self.index = VectorIndex(persist_dir=self.data_dir / "chroma", url=self.settings.chroma_url)
         self._index_checked = False
         self._index_lock = threading.Lock()
+        # How long a run may go without a heartbeat before its in_progress creation counts as interrupted (a run
+        # on another host; on this host a dead process is noticed at once).
+        self.lease_seconds = float(os.environ.get("ATELIER_CREATION_LEASE_SECONDS") or 900)
+        self._quietly("sweep_temp_files", self.sweep_temp_files)  # what a process killed mid-write left behind
+        self._quietly("recover_interrupted", self.recover_interrupted)
+
+    def _quietly(self, step: str, fn) -> None:
+        try:
+            fn()
+        except Exception as exc:  # housekeeping never stops the store from opening (a read-only data dir)
+            log.warning("step=%s status=failed reason=%s", step, exc)
 
     # -- writing ------------------------------------------------------------------------------------
     def create(self, *, user_id: str, thread_id: str | None, original_prompt: str, enhanced_prompt: str,
-               assets: Iterable[GeneratedAsset], parent_id: str | None = None, creation_id: str | None = None) -> CreationView:
+               assets: Iterable[GeneratedAsset], parent_id: str | None = None, creation_id: str | None = None,
+               idempotency_key: str | None = None, in_progress: bool = False) -> CreationView:
+        """Commit a creation. With an idempotency key, a second call with the same key (a replayed tool call)
+        returns the creation the first one made and writes nothing. in_progress: a run is still working on it
+        (more assets to come); it holds a lease until add_assets() / fail() / settle()."""
         user_id = validate_user(user_id)
         assets = list(assets)
         if not assets:
             raise ValueError("a creation needs at least one asset")
+        if idempotency_key is not None and (existing := self.find(idempotency_key, user_id)) is not None:
+            log.info("step=commit creation=%s user=%s key=%s action=replayed", existing.id, user_id, idempotency_key)
+            return existing
         started = time.perf_counter()
         self._ensure_index_quietly()  # repair a stale index before adding to it, not after
         creation_id = creation_id or new_id()
@@ -118,10 +146,18 @@ class MemoryStore:
                 if parent_id and session.get(CreationRecord, parent_id) is None:
                     parent_id = None  # a remix of something that no longer exists is just a creation
                 record = CreationRecord(id=creation_id, user_id=user_id, thread_id=thread_id, parent_id=parent_id,
-                                        status=_status(rows))
+                                        status="in_progress" if in_progress else _status(rows), idempotency_key=idempotency_key)
+                if in_progress:
+                    record.lease_owner, record.lease_until = process_token(), self._lease_end()
                 record.prompt = Prompt(original=original_prompt, enhanced=enhanced_prompt)
                 record.assets = rows
                 session.add(record)
+        except IntegrityError:
+            self._remove_unreferenced(written)
+            # two replays of one tool call at the same moment: the other one's commit won, and it is the same creation
+            if idempotency_key is not None and (existing := self.find(idempotency_key, user_id)) is not None:
+                return existing
+            raise
         except Exception:
             self._remove_unreferenced(written)
             raise
@@ -132,17 +168,32 @@ class MemoryStore:
                  ",".join(a.kind for a in assets), time.perf_counter() - started)
         return view
 
-    def add_assets(self, creation_id: str, user_id: str, assets: Iterable[GeneratedAsset]) -> CreationView:
-        """Attach more assets (the 3D model made later from the image) to an existing creation."""
+    def add_assets(self, creation_id: str, user_id: str, assets: Iterable[GeneratedAsset],
+                   idempotency_key: str | None = None) -> CreationView:
+        """Attach more assets (the 3D model made later from the image) to an existing creation. With an
+        idempotency key, a replay of the same tool call attaches nothing more. The status becomes what the assets
+        make it (complete with an image and a model), and any lease ends."""
         assets = list(assets)
+        if idempotency_key is not None and (existing := self.find_assets(idempotency_key, user_id)) is not None:
+            log.info("step=commit creation=%s user=%s key=%s action=replayed", existing.id, user_id, idempotency_key)
+            return existing
         written, rows = self._write_files(assets)
+        if idempotency_key is not None:
+            for n, row in enumerate(rows):
+                row.idempotency_key = f"{idempotency_key}#{n}"
         try:
             with self.sessions.begin() as session:
                 record = session.get(CreationRecord, creation_id)
                 if record is None or record.user_id != user_id:
                     raise LookupError(f"no creation {creation_id} for this user")
                 record.assets.extend(rows)
-                record.status = _status(record.assets)
+                record.status, record.status_reason = _status(record.assets), None
+                record.lease_owner = record.lease_until = None
+        except IntegrityError:
+            self._remove_unreferenced(written)
+            if idempotency_key is not None and (existing := self.find_assets(idempotency_key, user_id)) is not None:
+                return existing
+            raise
         except Exception:
             self._remove_unreferenced(written)
             raise
@@ -161,12 +212,16 @@ class MemoryStore:
                 target = self.data_dir / rel
                 if not target.exists():
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-                    with os.fdopen(fd, "wb") as fh:
-                        fh.write(asset.data)
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                    os.replace(tmp, target)  # atomic: readers see the whole file or nothing
+                    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=TEMP_PREFIX)
+                    try:
+                        with os.fdopen(fd, "wb") as fh:
+                            fh.write(asset.data)
+                            fh.flush()
+                            os.fsync(fh.fileno())
+                        os.replace(tmp, target)  # atomic: readers see the whole file or nothing
+                    except BaseException:
+                        Path(tmp).unlink(missing_ok=True)  # a full disk must not leave half a file behind
+                        raise
                     written.append(target)
                 rows.append(Asset(kind=asset.kind, path=rel.as_posix(), sha256=digest, mime=asset.mime,
                                   backend=asset.backend, bytes=len(asset.data), meta=_jsonable(asset.metadata)))
@@ -181,6 +236,92 @@ class MemoryStore:
                 rel = path.relative_to(self.data_dir).as_posix()
                 if not session.scalar(select(func.count()).select_from(Asset).where(Asset.path == rel)):
                     path.unlink(missing_ok=True)
+
+    def sweep_temp_files(self, older_than: float = STALE_TEMP_SECONDS) -> int:
+        """Remove asset temp files left by a process that died mid-write. Only old ones: a temp file younger than
+        `older_than` may belong to a writer in another process that is busy with it now."""
+        cutoff, removed = time.time() - older_than, 0
+        if not self.assets_dir.is_dir():
+            return 0
+        for shard in os.scandir(self.assets_dir):
+            if not shard.is_dir(follow_symlinks=False):
+                continue
+            for entry in os.scandir(shard.path):
+                if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
+                    try:
+                        if entry.stat().st_mtime < cutoff:
+                            os.unlink(entry.path)
+                            removed += 1
+                    except FileNotFoundError:  # another process swept it first
+                        pass
+        if removed:
+            log.info("step=sweep_temp_files removed=%d", removed)
+        return removed
+
+    # -- status: in_progress under a lease, then complete / image_only / failed / interrupted -------------------
+    def _lease_end(self) -> datetime:
+        return datetime.now(timezone.utc) + timedelta(seconds=self.lease_seconds)
+
+    def find(self, idempotency_key: str, user_id: str | None = None) -> CreationView | None:
+        """The creation a tool call with this key made, if it made one."""
+        with self.sessions() as session:
+            record = session.scalar(select(CreationRecord).where(CreationRecord.idempotency_key == idempotency_key))
+            if record is None or (user_id is not None and record.user_id != user_id):
+                return None
+            return self._view(record)
+
+    def find_assets(self, idempotency_key: str, user_id: str | None = None) -> CreationView | None:
+        """The creation that a tool call with this key already attached assets to (add_assets)."""
+        with self.sessions() as session:
+            creation_id = session.scalar(select(Asset.creation_id).where(Asset.idempotency_key == f"{idempotency_key}#0"))
+        return None if creation_id is None else self.get(creation_id, user_id=user_id)
+
+    def begin_work(self, creation_id: str, user_id: str) -> None:
+        """A run starts working on an existing creation (image_to_3d): in_progress under this process's lease."""
+        self._set_status(creation_id, user_id, "in_progress", None, lease=True)
+
+    def heartbeat(self, creation_id: str) -> None:
+        """Extend the lease of a creation this process is working on (long generations report progress)."""
+        with self.sessions.begin() as session:
+            session.execute(update(CreationRecord).where(CreationRecord.id == creation_id, CreationRecord.status == "in_progress",
+                                                         CreationRecord.lease_owner == process_token())
+                            .values(lease_until=self._lease_end()))
+
+    def fail(self, creation_id: str, user_id: str, reason: str) -> None:
+        self._set_status(creation_id, user_id, "failed", reason[:2000])
+
+    def settle(self, creation_id: str, user_id: str) -> str | None:
+        """The run is over: a creation still in_progress is what its assets make it (complete / image_only)."""
+        with self.sessions.begin() as session:
+            record = session.get(CreationRecord, creation_id)
+            if record is None or record.user_id != user_id:
+                return None
+            if record.status == "in_progress":
+                record.status, record.lease_owner, record.lease_until = _status(record.assets), None, None
+                log.info("step=settle creation=%s status=%s", creation_id, record.status)
+            return record.status
+
+    def _set_status(self, creation_id: str, user_id: str, status: str, reason: str | None, lease: bool = False) -> None:
+        with self.sessions.begin() as session:
+            record = session.get(CreationRecord, creation_id)
+            if record is None or record.user_id != user_id:
+                raise LookupError(f"no creation {creation_id} for this user")
+            record.status, record.status_reason = status, reason
+            record.lease_owner, record.lease_until = (process_token(), self._lease_end()) if lease else (None, None)
+        log.info("step=status creation=%s status=%s reason=%s", creation_id, status, reason or "-")
+
+    def recover_interrupted(self) -> int:
+        """Mark creations left in_progress by a run that can no longer finish them: their process has ended (same
+        host) or their lease ran out. Runs when a store opens (every process start) and is cheap (status index)."""
+        marked = 0
+        with self.sessions.begin() as session:
+            for record in session.scalars(select(CreationRecord).where(CreationRecord.status == "in_progress")):
+                reason = _lease_broken(record.lease_owner, record.lease_until)
+                if reason:
+                    record.status, record.status_reason, record.lease_owner, record.lease_until = "interrupted", reason, None, None
+                    marked += 1
+                    log.info("step=recover creation=%s status=interrupted reason=%s", record.id, reason)
+        return marked
 
     # -- reading ------------------------------------------------------------------------------------
     def get(self, creation_id: str, user_id: str | None = None) -> CreationView | None:
@@ -227,9 +368,12 @@ class MemoryStore:
             return {r.id: self._view(r) for r in records}
 
     def _view(self, record: CreationRecord) -> CreationView:
+        status, reason = record.status, record.status_reason
+        if status == "in_progress" and (broken := _lease_broken(record.lease_owner, record.lease_until)):
+            status, reason = "interrupted", broken  # what the next recover_interrupted() will write
         return CreationView(
             id=record.id, user_id=record.user_id, thread_id=record.thread_id, parent_id=record.parent_id,
-            created_at=_utc(record.created_at).isoformat(), status=record.status,
+            created_at=_utc(record.created_at).isoformat(), status=status, status_reason=reason,
             original_prompt=record.prompt.original if record.prompt else "",
             enhanced_prompt=record.prompt.enhanced if record.prompt else "",
             assets=[AssetView(kind=a.kind, path=str(self.data_dir / a.path), rel_path=a.path, sha256=a.sha256, mime=a.mime,
@@ -262,7 +406,8 @@ class MemoryStore:
         with self._index_lock:
             if self._index_checked:
                 try:
-                    if self.index.count() == self.count():
+                    # a creation whose vector_embeddings row is missing (its index step failed half-way) counts too
+                    if self.index.count() == self.count() == self._vector_row_count():
                         return
                 except Exception as exc:
                     log.warning("step=check_index status=unreadable reason=%s", exc)
@@ -275,11 +420,16 @@ class MemoryStore:
                 have = set()
             with self.sessions() as session:
                 want = set(session.scalars(select(CreationRecord.id)))
+                rowless = want - set(session.scalars(select(VectorEmbedding.creation_id)))
             missing = want - have
-            if missing or (have - want):
-                log.info("step=check_index missing=%d stale=%d action=repair", len(missing), len(have - want))
+            if missing or (have - want) or rowless:
+                log.info("step=check_index missing=%d stale=%d without_row=%d action=repair", len(missing), len(have - want), len(rowless))
                 self.index.delete(sorted(have - want))
-                self._reindex_ids(sorted(missing))
+                self._reindex_ids(sorted(missing | rowless))  # add() skips ids Chroma has; the rows are added
+
+    def _vector_row_count(self) -> int:
+        with self.sessions() as session:
+            return int(session.scalar(select(func.count(func.distinct(VectorEmbedding.creation_id)))) or 0)
 
     def reindex(self, progress=None) -> int:
         """Drop the index and rebuild it from SQL. Returns how many creations were indexed."""
@@ -316,11 +466,66 @@ def _create_schema(engine, attempts: int = 5) -> None:
     for attempt in range(attempts):
         try:
             Base.metadata.create_all(engine)
+            _add_missing_columns(engine)
             return
         except DBAPIError:
             if attempt == attempts - 1:
                 raise
             time.sleep(0.1 * (attempt + 1))
+
+
+def _add_missing_columns(engine) -> None:
+    """Bring a database made by an earlier version up to the models: create_all makes missing tables but never
+    touches existing ones, so add each missing column (all added columns are nullable) and each missing index.
+    An old data/atelier.db opens as it is; nothing is rewritten. (Two processes migrating at once: the loser's
+    ALTER fails and _create_schema's retry finds the column there.)"""
+    inspector = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        indexes = {i["name"] for i in inspector.get_indexes(table.name)}
+        with engine.begin() as conn:
+            for column in table.columns:
+                if column.name in have:
+                    continue
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}'))
+                log.info("step=migrate table=%s column=%s type=%s", table.name, column.name, kind)
+                if column.unique:  # create_all puts UNIQUE in CREATE TABLE; an added column gets a unique index
+                    conn.execute(text(f"CREATE UNIQUE INDEX IF NOT EXISTS uq_{table.name}_{column.name} ON {table.name} ({column.name})"))
+            for index in table.indexes:
+                if index.name not in indexes:
+                    index.create(conn, checkfirst=True)
+
+
+_HOST = socket.gethostname()
+
+
+def _start_ticks(pid: int) -> str | None:
+    """When process pid started (clock ticks since boot, /proc/<pid>/stat field 22): a pid reused by a later
+    process has another start time. None where there is no /proc for it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_token() -> str:
+    """Who holds a lease: host, pid and start time of this process."""
+    return f"{_HOST}:{os.getpid()}:{_start_ticks(os.getpid()) or ''}"
+
+
+def _lease_broken(owner: str | None, until: datetime | None) -> str | None:
+    """Why an in_progress creation can no longer be finished by its run, or None while it still may be."""
+    host, _, rest = (owner or "").partition(":")
+    pid, _, ticks = rest.partition(":")
+    if host == _HOST and pid.isdigit() and ticks and _start_ticks(int(pid)) != ticks:  # gone, or pid reused
+        return f"the process working on it (pid {pid}) ended before it finished"
+    if until is None or _utc(until) < datetime.now(timezone.utc):
+        return "its run stopped reporting (lease expired)" if until is not None else "no run holds it"
+    return None
 
 
 def _index_text(view: CreationView) -> str:
@@ -330,7 +535,7 @@ def _index_text(view: CreationView) -> str:
 
 def _status(rows) -> str:
     kinds = {r.kind for r in rows}
-    return "complete" if {"image", "model"} <= kinds else ("image_ready" if "image" in kinds else "model_only")
+    return "complete" if {"image", "model"} <= kinds else ("image_only" if "image" in kinds else "model_only")
 
 
 def _utc(dt: datetime) -> datetime:

@@ -36,7 +36,7 @@ def test_create_stores_content_addressed_assets(store):
     assert Path(image.path).read_bytes() == b"a red fox" + PNG
     assert image.sha256 == hashlib.sha256(b"a red fox" + PNG).hexdigest()
     assert image.rel_path.startswith(f"assets/{image.sha256[:2]}/") and image.rel_path.endswith(".png")
-    assert view.status == "image_ready" and view.enhanced_prompt == "a red fox, detailed"
+    assert view.status == "image_only" and view.enhanced_prompt == "a red fox, detailed"
     glb = asset(b"glTF" + b"\x02\x00\x00\x00" + b"x" * 20, kind="model", mime="model/gltf-binary")
     view = store.add_assets(view.id, "alice", [glb])
     assert view.status == "complete" and view.model.path.endswith(".glb")

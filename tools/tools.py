@@ -1,5 +1,11 @@
 """The four tools the agent can call. Runtime arguments (state, config, call id) are injected by LangGraph
-and hidden from the model (InjectedState / InjectedToolCallId are InjectedToolArg)."""
+and hidden from the model (InjectedState / InjectedToolCallId are InjectedToolArg).
+
+text_to_image and image_to_3d write memory once per decided tool call: each commit carries the call's key (the
+API server's run id, else the thread and tool call id), and a replay of the call (a restarted server re-running
+an unfinished run, a graph resumed from its checkpoint) finds what the first attempt committed instead of
+generating again. A creation is in_progress while its run works on it; settle_turn() ends that when the turn
+replies, and a failed 3D step marks it failed with the reason."""
 from __future__ import annotations
 
 import json
@@ -39,10 +45,51 @@ def emit(event: dict[str, Any]) -> None:
         pass
 
 
+HEARTBEAT_SECONDS = 30.0  # how often a long generation renews its creation's lease (it lasts minutes)
+
+
 def _progress(tool_name: str, creation_id: str | None):
+    last_beat = time.monotonic()
+
     def report(fraction: float | None, message: str) -> None:
+        nonlocal last_beat
         emit({"event": "progress", "tool": tool_name, "creation_id": creation_id, "fraction": fraction, "message": message})
+        if creation_id and time.monotonic() - last_beat > HEARTBEAT_SECONDS:
+            last_beat = time.monotonic()
+            try:
+                get_store().heartbeat(creation_id)
+            except Exception as exc:  # a missed heartbeat only shortens the lease
+                log.warning("step=heartbeat creation=%s status=failed reason=%s", creation_id, exc)
     return report
+
+
+def call_key(tool_name: str, tool_call_id: str, config: RunnableConfig | None) -> str:
+    """The idempotency key of one decided tool call. The API server's run id is stable when it retries a run (its
+    retry appends the input again, so the graph decides anew with fresh call ids; one run calls each tool at most
+    once). Elsewhere (CLI, studio) a resumed graph re-runs the checkpointed call with its own id."""
+    configurable = (config or {}).get("configurable") or {}
+    if run_id := configurable.get("run_id"):
+        return f"run:{run_id}:{tool_name}"
+    return f"call:{configurable.get('thread_id') or '-'}:{tool_call_id}"
+
+
+def settle_turn(state: dict, config: RunnableConfig) -> None:
+    """The turn is replying: the creation its text_to_image made is no longer in progress (complete when the 3D
+    step attached a model, image_only when no 3D was asked for)."""
+    from langchain_core.messages import HumanMessage
+
+    cfg = Configuration.from_runnable_config(config)
+    for message in reversed(state.get("messages") or []):
+        if isinstance(message, HumanMessage):
+            break
+        if isinstance(message, ToolMessage) and message.name == "text_to_image":
+            try:
+                store = get_store()
+                view = store.find(call_key("text_to_image", message.tool_call_id, config), cfg.user_id)
+                if view is not None and view.status == "in_progress":
+                    store.settle(view.id, cfg.user_id)
+            except Exception as exc:  # the reply still goes out; recover_interrupted() marks it later
+                log.warning("step=settle status=failed reason=%s", exc)
 
 
 def _done(tool_name: str, call_id: str, content: dict, started: float, update: dict, backend: str = "", creation_id: str | None = None,
@@ -77,19 +124,27 @@ def text_to_image(prompt: str, state: Annotated[dict, InjectedState], tool_call_
     """Make an image from an image prompt and remember it as a new creation."""
     cfg = Configuration.from_runnable_config(config)
     started = time.perf_counter()
+    store = get_store()
+    key = call_key("text_to_image", tool_call_id, config)
     emit({"event": "step_start", "tool": "text_to_image", "input": prompt})
-    request = ImageRequest(prompt=prompt, negative_prompt=cfg.negative_prompt, width=cfg.width, height=cfg.height, seed=cfg.seed, steps=cfg.steps,
-                           guidance=cfg.guidance)
-    assets, attempts = generate_with_fallback("image", cfg.image_backends, request, _progress("text_to_image", None))
-    view = get_store().create(user_id=cfg.user_id, thread_id=cfg.thread_id, original_prompt=state.get("idea") or prompt,
-                              enhanced_prompt=prompt, assets=assets, parent_id=state.get("parent_id"))
+    view, attempts = store.find(key, cfg.user_id), []
+    if view is None:
+        request = ImageRequest(prompt=prompt, negative_prompt=cfg.negative_prompt, width=cfg.width, height=cfg.height, seed=cfg.seed, steps=cfg.steps,
+                               guidance=cfg.guidance)
+        assets, attempts = generate_with_fallback("image", cfg.image_backends, request, _progress("text_to_image", None))
+        view = store.create(user_id=cfg.user_id, thread_id=cfg.thread_id, original_prompt=state.get("idea") or prompt,
+                            enhanced_prompt=prompt, assets=assets, parent_id=state.get("parent_id"), idempotency_key=key,
+                            in_progress=True)
+    else:  # a replay of this call: the image was made and committed before the process stopped
+        log.info("step=text_to_image creation=%s key=%s action=replayed", view.id, key)
     last_creation_cache().put(cfg.user_id, view.id)
     image = _asset_dict(view, "image")
-    content = {"creation_id": view.id, "image": image["path"] if image else None, "backend": assets[0].backend,
-               "is_sketch": bool(assets[0].metadata.get("is_sketch")),
+    backend = image["backend"] if image else ""
+    content = {"creation_id": view.id, "image": image["path"] if image else None, "backend": backend,
+               "is_sketch": bool(image and image["meta"].get("is_sketch")),
                "fallbacks": [{"backend": a.backend, "reason": a.reason} for a in attempts if not a.ok]}
     return _done("text_to_image", tool_call_id, content, started, {"creation_id": view.id, "image": image, "model": None},
-                 backend=assets[0].backend, creation_id=view.id, attempts=attempts)
+                 backend=backend, creation_id=view.id, attempts=attempts)
 
 
 @tool
@@ -99,6 +154,10 @@ def image_to_3d(creation_id: str, state: Annotated[dict, InjectedState], tool_ca
     cfg = Configuration.from_runnable_config(config)
     started = time.perf_counter()
     store = get_store()
+    key = call_key("image_to_3d", tool_call_id, config)
+    if (done := store.find_assets(key, cfg.user_id)) is not None:  # a replay: the model is already attached
+        log.info("step=image_to_3d creation=%s key=%s action=replayed", done.id, key)
+        return _model_done(done, [], tool_call_id, started, cfg)
     view = None
     if creation_id and creation_id != "latest":
         view = store.get(creation_id, user_id=cfg.user_id)  # scoped: another user's id finds nothing
@@ -113,16 +172,26 @@ def image_to_3d(creation_id: str, state: Annotated[dict, InjectedState], tool_ca
         return _done("image_to_3d", tool_call_id, content, started, {})
     emit({"event": "step_start", "tool": "image_to_3d", "input": view.id, "creation_id": view.id})
     image = view.image
-    request = MeshRequest(image=Path(image.path).read_bytes(), image_mime=image.mime, prompt=view.enhanced_prompt, seed=cfg.seed)
-    assets, attempts = generate_with_fallback("model", cfg.model_backends, request, _progress("image_to_3d", view.id))
-    view = store.add_assets(view.id, cfg.user_id, assets)
+    store.begin_work(view.id, cfg.user_id)  # in_progress under this process's lease until the model is attached
+    try:
+        request = MeshRequest(image=Path(image.path).read_bytes(), image_mime=image.mime, prompt=view.enhanced_prompt, seed=cfg.seed)
+        assets, attempts = generate_with_fallback("model", cfg.model_backends, request, _progress("image_to_3d", view.id))
+        view = store.add_assets(view.id, cfg.user_id, assets, idempotency_key=key)
+    except Exception as exc:
+        store.fail(view.id, cfg.user_id, f"image_to_3d failed: {exc}")
+        raise
+    return _model_done(view, attempts, tool_call_id, started, cfg)
+
+
+def _model_done(view: CreationView, attempts: list, tool_call_id: str, started: float, cfg: Configuration) -> Command:
     last_creation_cache().put(cfg.user_id, view.id)
     model = _asset_dict(view, "model")
-    content = {"creation_id": view.id, "model": model["path"] if model else None, "backend": assets[0].backend,
+    backend = model["backend"] if model else ""
+    content = {"creation_id": view.id, "model": model["path"] if model else None, "backend": backend,
                "fallbacks": [{"backend": a.backend, "reason": a.reason} for a in attempts if not a.ok]}
     return _done("image_to_3d", tool_call_id, content, started,
                  {"creation_id": view.id, "model": model, "image": _asset_dict(view, "image")},
-                 backend=assets[0].backend, creation_id=view.id, attempts=attempts)
+                 backend=backend, creation_id=view.id, attempts=attempts)
 
 
 @tool
