@@ -25,7 +25,7 @@ from tools.backends import generate_with_fallback, load_backend
 from tools.backends.base import BackendError, ImageRequest, MeshRequest
 from tools.openfabric.client import generate_sync, reset_state
 from tools.openfabric.config import OpenfabricSettings
-from tools.openfabric.node import IMAGE_TO_3D, TEXT_TO_IMAGE, LocalNode, main as node_main, serve_in_thread
+from tools.openfabric.node import IMAGE_TO_3D, SIMPLE, TEXT_TO_IMAGE, LocalNode, main as node_main, serve_in_thread
 from tools.openfabric.schema_mapping import ToolValues
 
 pytestmark = pytest.mark.timeout(60)
@@ -51,12 +51,13 @@ def run(app_url: str, kind: str = "image", values: ToolValues = PROMPT, progress
     return generate_sync(app_url, kind, values, progress or (lambda f, m: None), settings=fast(**settings))
 
 
-# ---------------------------------------------------------------------------------------------- local node
+# ---------------------------------------------------------------------------------------------- local node (simple shape)
+# The node's default shape mirrors the real apps (tests/test_openfabric_marshmallow.py); these use the friendlier one.
 
 
 @pytest.fixture(scope="module")
 def image_node():
-    node = LocalNode(TEXT_TO_IMAGE, load_backend("sketch", "image"), backend_name="sketch")
+    node = LocalNode(TEXT_TO_IMAGE, load_backend("sketch", "image"), backend_name="sketch", shape=SIMPLE)
     server = serve_in_thread(node.make_app())
     yield node, server
     server.stop()
@@ -64,7 +65,7 @@ def image_node():
 
 @pytest.fixture(scope="module")
 def model_node():
-    node = LocalNode(IMAGE_TO_3D, load_backend("relief", "model"), backend_name="relief")
+    node = LocalNode(IMAGE_TO_3D, load_backend("relief", "model"), backend_name="relief", shape=SIMPLE)
     server = serve_in_thread(node.make_app())
     yield node, server
     server.stop()
@@ -451,7 +452,8 @@ def test_node_main_serves_until_stopped(tmp_path):
                 time.sleep(0.2)
         assert manifest["name"] == "atelier-local-text-to-image" and "sketch" in manifest["description"]
         schema = httpx.get(f"http://127.0.0.1:{port}/schema", params={"type": "input"}, timeout=2).json()
-        assert schema["required"] == ["prompt"]
+        # the default shape is the real apps' one: marshmallow-jsonschema with a top-level $ref
+        assert schema["$ref"] == "#/definitions/InputClass" and set(schema["definitions"]["InputClass"]["properties"]) == {"prompt", "attachments"}
     finally:
         proc.terminate()
         proc.wait(10)

@@ -393,6 +393,8 @@ class OpenfabricClient:
             seen["last"] = time.monotonic()
             response = await self._await_with_stall_watch(done, seen)
         finally:
+            if not done.done():  # we are leaving (deadline, stall): our own disconnect must not set an unread error
+                done.cancel()
             with contextlib.suppress(BaseException):
                 async with asyncio.timeout(2):
                     await sio.disconnect()
@@ -410,10 +412,9 @@ class OpenfabricClient:
             quiet = time.monotonic() - seen["last"]
             if quiet >= stall:
                 raise CallTimeout(f"socket.io: no update from the app for {quiet:.1f}s (stall timeout {stall:.0f}s)")
-            try:
-                return await asyncio.wait_for(asyncio.shield(done), timeout=stall - quiet)
-            except TimeoutError:
-                continue
+            finished, _ = await asyncio.wait({done}, timeout=stall - quiet)  # leaves `done` alone on a timeout
+            if finished:
+                return done.result()
 
     async def _execute_sdk(self, body: Any, progress: ProgressFn) -> Any:
         """One execution through openfabric_pysdk's Proxy (0.2.9), in a worker thread (its API blocks).

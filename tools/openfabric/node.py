@@ -1,7 +1,7 @@
 """A local Openfabric node: serves a local backend over the Openfabric app protocol.
 
-    atelier node text-to-image --port 8765 [--host 127.0.0.1] [--backend sketch]
-    atelier node image-to-3d  --port 8766 [--host 127.0.0.1] [--backend relief]
+    atelier node text-to-image --port 8765 [--host 127.0.0.1] [--backend sketch] [--shape marshmallow|simple] [--token T]
+    atelier node image-to-3d  --port 8766 [--host 127.0.0.1] [--backend relief] [--shape marshmallow|simple] [--token T]
 
 then point Atelier (or any Openfabric client) at it:
     ATELIER_TEXT_TO_IMAGE_APP=http://127.0.0.1:8765  ATELIER_IMAGE_TO_3D_APP=http://127.0.0.1:8766
@@ -9,11 +9,23 @@ then point Atelier (or any Openfabric client) at it:
 Endpoints, as on an Openfabric node:
     GET  /manifest                 name, version, description, ...
     GET  /schema?type=input|output JSON Schema of the input / output object
-    POST /execution                input JSON -> output JSON (resources as references)
-    GET  /resource?reid=<ref>      the bytes behind a `data_blob_<sha256>` reference
+    POST /execution                input JSON -> output (resources as ids)
+    GET  /resource?reid=<id>       the bytes behind a resource id
     socket.io namespace /app       `execute` (zlib JSON {"body", "header": {"uid", "rid"}}, background)
-                                   -> `submitted` (ray), `progress` (ray: bars, messages, status), `response`
-                                   ({"ray": ..., "output": ...})
+                                   -> `submitted` (ray), `pulse` / `progress` (ray: bars, messages, status), `response`
+                                   ({"ray": ..., "output": ..., "output_ts": ...}); `restore` (qid) -> the ray again
+
+Two answer shapes:
+    marshmallow (default) - as the real apps answer (openfabric-pysdk with marshmallow-jsonschema): schemas are
+        {"$schema", "definitions": {"InputClass": ...}, "$ref": "#/definitions/InputClass"} with resource fields
+        (`is_resource`, `resource_type`, `resource_encoding`); text-to-image takes {prompt, attachments}; REST
+        answers the Python repr of the output; resource ids are `data_blob_<sha256>/resources` (REST) or
+        `.../executions/<qid>` (socket.io), models `data_WebGL_<sha256>/...`; `video_object` is None when there is
+        no video; a failed generation answers the id of empty content (sha256 e3b0c442...).
+    simple - a friendlier JSON shape: plain JSON Schema with prompt/negative_prompt/seed/width/height/steps,
+        JSON answers, `data_blob_<sha256>` ids.
+With a token (--token or ATELIER_OPENFABRIC_NODE_TOKEN) the node is locked: HTTP answers 401 and socket.io
+refuses the connection with UNAUTHORIZED unless `Authorization: Bearer <token>` (or auth {"token"}) is sent.
 """
 from __future__ import annotations
 
@@ -26,6 +38,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -48,6 +61,12 @@ IMAGE_TO_3D = "image-to-3d"
 APP_KINDS = {TEXT_TO_IMAGE: "image", IMAGE_TO_3D: "model"}
 DEFAULT_BACKENDS = {TEXT_TO_IMAGE: "sketch", IMAGE_TO_3D: "relief"}
 NODE_VERSION = "1.0.0"
+MARSHMALLOW = "marshmallow"
+SIMPLE = "simple"
+SHAPES = (MARSHMALLOW, SIMPLE)
+DEFAULT_SHAPE = MARSHMALLOW  # mirrors the real apps
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+PULSE_SECONDS = 2.0  # the SDK's Proxy gives up after 15 s without an update
 
 
 def default_manifest(app_kind: str, backend_name: str) -> dict:
@@ -120,8 +139,36 @@ def default_schemas(app_kind: str) -> tuple[dict, dict]:
     return input_schema, output_schema
 
 
+def marshmallow_schemas(app_kind: str) -> tuple[dict, dict]:
+    """Schemas as openfabric-pysdk publishes them (marshmallow-jsonschema): a top-level $ref into definitions."""
+
+    def resource(name: str, encoding: str) -> dict:
+        return {"title": name, "type": ["string", "null"], "is_resource": True, "resource_type": "data", "resource_encoding": encoding}
+
+    def document(cls: str, properties: dict) -> dict:
+        return {"$schema": "http://json-schema.org/draft-07/schema#",
+                "definitions": {cls: {"type": "object", "properties": properties, "additionalProperties": False}},
+                "$ref": f"#/definitions/{cls}"}
+
+    if app_kind == TEXT_TO_IMAGE:
+        return (document("InputClass", {"prompt": {"title": "prompt", "type": "string"},
+                                        "attachments": {"title": "attachments", "type": "array", "items": {"title": "attachments", "type": "string"}}}),
+                document("OutputClass", {"result": resource("result", "blob")}))
+    if app_kind == IMAGE_TO_3D:
+        return (document("InputClass", {"input_image": resource("input_image", "blob")}),
+                document("OutputClass", {"generated_object": resource("generated_object", "WebGL"), "video_object": resource("video_object", "blob")}))
+    raise ValueError(f"unknown app kind {app_kind!r} (use {TEXT_TO_IMAGE} or {IMAGE_TO_3D})")
+
+
+def _sha_in(ref: str) -> str | None:
+    """The sha256 in a resource id (`data_blob_<sha>`, `<type>_<encoding>_<sha>/resources`, `.../executions/<qid>`)."""
+    head = ref.split("/", 1)[0]
+    digest = head.rsplit("_", 1)[-1].lower()
+    return digest if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest) else None
+
+
 class ResourceStore:
-    """Bounded in-memory store for generated bytes, addressed as data_blob_<sha256>."""
+    """Bounded in-memory store for generated bytes, kept by sha256 and found by any resource id that carries it."""
 
     def __init__(self, max_bytes: int = 512 * 1024 * 1024, max_items: int = 256):
         self.max_bytes = max_bytes
@@ -144,8 +191,11 @@ class ResourceStore:
         return ref
 
     def get(self, ref: str) -> tuple[bytes, str] | None:
+        digest = _sha_in(ref)
+        if digest == EMPTY_SHA256:
+            return b"", "application/octet-stream"
         with self._lock:
-            return self._items.get(ref)
+            return self._items.get(f"data_blob_{digest}") if digest else None
 
 
 def _now() -> str:
@@ -230,14 +280,21 @@ class LocalNode:
     """Serves one local backend as an Openfabric app (see module docstring)."""
 
     def __init__(self, app_kind: str, backend: Any, *, backend_name: str | None = None, manifest: dict | None = None,
-                 input_schema: dict | None = None, output_schema: dict | None = None, max_message_bytes: int = 64 * 1024 * 1024):
+                 input_schema: dict | None = None, output_schema: dict | None = None, max_message_bytes: int = 64 * 1024 * 1024,
+                 shape: str = DEFAULT_SHAPE, token: str | None = None, pulse_seconds: float = PULSE_SECONDS):
         if app_kind not in APP_KINDS:
             raise ValueError(f"unknown app kind {app_kind!r} (use {TEXT_TO_IMAGE} or {IMAGE_TO_3D})")
+        if shape not in SHAPES:
+            raise ValueError(f"unknown node shape {shape!r} (use {' or '.join(SHAPES)})")
         self.app_kind = app_kind
         self.kind = APP_KINDS[app_kind]
         self.backend = backend
         self.backend_name = backend_name or getattr(backend, "name", type(backend).__name__)
-        default_in, default_out = default_schemas(app_kind)
+        self.shape = shape
+        self.token = (token or "").strip() or None
+        self.pulse_seconds = pulse_seconds
+        self._rays: dict[str, tuple[Ray, dict | None]] = {}  # qid -> (ray, output) for `restore`
+        default_in, default_out = marshmallow_schemas(app_kind) if shape == MARSHMALLOW else default_schemas(app_kind)
         self.manifest = manifest or default_manifest(app_kind, self.backend_name)
         self.input_schema = input_schema or default_in
         self.output_schema = output_schema or default_out
@@ -251,8 +308,23 @@ class LocalNode:
 
     # ------------------------------------------------------------------ the app
 
+    def _authorized(self, headers: Any, auth: Any = None) -> bool:
+        if not self.token:
+            return True
+        bearer = str(headers.get("Authorization") or headers.get("HTTP_AUTHORIZATION") or "")
+        offered = bearer[7:].strip() if bearer.lower().startswith("bearer ") else ""
+        if not offered and isinstance(auth, dict):
+            offered = str(auth.get("token") or "")
+        return offered == self.token
+
+    @web.middleware
+    async def _lock(self, request: web.Request, handler: Callable) -> web.StreamResponse:
+        if request.path.startswith("/socket.io") or self._authorized(request.headers):
+            return await handler(request)  # socket.io checks the token itself, in `connect`
+        return web.json_response({"error": "UNAUTHORIZED"}, status=401)
+
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_message_bytes)
+        app = web.Application(client_max_size=self.max_message_bytes, middlewares=[self._lock] if self.token else [])
         app.router.add_get("/", self.handle_index)
         app.router.add_get("/manifest", self.handle_manifest)
         app.router.add_get("/schema", self.handle_schema)
@@ -291,12 +363,14 @@ class LocalNode:
         except (ValueError, UnicodeDecodeError):
             return web.json_response({"error": "body is not JSON"}, status=400)
         try:
-            output = await self.run(body, lambda _f, _m: None)
+            output = await self.run(body, lambda _f, _m: None, tail="/resources")
         except InputRejected as exc:
             return web.json_response({"error": str(exc)}, status=400)
         except BackendError as exc:
             return web.json_response({"error": str(exc)}, status=503 if exc.transient else 500)
         log.info("openfabric node step=execute app=%s transport=rest seconds=%.2f", self.app_kind, time.monotonic() - started)
+        if self.shape == MARSHMALLOW:  # the SDK's Flask view returns str(output): a Python repr, not JSON
+            return web.Response(text=repr(output), content_type="text/html")
         return web.json_response(output)
 
     # ------------------------------------------------------------------ execution
@@ -309,31 +383,56 @@ class LocalNode:
 
     def _request(self, body: dict) -> ImageRequest | MeshRequest:
         if self.kind == "image":
+            if not isinstance(body.get("prompt"), str) or not body["prompt"].strip():
+                raise InputRejected("prompt: a non-empty text is required")
             return ImageRequest(prompt=body["prompt"], negative_prompt=body.get("negative_prompt"), width=int(body.get("width", 512)),
                                 height=int(body.get("height", 512)), seed=body.get("seed"), steps=body.get("steps"))
+        if not body.get("input_image"):
+            raise InputRejected("input_image: the image (base64 or a data: URL) is required")
+        if _sha_in(str(body["input_image"])):
+            raise InputRejected("input_image holds a resource id; send the image bytes (base64 or a data: URL)")
         image, mime = decode_image_field(body["input_image"])
         return MeshRequest(image=image, image_mime=mime, prompt=body.get("prompt"), seed=body.get("seed"))
 
-    def _output(self, assets: list[GeneratedAsset]) -> dict:
-        output: dict[str, Any] = {}
+    def _resource_id(self, data: bytes, mime: str, kind: str, tail: str) -> str:
+        ref = self.store.put(data, mime) if data else f"data_blob_{EMPTY_SHA256}"
+        if self.shape != MARSHMALLOW:
+            return ref
+        encoding = "WebGL" if kind == "model" else "blob"
+        return f"data_{encoding}_{ref.rsplit('_', 1)[1]}{tail}"
+
+    def _output(self, assets: list[GeneratedAsset], tail: str = "/resources") -> dict:
+        output: dict[str, Any] = {"video_object": None} if self.kind == "model" and self.shape == MARSHMALLOW else {}
         for asset in assets:
-            ref = self.store.put(asset.data, asset.mime)
+            ref = self._resource_id(asset.data, asset.mime, asset.kind, tail)
             if self.kind == "image" and asset.kind == "image" and "result" not in output:
                 output["result"] = ref
             elif self.kind == "model" and asset.kind == "model" and "generated_object" not in output:
                 output["generated_object"] = ref
-            elif self.kind == "model" and asset.kind == "video" and "video_object" not in output:
+            elif self.kind == "model" and asset.kind == "video" and not output.get("video_object"):
                 output["video_object"] = ref
-        if not output:
+        if not any(output.values()):
             raise BackendError(f"backend '{self.backend_name}' returned no {self.kind}", transient=True)
         return output
 
-    async def run(self, body: Any, progress: Callable[[float | None, str], None]) -> dict:
+    def _failed_output(self, tail: str) -> dict:
+        """What the real apps answer when their generation fails: the id of empty content, not an error."""
+        empty = self._resource_id(b"", "application/octet-stream", self.kind, tail)
+        return {"result": empty} if self.kind == "image" else {"generated_object": empty, "video_object": None}
+
+    async def run(self, body: Any, progress: Callable[[float | None, str], None], tail: str = "/resources") -> dict:
         self._validate(body)
         request = self._request(body)
-        async with self._busy:
-            assets = await asyncio.to_thread(self.backend.generate, request, progress)
-        return self._output(assets)
+        try:
+            async with self._busy:
+                assets = await asyncio.to_thread(self.backend.generate, request, progress)
+            return self._output(assets, tail)
+        except BackendError as exc:
+            if self.shape != MARSHMALLOW:
+                raise
+            log.warning("openfabric node step=execute app=%s status=failed reason=%s (answering the empty resource, as the apps do)",
+                        self.app_kind, exc)
+            return self._failed_output(tail)
 
     # ------------------------------------------------------------------ socket.io
 
@@ -342,6 +441,9 @@ class LocalNode:
 
         @sio.on("connect", namespace="/app")
         async def connect(sid, environ, auth=None):
+            if not self._authorized(environ, auth):
+                log.info("openfabric node socket connect refused sid=%s (no valid token)", sid)
+                raise socketio.exceptions.ConnectionRefusedError("UNAUTHORIZED")
             log.debug("openfabric node socket connect sid=%s", sid)
 
         @sio.on("execute", namespace="/app")
@@ -356,12 +458,28 @@ class LocalNode:
                 return
             header = payload.get("header") if isinstance(payload.get("header"), dict) else {}
             ray = Ray(sid, header.get("uid"), header.get("rid") or uuid.uuid4().hex, uuid.uuid4().hex if background else sid)
+            self._rays[ray.qid] = (ray, None)
+            while len(self._rays) > 256:  # bounded: old rays are forgotten
+                self._rays.pop(next(iter(self._rays)))
             if background:
                 await sio.emit("submitted", ray.dump(), to=sid, namespace="/app")
             sio.start_background_task(self._socket_execution, sid, ray, payload.get("body"))
 
+        @sio.on("restore", namespace="/app")
+        async def restore(sid, qid=None):
+            # the SDK's Proxy asks for the state after 5 s without an update; "output" only once there is one
+            found = self._rays.get(str(qid))
+            if found is None:
+                return
+            ray, output = found
+            answer: dict[str, Any] = {"ray": ray.dump()}
+            if ray.finished:
+                answer["output"] = output
+            await sio.emit("restore", answer, to=sid, namespace="/app")
+
         @sio.on("delete", namespace="/app")
         async def delete(sid, qid=None):
+            self._rays.pop(str(qid), None)
             return None
 
     async def _socket_execution(self, sid: str, ray: Ray, body: Any) -> None:
@@ -376,11 +494,17 @@ class LocalNode:
             ray.update(status="RUNNING", percent=None if fraction is None else fraction * 100.0, message=message)
             emit_progress()
 
+        async def pulse() -> None:
+            while True:
+                await asyncio.sleep(self.pulse_seconds)
+                await self.sio.emit("pulse", {"rid": ray.rid, "qid": ray.qid, "status": ray.status, "ts": _now()}, to=sid, namespace="/app")
+
         output = None
+        pulses = asyncio.ensure_future(pulse()) if self.shape == MARSHMALLOW else None
         try:
             ray.update(status="RUNNING", message=f"{self.backend_name}: started")
             await self.sio.emit("progress", ray.dump(), to=sid, namespace="/app")
-            output = await self.run(body, progress)
+            output = await self.run(body, progress, tail=f"/executions/{ray.qid}")
             ray.update(status="COMPLETED", percent=100.0, message="done")
         except InputRejected as exc:
             ray.update(status="FAILED", message=str(exc), kind="ERROR")
@@ -389,8 +513,15 @@ class LocalNode:
         except Exception as exc:  # report, never leave the client waiting
             log.exception("openfabric node execution failed")
             ray.update(status="FAILED", message=f"{type(exc).__name__}: {exc}", kind="ERROR")
+        finally:
+            if pulses is not None:
+                pulses.cancel()
         ray.finished = True
-        await self.sio.emit("response", {"ray": ray.dump(), "output": output}, to=sid, namespace="/app")
+        self._rays[ray.qid] = (ray, output)
+        answer = {"ray": ray.dump(), "output": output}
+        if self.shape == MARSHMALLOW:
+            answer["output_ts"] = _now()
+        await self.sio.emit("response", answer, to=sid, namespace="/app")
         log.info("openfabric node step=execute app=%s transport=socket.io seconds=%.2f status=%s", self.app_kind, time.monotonic() - started, ray.status)
 
 
@@ -474,14 +605,14 @@ def serve_in_thread(app: web.Application, host: str = "127.0.0.1", port: int = 0
     return RunningServer(app, host, port).start()
 
 
-def build_node(app_kind: str, backend_name: str | None = None) -> LocalNode:
+def build_node(app_kind: str, backend_name: str | None = None, *, shape: str = DEFAULT_SHAPE, token: str | None = None) -> LocalNode:
     from tools.backends import load_backend
 
     name = backend_name or DEFAULT_BACKENDS[app_kind]
     if name == "openfabric":
         raise ValueError("the local node cannot serve the openfabric backend itself (it would call itself)")
     backend = load_backend(name, APP_KINDS[app_kind])
-    return LocalNode(app_kind, backend, backend_name=name)
+    return LocalNode(app_kind, backend, backend_name=name, shape=shape, token=token)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -490,16 +621,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--backend", default=None, help="local backend to serve (default: sketch for text-to-image, relief for image-to-3d)")
+    parser.add_argument("--shape", choices=SHAPES, default=DEFAULT_SHAPE,
+                        help="answer shape: marshmallow (as the real apps: $ref schemas, resource ids, repr on REST; default) or simple (plain JSON)")
+    parser.add_argument("--token", default=os.environ.get("ATELIER_OPENFABRIC_NODE_TOKEN", ""),
+                        help="lock the node: require this bearer token (default: ATELIER_OPENFABRIC_NODE_TOKEN; empty = open)")
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        node = build_node(args.app, args.backend)
+        node = build_node(args.app, args.backend, shape=args.shape, token=args.token or None)
     except (BackendError, ValueError) as exc:
         print(f"atelier node: {exc}")
         return 2
     env = "ATELIER_TEXT_TO_IMAGE_APP" if args.app == TEXT_TO_IMAGE else "ATELIER_IMAGE_TO_3D_APP"
-    print(f"Openfabric node '{args.app}' with backend '{node.backend_name}' on http://{args.host}:{args.port}\n"
+    print(f"Openfabric node '{args.app}' ({node.shape} shape{', locked' if node.token else ''}) with backend '{node.backend_name}' "
+          f"on http://{args.host}:{args.port}\n"
           f"use it with: {env}=http://{args.host}:{args.port}", flush=True)
     try:
         web.run_app(node.make_app(), host=args.host, port=args.port, print=None, shutdown_timeout=2.0)
