@@ -31,7 +31,8 @@ class Settings(BaseSettings):
 
     # Backends, in fallback order
     image_backends: str = Field("openfabric,diffusers,sketch", description="Comma-separated text->image backends, tried in order.")
-    model_backends: str = Field("openfabric,relief", description="Comma-separated image->3D backends, tried in order.")
+    model_backends: str = Field("openfabric,hunyuan3d,relief", description="Comma-separated image->3D backends, tried in order "
+                                "(hunyuan3d is skipped in milliseconds when no mesh model is in models_dir).")
     text_to_image_app: str = "f0997a01-d6d3-a5fe-53d8-561300318557"
     image_to_3d_app: str = "69543f29-4d41-4afc-7f29-3d51591f11eb"
 
@@ -49,6 +50,14 @@ class Settings(BaseSettings):
     models_dir: Path = Field(Path("models"), description="Folder holding downloaded model folders (diffusers pipelines, mesh weights, GGUFs).")
     image_model: str | None = Field(None, description="diffusers text-to-image pipeline folder (with model_index.json): a path, or a "
                                     "folder name under models_dir; default: the only pipeline folder in models_dir.")
+    # Learned image -> 3D (tools/backends/hunyuan3d.py; docs/local-generation.md)
+    mesh_model: str | None = Field(None, description="Hunyuan3D-2 shape folder (config.yaml + model.fp16.safetensors): a path, or a "
+                                   "folder name under models_dir; default: the only such folder in models_dir.")
+    mesh_max_faces: int = Field(40000, ge=500, description="Face budget of a learned mesh; larger meshes are simplified to it.")
+    mesh_steps: int | None = Field(None, ge=1, le=200, description="Diffusion steps; default from the variant (turbo 5, else 30).")
+    mesh_octree_resolution: int | None = Field(None, ge=16, le=1024, description="Marching-cubes grid; default 256 on CUDA, "
+                                               "128 on CPU.")
+    mesh_num_chunks: int | None = Field(None, ge=1000, description="Query points per decoder call; default from the variant.")
     session_ttl_seconds: int = 3600
 
     max_idea_chars: int = 4000
