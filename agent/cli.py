@@ -9,7 +9,9 @@ import time
 import uuid
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach for a model hub
+# The user's own choice, before the default below: `atelier models pull` is the one command that goes online.
+USER_HUB_OFFLINE = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing else here may reach for a model hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
@@ -56,7 +58,7 @@ def build_parser() -> Parser:
     create.add_argument("--user", default="local")
     create.add_argument("--thread", help="continue this conversation (default: a new thread)")
     create.add_argument("--json", action="store_true", help="print one JSON object")
-    create.add_argument("--policy", choices=["model", "router", "hybrid"], help="decision policy")
+    create.add_argument("--policy", choices=["auto", "model", "router", "hybrid"], help="decision policy (default: auto)")
     create.add_argument("--no-enhance", action="store_true")
     create.add_argument("--no-3d", action="store_true", help="do not make a 3D model automatically")
     create.add_argument("--review", action="store_true", help="pause to accept or edit the enhanced prompt")
@@ -87,6 +89,28 @@ def build_parser() -> Parser:
     serve.add_argument("--host", default="127.0.0.1")
 
     sub.add_parser("node", help="serve a local backend as an Openfabric app (see `atelier node --help`)", add_help=False)
+
+    evaluate = sub.add_parser("eval", help="measure decisions on the labelled requests")
+    eval_sub = evaluate.add_subparsers(dest="eval_command", parser_class=Parser)
+    eval_decisions = eval_sub.add_parser("decisions", help="model vs router accuracy on tests/data/decisions.jsonl; stored for policy auto")
+    which = eval_decisions.add_mutually_exclusive_group()
+    which.add_argument("--llm-url", help="an OpenAI-compatible server (…/v1); default: the configured model")
+    which.add_argument("--model", help="a GGUF file to load in-process; default: the configured model")
+    eval_decisions.add_argument("--limit", type=int, help="only the first N labelled requests (a quick look; not stored)")
+    eval_decisions.add_argument("--json", action="store_true")
+
+    models = sub.add_parser("models", help="what model weights are configured; pull known ones into ./models; verify")
+    models_sub = models.add_subparsers(dest="models_command", parser_class=Parser)
+    models_list = models_sub.add_parser("list", help="each role (llm, image, mesh, embeddings, speech): path, size, user")
+    models_list.add_argument("--json", action="store_true")
+    models_list.add_argument("--catalogue", action="store_true", help="also list the names `models pull` knows")
+    models_pull = models_sub.add_parser("pull", help="download a known model into ./models (needs the network)")
+    models_pull.add_argument("name")
+    models_pull.add_argument("--accept-licence", action="store_true", help="for models whose licence restricts use")
+    models_pull.add_argument("--revision", help="a commit or branch of the model's repository (default: main)")
+    models_pull.add_argument("--json", action="store_true")
+    models_verify = models_sub.add_parser("verify", help="check pulled models against their manifests")
+    models_verify.add_argument("--json", action="store_true")
     return parser
 
 
@@ -201,7 +225,24 @@ def turn_report(result: dict, config: dict) -> dict[str, Any]:
         "recalled": [c["id"] for c in state.get("recalled") or []] if "recall_similar" in done else [],
         "seconds": stage_seconds,
         "reply": reply,
+        "decisions": turn_decisions(state),
     }
+
+
+def turn_decisions(state: dict) -> list[dict[str, Any]]:
+    """Who decided each step of the latest turn (model, router, or guard = a vetoed model call)."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    out: list[dict[str, Any]] = []
+    for message in reversed(state.get("messages") or []):
+        if isinstance(message, HumanMessage):
+            break
+        kwargs = getattr(message, "additional_kwargs", None) or {}
+        if isinstance(message, AIMessage) and kwargs.get("decision"):
+            tool = message.tool_calls[0]["name"] if message.tool_calls else None
+            out.append({"tool": tool, "decided_by": kwargs["decision"], "policy": kwargs.get("policy"),
+                        "arguments_from": kwargs.get("arguments_from"), "reason": kwargs.get("decision_reason")})
+    return list(reversed(out))
 
 
 def cmd_create(args) -> int:
@@ -330,6 +371,58 @@ def cmd_setup(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from agent.settings import get_settings
+    from models import catalogue
+
+    models_dir = get_settings().models_dir
+    if args.models_command == "list":
+        rows = catalogue.inventory()
+        known = [asdict_entry(e) for e in catalogue.CATALOGUE.values()] if args.catalogue else None
+        if args.json:
+            print(json.dumps({"models_dir": str(models_dir), "roles": rows, **({"catalogue": known} if known else {})}))
+            return 0
+        for row in rows:
+            where = f"{row['path']} ({row['size_bytes'] / 1e6:,.0f} MB)" if row["present"] else "-"
+            print(f"{row['role']:<11} {'present' if row['present'] else 'absent ':<8} {where}")
+            print(f"{'':<11} used by {row['used_by']}" + (f"; {row['note']}" if row["note"] else ""))
+        for item in known or []:
+            print(f"pull {item['name']:<24} {item['role']:<7} ~{item['size_gb']:g} GB  {item['summary']}")
+        return 0
+    if args.models_command == "pull":
+        try:
+            result = catalogue.pull(args.name, models_dir, accept_licence=args.accept_licence, revision=args.revision,
+                                    offline=USER_HUB_OFFLINE, token=os.environ.get("HF_TOKEN"),
+                                    progress=lambda msg: print(msg, file=sys.stderr))
+        except catalogue.CatalogueError as exc:
+            raise UsageError(str(exc)) from None
+        if args.json:
+            print(json.dumps(catalogue.as_dict(result)))
+        else:
+            print(f"{result.name}: {len(result.files)} files in {result.path} ({result.downloaded_bytes / 1e6:,.1f} MB "
+                  f"downloaded, {result.seconds:.1f} s)")
+            if result.setting_hint:
+                print(f"use it: {result.setting_hint}  (in .env or the environment)")
+        return 0
+    if args.models_command == "verify":
+        results = [catalogue.verify_folder(folder) for folder in catalogue.pulled_folders(models_dir)]
+        if args.json:
+            print(json.dumps({"models_dir": str(models_dir), "results": [catalogue.as_dict(r) for r in results]}))
+        else:
+            if not results:
+                print(f"no pulled models in {models_dir}")
+            for r in results:
+                print(f"{r.name}: {'ok' if r.ok else 'BROKEN'} ({r.files} files)" + "".join(f"\n  {p}" for p in r.problems))
+        return 0 if all(r.ok for r in results) else 1
+    raise UsageError("models needs a command: list, pull NAME or verify")
+
+
+def asdict_entry(item) -> dict:
+    from dataclasses import asdict
+
+    return {**asdict(item), "files": list(item.files)}
+
+
 def cmd_chat(args) -> int:
     if args.terminal:
         return terminal_chat(_user(args.user))
@@ -366,6 +459,52 @@ def terminal_chat(user: str) -> int:
         print("atelier>", result["state"]["messages"][-1].content)
 
 
+def cmd_eval(args) -> int:
+    """`atelier eval decisions`: the labelled requests through the router and through the model alone;
+    both accuracies are stored (keyed by the model's file hash or served id) for policy auto."""
+    if args.eval_command != "decisions":
+        raise UsageError("say what to evaluate: `atelier eval decisions`")
+    from agent import calibration
+    from agent.llm import LocalLLM, ServerLLM, get_llm
+
+    if args.model:
+        if not os.path.isfile(args.model):
+            raise UsageError(f"--model {args.model} is not a file")
+        from agent.settings import get_settings
+
+        s = get_settings()
+        llm = LocalLLM(args.model, n_ctx=s.llm_n_ctx, n_threads=s.llm_threads, n_gpu_layers=s.llm_n_gpu_layers)
+    elif args.llm_url:
+        if not args.llm_url.startswith(("http://", "https://")):
+            raise UsageError(f"--llm-url must be an http(s) URL, not {args.llm_url!r}")
+        llm = ServerLLM(args.llm_url)
+    else:
+        llm = get_llm()
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    items = calibration.load_dataset()
+    items = items[: args.limit] if args.limit else items
+    key = llm.key
+    progress = None if args.json or not sys.stderr.isatty() else (lambda item, plan, ok: print(f"{'✓' if ok else '✗'} {item['text'][:60]}", file=sys.stderr))
+    router = calibration.evaluate("router", items)
+    model = calibration.evaluate("model", items, llm, on_item=progress)
+    stored = None
+    if not args.limit:
+        calibration.store(calibration.ROUTER_KEY, {k: router[k] for k in ("accuracy", "n", "first_step_accuracy")})
+        stored = str(calibration.store(key, {"model": llm.name, **{k: model[k] for k in ("accuracy", "n", "first_step_accuracy")}}))
+    resolved = calibration.resolve("auto", key) if stored else None
+    report = {"model_key": key, "model": llm.name, "router": router, "model_only": model, "stored": stored,
+              "auto": resolved and {"policy": resolved.policy, "reason": resolved.reason}}
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        print(f"router     {router['accuracy']:6.1%}  (n={router['n']})")
+        print(f"model      {model['accuracy']:6.1%}  first step {model['first_step_accuracy']:.1%}  {llm.name} [{key}]  "
+              f"{model['seconds_per_request']:.2f}s/request")
+        print(f"auto: {resolved.reason}  (stored in {stored})" if resolved else "not stored (--limit)")
+    return 0
+
+
 def cmd_serve(args) -> int:
     """The LangGraph API server (in-memory runtime) on langgraph.json, over the same memory as the chat; its
     threads live under <data dir>/api (see agent/webapp.py and docs/deployment.md)."""
@@ -374,8 +513,8 @@ def cmd_serve(args) -> int:
     return serve(args.host, args.port)
 
 
-COMMANDS = {"create": cmd_create, "recall": cmd_recall, "transcribe": cmd_transcribe, "reindex": cmd_reindex,
-            "setup": cmd_setup, "chat": cmd_chat, "serve": cmd_serve}
+COMMANDS = {"eval": cmd_eval, "create": cmd_create, "recall": cmd_recall, "transcribe": cmd_transcribe, "reindex": cmd_reindex,
+            "setup": cmd_setup, "chat": cmd_chat, "serve": cmd_serve, "models": cmd_models}
 
 if __name__ == "__main__":
     sys.exit(main())
