@@ -13,7 +13,7 @@ from langgraph.prebuilt import ToolNode
 from tools.tools import TOOLS, settle_turn
 
 from .nodes import decide, respond, review, route_after_decide, route_after_tools, tool_error_message
-from .state import AgentState
+from .state import AgentState, check_request_length
 
 
 def respond_and_settle(state: dict, config: RunnableConfig) -> dict:
@@ -22,9 +22,18 @@ def respond_and_settle(state: dict, config: RunnableConfig) -> dict:
     return respond(state, config)
 
 
+def decide_within_limits(state: dict, config: RunnableConfig) -> dict:
+    """decide, after the check every path into the graph passes (the CLI, the API server and the studio refuse
+    earlier with their own message): the latest user message within ATELIER_MAX_IDEA_CHARS. Raising here fails
+    the run before any tool is chosen, so nothing is made or stored; seed, size, steps and user id are checked
+    by Configuration, which decide builds first."""
+    check_request_length(state.get("messages", []))
+    return decide(state, config)
+
+
 def build_graph(checkpointer=None):
     builder = StateGraph(AgentState)
-    builder.add_node("decide", decide)
+    builder.add_node("decide", decide_within_limits)
     builder.add_node("tools", ToolNode(TOOLS, handle_tool_errors=tool_error_message))
     builder.add_node("review", review)
     builder.add_node("respond", respond_and_settle)
