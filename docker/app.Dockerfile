@@ -3,9 +3,9 @@
 # same code with different commands, so they are two targets of this file:
 #     docker build -f docker/app.Dockerfile --target api -t atelier-api .
 #     docker build -f docker/app.Dockerfile --target ui  -t atelier-ui  .
-# The generators and the embedder run in these processes; with TORCH_INDEX at a CUDA wheel index (the default)
-# torch uses the GPU that docker-compose.yml reserves for the service. TORCH_INDEX=https://download.pytorch.org/whl/cpu
-# gives a CPU-only image. The in-process llama.cpp is a CPU build: the LLM runs in llm-service (ATELIER_LLM_URL).
+# The generators (diffusers, Hunyuan3D) and the embedder run in these processes. TORCH_INDEX picks torch's build:
+# the CPU wheels by default (docker-compose.yml), a CUDA index in docker-compose.gpu.yml, which also reserves the
+# GPU for the service. The in-process llama.cpp is a CPU build: the LLM runs in llm-service (ATELIER_LLM_URL).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -17,7 +17,7 @@ RUN cd ui && npm ci --no-audit --no-fund --loglevel=error && bash build_assets.s
 
 # -- Python environment -------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS base
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cu124
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF"
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 ANONYMIZED_TELEMETRY=False \
@@ -26,14 +26,14 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake curl libgomp1 espeak-ng sox \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY requirements.lock constraints.txt ./
+COPY requirements.lock requirements-nodeps.txt constraints.txt ./
 # torch from the chosen wheel index (the lock pins the CPU build; the version is the same), then the rest of the
-# lock; clip-anytorch only for CLIP's vocabulary, without its torchvision dependency (as scripts/bootstrap.sh).
+# lock, then the packages wanted for a part of themselves only (requirements-nodeps.txt, as scripts/bootstrap.sh).
 RUN TORCH_VERSION=$(grep '^torch==' requirements.lock | cut -d= -f3 | cut -d+ -f1) \
  && pip install --index-url "$TORCH_INDEX" --extra-index-url https://pypi.org/simple "torch==${TORCH_VERSION}" \
- && grep -v -e '^torch==' -e '^clip-anytorch==' requirements.lock > /tmp/requirements.txt \
+ && grep -v -e '^torch==' requirements.lock > /tmp/requirements.txt \
  && CMAKE_ARGS="$LLAMA_CMAKE_ARGS" pip install -r /tmp/requirements.txt \
- && pip install --no-deps "$(grep '^clip-anytorch==' requirements.lock)" \
+ && pip install --no-deps -r requirements-nodeps.txt \
  && rm /tmp/requirements.txt
 COPY . /app
 RUN pip install --no-deps --no-build-isolation -e . && mkdir -p /data

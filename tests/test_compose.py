@@ -19,23 +19,38 @@ SERVICES = {"llm-service", "memory-service", "db-service", "api-service", "ui-se
 pytestmark = pytest.mark.skipif(COMPOSE is None, reason="docker-compose is not installed (apt-get install docker-compose)")
 
 
-def compose(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ATELIER_", "LLM_", "POSTGRES_", "COMPOSE_"))}
-    return subprocess.run([COMPOSE, "-f", str(ROOT / "docker-compose.yml"), "--project-directory", str(ROOT), *args],
+GPU_OVERRIDE = ROOT / "docker-compose.gpu.yml"
+
+
+def compose(*args: str, env: dict | None = None, gpu: bool = False) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("ATELIER_", "LLM_", "POSTGRES_", "COMPOSE_", "TORCH_"))}
+    files = ["-f", str(ROOT / "docker-compose.yml")] + (["-f", str(GPU_OVERRIDE)] if gpu else [])
+    return subprocess.run([COMPOSE, *files, "--project-directory", str(ROOT), *args],
                           capture_output=True, text=True, timeout=60, env={**clean, **(env or {})}, cwd=ROOT)
 
 
-@pytest.fixture(scope="module")
-def config() -> dict:
-    result = compose("--profile", "scale", "config")
+def _config(gpu: bool) -> dict:
+    result = compose("--profile", "scale", "config", gpu=gpu)
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
 
+@pytest.fixture(scope="module")
+def config() -> dict:
+    return _config(gpu=False)
+
+
+@pytest.fixture(scope="module")
+def gpu_config() -> dict:
+    return _config(gpu=True)
+
+
 def test_compose_file_is_valid():
-    for args in (("config", "-q"), ("--profile", "scale", "config", "-q")):
-        result = compose(*args)
-        assert result.returncode == 0, result.stderr
+    for gpu in (False, True):
+        for args in (("config", "-q"), ("--profile", "scale", "config", "-q")):
+            result = compose(*args, gpu=gpu)
+            assert result.returncode == 0, result.stderr
     # Overrides from the environment still give a valid file.
     result = compose("config", "-q", env={"ATELIER_API_PORT": "3024", "LLM_MODEL": "/models/llama.gguf", "POSTGRES_PASSWORD": "s3cret"})
     assert result.returncode == 0, result.stderr
@@ -81,11 +96,28 @@ def test_volumes_for_models_and_data(config):
     assert _mounts(services["memory-service"])["/chroma"] == "chroma"
 
 
-def test_gpu_reservations(config):
-    for name in ("llm-service", "api-service", "ui-service", "api-scaled"):
-        devices = config["services"][name]["deploy"]["resources"]["reservations"]["devices"]
-        assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}], name
-    assert "deploy" not in config["services"]["db-service"]
+def test_cpu_host_by_default_gpu_only_where_used_with_the_override(config, gpu_config):
+    """The plain file starts on a CPU-only host; the override reserves a GPU for the services that use one."""
+    for name, service in config["services"].items():
+        assert "resources" not in service.get("deploy", {}), f"{name} reserves a device without the GPU override"
+    assert config["services"]["llm-service"]["build"]["target"] == "cpu"
+    assert config["services"]["llm-service"]["environment"]["LLM_N_GPU_LAYERS"] == "0"
+    for name in ("api-service", "ui-service"):
+        assert config["services"][name]["build"]["args"]["TORCH_INDEX"].endswith("/whl/cpu")
+    gpu_users = {"llm-service", "api-service", "ui-service", "api-scaled"}
+    for name, service in gpu_config["services"].items():
+        devices = service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices")
+        if name in gpu_users:
+            assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}], name
+        else:
+            assert devices is None, f"{name} uses no GPU but reserves one"
+    assert gpu_config["services"]["llm-service"]["build"]["target"] == "cuda"
+    assert gpu_config["services"]["llm-service"]["environment"]["LLM_N_GPU_LAYERS"] == "-1"
+    for name in ("api-service", "ui-service"):
+        assert "/whl/cu" in gpu_config["services"][name]["build"]["args"]["TORCH_INDEX"]
+        env = gpu_config["services"][name]["environment"]
+        assert env["ATELIER_MODELS_DIR"] == "/models" and "diffusers" in env["ATELIER_IMAGE_BACKENDS"]
+    assert gpu_config["services"]["api-scaled"]["deploy"]["replicas"] >= 2  # the override keeps the replica count
 
 
 def test_dockerfiles_exist_and_copy_what_exists(config):
@@ -103,6 +135,7 @@ def test_dockerfiles_exist_and_copy_what_exists(config):
                     assert (ROOT / source).exists(), f"{dockerfile.name}: {source} does not exist"
     llm = (ROOT / "docker" / "llm.Dockerfile").read_text()
     assert "DGGML_CUDA=on" in llm and "llama-cpp-python[server]" in llm and "nvidia/cuda" in llm
+    assert re.search(r"^FROM .* AS cpu$", llm, re.M) and re.search(r"^FROM nvidia/cuda.* AS cuda$", llm, re.M)
 
 
 def test_entrypoints_are_valid_shell():
