@@ -33,12 +33,13 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from models.registry import MESH_WEIGHT_FILES, ModelMissing, background_remover_path, mesh_model_path
 
 from .base import BackendError, GeneratedAsset, MeshRequest, ProgressFn, no_progress
-from .relief import decode_image
+
+# scipy, the relief module's decoder, torch, hy3dgen, pymeshlab and trimesh are imported where they are used: with
+# no mesh model in ./models, an attempt must cost milliseconds, not the seconds those imports take.
 
 log = logging.getLogger("atelier.backends")
 
@@ -98,6 +99,8 @@ def border_matte(rgb: np.ndarray) -> np.ndarray | None:
     """Foreground of a picture on a plain background: pixels unlike the border's median colour, where the
     background is what is connected to the border (so background-coloured parts inside the subject stay).
     None when that is degenerate (no subject, or no background)."""
+    from scipy import ndimage
+
     h, w, _ = rgb.shape
     band = max(1, min(h, w) // 50)
     border = np.concatenate([rgb[:band].reshape(-1, 3), rgb[-band:].reshape(-1, 3),
@@ -143,6 +146,8 @@ def _rembg_mask(img: Image.Image) -> np.ndarray | None:
 
 def matte_subject(img: Image.Image) -> Matte:
     """The subject as RGBA: the picture's own alpha, else rembg, else the border matte, else the whole picture."""
+    from scipy import ndimage
+
     if max(img.size) > MAX_MATTE_SIDE:
         img = img.copy()
         img.thumbnail((MAX_MATTE_SIDE, MAX_MATTE_SIDE), Image.Resampling.LANCZOS)
@@ -298,6 +303,8 @@ def close_mesh(vertices: np.ndarray, faces: np.ndarray):
 
 def project_colours(vertices: np.ndarray, matte: Matte) -> np.ndarray:
     """RGBA uint8 per vertex: orthographic projection along Z into the matted picture (see the module docstring)."""
+    from scipy import ndimage
+
     rgb = np.asarray(matte.rgba.convert("RGB"), dtype=np.float32)
     mask = matte.mask
     # beyond the silhouette, the nearest subject pixel's colour: rim vertices never sample the background
@@ -333,6 +340,8 @@ class Hunyuan3DBackend:
         if not isinstance(request.image, (bytes, bytearray, memoryview)):
             raise BackendError(f"image could not be decoded: expected bytes, got {type(request.image).__name__}",
                                transient=False, backend=self.name)
+        from .relief import decode_image
+
         try:
             img = decode_image(bytes(request.image))
         except BackendError as exc:

@@ -1,0 +1,284 @@
+"""The `hunyuan3d` mesh backend, for real: tiny random-weight Hunyuan3D-2 shape folders built from hy3dgen's own
+classes (tests/tiny_hunyuan3d.py), loaded and run by the real backend through hy3dgen. No mocks of the model."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from PIL import Image, ImageDraw
+
+from agent.settings import Settings, get_settings
+from tiny_hunyuan3d import tiny_config, write_shape_folder
+from tools.backends import generate_with_fallback
+from tools.backends._torchvision_standin import CenterCrop, Compose, Normalize, Resize, conditioner_module
+from tools.backends.base import BackendError, MeshRequest
+from tools.backends.hunyuan3d import Hunyuan3DBackend, border_matte, matte_subject
+
+ROOT = Path(__file__).resolve().parent.parent
+OCTREE = 32  # 33^3 decoder queries: a second or two on a CPU
+BUDGET = 1500  # below the ~4000 faces a radius-0.67 sphere gives at this resolution: simplification must run
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _glb_mesh(data: bytes) -> trimesh.Trimesh:
+    return trimesh.load(io.BytesIO(data), file_type="glb", force="mesh", process=False)
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    # the layout `atelier models pull` leaves: a repository folder holding the shape folder(s)
+    write_shape_folder(root / "hunyuan3d-2mini" / "hunyuan3d-dit-v2-mini", tiny_config(turbo=False), seed=0)
+    write_shape_folder(root / "hunyuan3d-2mini" / "hunyuan3d-dit-v2-mini-turbo", tiny_config(turbo=True), seed=1)
+    return root
+
+
+@pytest.fixture
+def mesh_env(models_dir, monkeypatch):
+    monkeypatch.setenv("ATELIER_MODELS_DIR", str(models_dir))
+    monkeypatch.setenv("ATELIER_MESH_MODEL", "hunyuan3d-2mini/hunyuan3d-dit-v2-mini")
+    monkeypatch.setenv("ATELIER_MESH_OCTREE_RESOLUTION", str(OCTREE))
+    monkeypatch.setenv("ATELIER_MESH_STEPS", "3")
+    monkeypatch.setenv("ATELIER_MESH_MAX_FACES", str(BUDGET))
+    get_settings.cache_clear()
+    yield models_dir
+    get_settings.cache_clear()
+
+
+def _quadrants() -> Image.Image:
+    """A square subject on white: red top-left, green top-right, blue bottom-left, yellow bottom-right."""
+    img = Image.new("RGB", (192, 192), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    for (x0, y0), colour in (((40, 40), (220, 20, 20)), ((96, 40), (20, 200, 20)), ((40, 96), (20, 20, 220)),
+                             ((96, 96), (230, 210, 20))):
+        d.rectangle((x0, y0, x0 + 55, y0 + 55), fill=colour)
+    return img
+
+
+# ------------------------------------------------------------------ the torchvision stand-in
+
+def test_standin_normalize_and_center_crop_match_hand_computed_values():
+    x = torch.arange(2 * 4 * 5, dtype=torch.float32).reshape(1, 2, 4, 5)
+    out = Normalize(mean=[1.0, 2.0], std=[2.0, 4.0])(x)
+    assert out[0, 0, 0, 0].item() == pytest.approx((0 - 1) / 2) and out[0, 1, 3, 4].item() == pytest.approx((39 - 2) / 4)
+    # 4x5 -> 2x2: top = round((4-2)/2) = 1, left = round((5-2)/2) = round(1.5) = 2 (torchvision's rounding)
+    crop = CenterCrop(2)(x)
+    assert crop.shape == (1, 2, 2, 2)
+    assert crop[0, 0].tolist() == [[7.0, 8.0], [12.0, 13.0]]
+    padded = CenterCrop(6)(torch.ones(1, 1, 4, 4))  # smaller than the crop: zero padding around it
+    assert padded.shape == (1, 1, 6, 6) and padded.sum().item() == 16 and padded[0, 0, 0].sum().item() == 0
+
+
+def test_standin_resize_matches_pils_antialiased_bilinear():
+    rng = np.random.default_rng(3)
+    plane = rng.random((12, 9), dtype=np.float32)
+    x = torch.from_numpy(plane)[None, None]
+    out = Resize(6, antialias=True)(x)  # shorter side 9 -> 6, longer int(6 * 12 / 9) = 8
+    assert out.shape == (1, 1, 8, 6)
+    pil = np.asarray(Image.fromarray(plane, mode="F").resize((6, 8), Image.Resampling.BILINEAR))
+    assert np.abs(out[0, 0].numpy() - pil).max() < 2e-3
+    chain = Compose([Resize(6), CenterCrop(6), Normalize([0.5], [0.25])])(x)
+    assert torch.allclose(chain, (out[..., 1:7, :] - 0.5) / 0.25)
+
+
+def test_standin_is_used_only_for_hy3dgens_conditioner():
+    module, which = conditioner_module()
+    try:
+        import torchvision  # noqa: F401
+        real = True
+    except Exception:
+        real = False
+    if real:
+        assert which == "torchvision"
+        return
+    assert which == "stand-in" and getattr(module.transforms, "ATELIER_STANDIN", False)
+    assert "torchvision" not in sys.modules and "torchvision.transforms" not in sys.modules
+    from diffusers.utils import is_torchvision_available as diffusers_sees
+    from transformers.utils import is_torchvision_available as transformers_sees
+
+    assert not diffusers_sees() and not transformers_sees()
+
+
+# ------------------------------------------------------------------ matting
+
+def test_border_matte_removes_a_uniform_background():
+    img = Image.new("RGB", (160, 120), (90, 140, 200))
+    d = ImageDraw.Draw(img)
+    d.ellipse((50, 30, 110, 90), fill=(240, 200, 40))
+    d.ellipse((72, 52, 88, 68), fill=(90, 140, 200))  # background colour inside the subject: stays subject
+    truth = np.zeros((120, 160), bool)
+    yy, xx = np.mgrid[0:120, 0:160]
+    truth[((xx - 80) / 30.0) ** 2 + ((yy - 60) / 30.0) ** 2 <= 1.0] = True
+    mask = border_matte(np.asarray(img, np.float32) / 255.0)
+    assert mask is not None
+    iou = (mask & truth).sum() / (mask | truth).sum()
+    assert iou > 0.93, iou
+    matte = matte_subject(img)
+    alpha = np.asarray(matte.rgba)[..., 3]
+    assert matte.source == "border" and matte.rgba.mode == "RGBA"
+    assert alpha[0, 0] == 0 and alpha[-1, -1] == 0 and alpha[60, 80] == 255 and alpha[40, 80] == 255
+
+
+def test_matte_prefers_the_pictures_alpha_and_falls_back_to_the_whole_picture():
+    rgba = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    ImageDraw.Draw(rgba).rectangle((16, 16, 47, 47), fill=(10, 200, 10, 255))
+    assert matte_subject(rgba).source == "alpha"
+    flat = Image.new("RGB", (64, 64), (128, 128, 128))
+    assert matte_subject(flat).source == "whole-image"
+
+
+# ------------------------------------------------------------------ the backend, end to end
+
+def test_real_pipeline_gives_a_watertight_glb_within_the_budget_coloured_from_the_picture(mesh_env):
+    img = Image.new("RGB", (200, 200), (255, 255, 255))
+    ImageDraw.Draw(img).ellipse((50, 40, 150, 160), fill=(220, 20, 20))
+    events: list[tuple[float | None, str]] = []
+    asset = Hunyuan3DBackend().generate(MeshRequest(image=_png(img), seed=5), lambda f, m: events.append((f, m)))[0]
+
+    assert asset.backend == "hunyuan3d" and asset.mime == "model/gltf-binary" and asset.data[:4] == b"glTF"
+    mesh = _glb_mesh(asset.data)
+    md = asset.metadata
+    assert mesh.is_watertight and md["watertight"] is True
+    assert len(mesh.faces) <= BUDGET and md["faces"] == len(mesh.faces) and md["simplified"] is True
+    assert md["raw_faces"] > BUDGET  # the budget really cut something
+    assert mesh.volume > 0  # closed and outward
+    colours = np.asarray(mesh.visual.vertex_colors)[:, :3].astype(float)
+    assert colours[:, 0].mean() > 180 and colours[:, 1].mean() < 60 and colours[:, 2].mean() < 60  # red, from the picture
+    for key, value in {"variant": "standard", "steps": 3, "seed": 5, "octree_resolution": OCTREE, "device": "cpu",
+                       "dtype": "float32", "matte": "border", "max_faces": BUDGET}.items():
+        assert md[key] == value, key
+    assert md["model_folder"].endswith("hunyuan3d-dit-v2-mini") and md["vertices"] == len(mesh.vertices)
+    assert set(md["seconds"]) >= {"matte", "load", "shape", "surface_extraction", "simplify", "colour", "export", "total"}
+    steps = [m for _, m in events if "diffusion step" in m]
+    assert steps == [f"hunyuan3d: shape diffusion step {i}/3" for i in (1, 2, 3)]
+    fractions = [f for f, _ in events if f is not None]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_colours_land_where_the_picture_has_them(mesh_env):
+    """Image right is +X, image up is +Y: each quadrant of the mesh takes the colour of the same quadrant."""
+    asset = Hunyuan3DBackend().generate(MeshRequest(image=_png(_quadrants()), seed=1))[0]
+    mesh = _glb_mesh(asset.data)
+    v = np.asarray(mesh.vertices) - mesh.bounds.mean(axis=0)
+    c = np.asarray(mesh.visual.vertex_colors)[:, :3].astype(int)
+    margin = 0.15 * np.ptp(v[:, 0])  # away from the colour boundaries
+    expected = {(-1, 1): (220, 20, 20), (1, 1): (20, 200, 20), (-1, -1): (20, 20, 220), (1, -1): (230, 210, 20)}
+    for (sx, sy), colour in expected.items():
+        sel = (sx * v[:, 0] > margin) & (sy * v[:, 1] > margin)
+        assert sel.sum() > 20
+        close = (np.abs(c[sel] - np.array(colour)).max(axis=1) < 40).mean()
+        assert close > 0.9, ((sx, sy), close)
+
+
+def test_same_seed_same_mesh_and_another_seed_another(mesh_env):
+    backend = Hunyuan3DBackend()
+    picture = _png(_quadrants())
+    a = _glb_mesh(backend.generate(MeshRequest(image=picture, seed=11))[0].data)
+    b = _glb_mesh(backend.generate(MeshRequest(image=picture, seed=11))[0].data)
+    c = _glb_mesh(backend.generate(MeshRequest(image=picture, seed=12))[0].data)
+    assert np.array_equal(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces)
+    assert a.vertices.shape != c.vertices.shape or not np.allclose(a.vertices, c.vertices)
+
+
+def test_turbo_folder_runs_five_steps_with_flashvdm_decoding(mesh_env, monkeypatch):
+    monkeypatch.setenv("ATELIER_MESH_MODEL", str(mesh_env / "hunyuan3d-2mini" / "hunyuan3d-dit-v2-mini-turbo"))
+    monkeypatch.delenv("ATELIER_MESH_STEPS")
+    get_settings.cache_clear()
+    events: list[str] = []
+    asset = Hunyuan3DBackend().generate(MeshRequest(image=_png(_quadrants()), seed=2), lambda f, m: events.append(m))[0]
+    md = asset.metadata
+    assert md["variant"] == "turbo" and md["flashvdm"] is True and md["steps"] == 5
+    assert sum("diffusion step" in m for m in events) == 5
+    mesh = _glb_mesh(asset.data)
+    assert mesh.is_watertight and len(mesh.faces) <= BUDGET
+
+
+# ------------------------------------------------------------------ bad input, missing model, fallback order
+
+def test_undecodable_picture_is_a_clear_non_transient_error(mesh_env):
+    with pytest.raises(BackendError) as info:
+        Hunyuan3DBackend().generate(MeshRequest(image=b"not a picture"))
+    assert info.value.backend == "hunyuan3d" and not info.value.transient
+    assert "could not be decoded" in str(info.value)
+
+
+def test_a_named_model_that_is_not_there_says_so(mesh_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("ATELIER_MESH_MODEL", str(tmp_path / "nowhere"))
+    get_settings.cache_clear()
+    with pytest.raises(BackendError, match="ATELIER_MESH_MODEL=.*nowhere is neither a folder"):
+        Hunyuan3DBackend().generate(MeshRequest(image=_png(_quadrants())))
+    monkeypatch.setenv("ATELIER_MESH_MODEL", str(mesh_env / "hunyuan3d-2mini"))  # two shape folders inside: name one
+    get_settings.cache_clear()
+    with pytest.raises(BackendError, match="holds 2 shape folders"):
+        Hunyuan3DBackend().generate(MeshRequest(image=_png(_quadrants())))
+
+
+def test_a_config_that_would_fetch_the_image_encoder_is_refused(mesh_env, monkeypatch, tmp_path):
+    import yaml
+
+    folder = tmp_path / "hunyuan3d-dit-v2-mini-hub"
+    folder.mkdir()
+    source = mesh_env / "hunyuan3d-2mini" / "hunyuan3d-dit-v2-mini"
+    config = yaml.safe_load((source / "config.yaml").read_text())
+    config["conditioner"]["params"]["main_image_encoder"]["kwargs"] = {"version": "facebook/dinov2-giant", "image_size": 56}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / "model.fp16.safetensors").symlink_to(source / "model.fp16.safetensors")
+    monkeypatch.setenv("ATELIER_MESH_MODEL", str(folder))
+    get_settings.cache_clear()
+    with pytest.raises(BackendError, match="never downloads at run time"):
+        Hunyuan3DBackend().generate(MeshRequest(image=_png(_quadrants())))
+
+
+def test_without_a_mesh_model_the_attempt_is_fast_clear_and_relief_is_used(tmp_path):
+    """In a fresh process, so 'torch was never imported' means something. What a running Atelier has loaded
+    before any creation (settings, numpy, Pillow) is imported first; the attempt then includes importing the
+    backend module and looking for the model."""
+    empty = tmp_path / "models"
+    empty.mkdir()
+    script = (
+        "import json, sys, io\n"
+        "import numpy, agent.settings\n"
+        "from PIL import Image\n"
+        "from tools.backends import generate_with_fallback\n"
+        "from tools.backends.base import MeshRequest\n"
+        "buf = io.BytesIO(); Image.new('RGB', (64, 64), (200, 30, 30)).save(buf, 'PNG')\n"
+        "assets, attempts = generate_with_fallback('model', ['hunyuan3d', 'relief'], MeshRequest(image=buf.getvalue()))\n"
+        "print(json.dumps({'backend': assets[0].backend, 'attempts': [a.__dict__ for a in attempts],\n"
+        "                  'torch': 'torch' in sys.modules, 'hy3dgen': any(m.startswith('hy3dgen') for m in sys.modules)}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
+    env.update({"ATELIER_MODELS_DIR": str(empty), "ATELIER_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT),
+                "ATELIER_LOG_LEVEL": "ERROR"})
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    first, second = result["attempts"]
+    assert result["backend"] == "relief" and second["ok"]
+    assert first["backend"] == "hunyuan3d" and not first["ok"] and first["seconds"] < 0.5
+    assert "no Hunyuan3D shape model" in first["reason"] and "atelier models pull hunyuan3d-2mini" in first["reason"]
+    assert "ATELIER_MESH_MODEL" in first["reason"] and "South Korea" in first["reason"]
+    assert not result["torch"] and not result["hy3dgen"]
+
+
+def test_default_order_tries_the_learned_mesh_backend_before_relief(monkeypatch):
+    monkeypatch.delenv("ATELIER_MODEL_BACKENDS", raising=False)
+    assert Settings(_env_file=None).model_backend_list == ["openfabric", "hunyuan3d", "relief"]
+
+
+def test_fallback_runner_uses_hunyuan3d_when_its_model_is_there(mesh_env):
+    assets, attempts = generate_with_fallback("model", ["hunyuan3d", "relief"], MeshRequest(image=_png(_quadrants()), seed=3))
+    assert [a.backend for a in attempts] == ["hunyuan3d"] and attempts[0].ok
+    assert assets[0].backend == "hunyuan3d" and assets[0].metadata["watertight"]
