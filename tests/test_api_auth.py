@@ -88,3 +88,51 @@ def test_threads_are_scoped_to_their_user():
     with pytest.raises(Auth.exceptions.HTTPException):
         asyncio.run(webapp.on_store(ctx("alice"), {"namespace": ("bob", "notes")}))
     assert asyncio.run(webapp.on_store(ctx("alice"), {"namespace": ("alice", "notes")})) is None
+
+
+def test_assistants_are_read_only_except_for_token_admins(monkeypatch):
+    def attempt(identity, action):
+        return asyncio.run(webapp.on_assistants(SimpleNamespace(user=SimpleNamespace(identity=identity), action=action), {}))
+
+    monkeypatch.delenv("ATELIER_API_KEYS", raising=False)
+    monkeypatch.setenv("ATELIER_API_ADMINS", "ops")
+    for identity in ("bob", "ops", webapp.ANONYMOUS):  # without tokens nobody is an admin (a header is only a claim)
+        assert attempt(identity, "read") is None and attempt(identity, "search") is None
+        for action in ("create", "update", "delete"):
+            with pytest.raises(Auth.exceptions.HTTPException) as e:
+                attempt(identity, action)
+            assert status(e) == 403
+    monkeypatch.setenv("ATELIER_API_KEYS", "ops:tok-o,bob:tok-b")
+    assert attempt("ops", "update") is None and attempt("ops", "delete") is None
+    with pytest.raises(Auth.exceptions.HTTPException):
+        attempt("bob", "update")
+
+
+def test_request_guard_checks_headers_before_anything_parses_them(monkeypatch):
+    monkeypatch.delenv("ATELIER_API_MAX_BODY_BYTES", raising=False)
+    check = webapp.RequestGuard.check
+    assert check([(b"x-atelier-user", b"alice"), (b"content-length", b"120")]) is None
+    assert check([(b"x-atelier-user", b"alice"), (b"X-Atelier-User", b"bob")])[0] == 400
+    assert check([(b"x-atelier-user", b"\xff\xfe")]) == (400, "X-Atelier-User is not valid UTF-8")
+    assert check([(b"content-length", b"20000000")])[0] == 413
+    assert check([(b"content-length", str(webapp.DEFAULT_MAX_BODY_BYTES).encode())]) is None
+    monkeypatch.setenv("ATELIER_API_MAX_BODY_BYTES", "1000")
+    assert check([(b"content-length", b"1001")])[0] == 413
+
+
+def test_runs_are_checked_before_they_are_queued():
+    def value(content="a red fox", **configurable):
+        return run_value(configurable) | {"kwargs": {"config": {"configurable": configurable},
+                                                     "input": {"messages": [{"role": "user", "content": content}]}}}
+
+    assert asyncio.run(webapp.on_run_create(ctx("alice"), value(seed=7))) == {"user_id": "alice"}
+    for bad, detail in ((value(seed=2**64), "seed must be between"), (value(width=10), "width must be between"),
+                        (value("x" * 4001), "the message is 4001 characters long"),
+                        (value([{"type": "text", "text": "x" * 4001}]), "the message is 4001 characters long")):
+        with pytest.raises(Auth.exceptions.HTTPException) as e:
+            asyncio.run(webapp.on_run_create(ctx("alice"), bad))
+        assert status(e) == 422 and e.value.detail.startswith(detail)
+    # A resume (no input) and an assistant's reply in the input are not ideas.
+    assert asyncio.run(webapp.on_run_create(ctx("alice"), run_value())) == {"user_id": "alice"}
+    reply = value() | {"kwargs": {"config": {"configurable": {}}, "input": {"messages": [{"role": "assistant", "content": "x" * 5000}]}}}
+    assert asyncio.run(webapp.on_run_create(ctx("alice"), reply)) == {"user_id": "alice"}

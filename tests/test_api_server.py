@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -220,3 +221,131 @@ def test_restart_the_server_and_continue_the_thread(server, owl):
     # The runtime's own state lives under the data dir, not in the server's working directory (the repo).
     assert (server.data_dir / "api" / ".langgraph_api").is_dir()
     assert not (server.data_dir / ".langgraph_api").exists()
+
+
+# -- issue 13: the holes an attacker found, closed (items 1, 2, 5, 7) -------------------------------------------
+def server_rss(service) -> int:
+    """Resident memory of the server process and its children (bytes)."""
+    import psutil
+
+    proc = psutil.Process(service.proc.pid)
+    return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
+
+
+def test_users_cannot_change_or_delete_the_shared_assistant(server):
+    bob, alice = server.client("bob"), server.client("alice")
+    assistant = bob.assistants.search(graph_id="atelier", limit=10)[0]  # reading is allowed
+    for attempt in (lambda: bob.assistants.update(assistant["assistant_id"], config={"configurable": {"review_prompt": True}}),
+                    lambda: bob.assistants.delete(assistant["assistant_id"]),
+                    lambda: bob.assistants.create("atelier", config={"configurable": {"review_prompt": True}})):
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            attempt()
+        assert refused.value.response.status_code == 403
+        assert "assistants are shared" in refused.value.response.text
+    assert alice.assistants.get(assistant["assistant_id"])["version"] == assistant["version"]
+    # Alice's next run behaves as before: no review pause (bob's PATCH did not land), no 404 (nor his DELETE).
+    thread = alice.threads.create()
+    parts = stream(alice, thread["thread_id"], "a copper fox lantern", enhance=False, auto_3d=False)
+    assert not [d for mode, d in parts if mode == "updates" and "__interrupt__" in d]
+    assert [e["tool"] for e in custom(parts, "step_end")] == ["text_to_image"]
+
+
+def test_oversized_and_invalid_runs_are_refused_quickly_and_store_nothing(server):
+    dana = server.client("dana")
+    raw = httpx.Client(base_url=server.url, headers={"X-Atelier-User": "dana"}, timeout=60)
+    thread = dana.threads.create()
+    runs_url = f"/threads/{thread['thread_id']}/runs/wait"
+    rss_before = server_rss(server.service)
+
+    def run(content, **configurable):
+        return {"assistant_id": "atelier", "input": {"messages": [{"role": "user", "content": content}]},
+                "config": {"configurable": {"enhance": False, **configurable}}}
+
+    started = time.monotonic()
+    two_mb = raw.post(runs_url, json=run("a castle " * 233_017))  # 2 MB of JSON
+    assert two_mb.status_code == 413 and "the limit is 262144" in two_mb.json()["detail"]
+    twenty_mb = raw.post(runs_url, content=b'{"input": {"messages": [{"content": "' + b"x" * 20_000_000 + b'"}]}}',
+                         headers={"content-type": "application/json"})
+    assert twenty_mb.status_code == 413
+    assert time.monotonic() - started < 5, "refused before reading and parsing the body"
+
+    too_long = raw.post(runs_url, json=run("y" * 4001))  # under the body cap, over ATELIER_MAX_IDEA_CHARS
+    assert too_long.status_code == 422 and too_long.json()["detail"] == "the message is 4001 characters long; the limit is 4000"
+    for configurable, detail in (({"seed": 2**63}, "seed must be between 0 and 9223372036854775807"),
+                                 ({"seed": -5}, "seed must be between 0 and 9223372036854775807, not -5"),
+                                 ({"width": 4096}, "width must be between 64 and 2048, not 4096"),
+                                 ({"steps": 0}, "steps must be between 1 and 200, not 0")):
+        refused = raw.post(runs_url, json=run("a red fox", **configurable))
+        assert refused.status_code == 422 and refused.json()["detail"].startswith(detail), refused.text
+    # Nothing was run, stored or kept in memory for any of them.
+    assert dana.runs.list(thread["thread_id"]) == []
+    assert raw.get("/creations").json()["creations"] == []
+    assert server_rss(server.service) - rss_before < 64 * 2**20
+
+    # Control characters in a message are stripped before anything sees or stores the idea.
+    parts = stream(dana, thread["thread_id"], "a \x1b[31mcopper\x1b[0m owl\x00 lantern\x07", enhance=False, auto_3d=False)
+    made = [e for e in custom(parts, "step_end") if e["tool"] == "text_to_image"][0]
+    record = raw.get(f"/creations/{made['creation_id']}").json()
+    assert record["original_prompt"] == "a copper owl lantern"
+    state = dana.threads.get_state(thread["thread_id"])
+    assert state["values"]["messages"][0]["content"] == "a copper owl lantern"
+
+
+def test_query_numbers_and_identity_headers_are_checked(server):
+    url = server.url
+    for params, field in (({"offset": "9223372036854775808"}, "offset"), ({"offset": "-1"}, "offset"),
+                          ({"limit": "0"}, "limit"), ({"limit": "101"}, "limit"), ({"limit": "abc"}, "limit")):
+        response = httpx.get(f"{url}/creations", params=params, headers={"X-Atelier-User": "alice"})
+        assert response.status_code == 422 and response.json()["detail"].startswith(f"{field} must be"), response.text
+    assert httpx.get(f"{url}/creations", params={"offset": "1000000"}, headers={"X-Atelier-User": "alice"}).json()["creations"] == []
+
+    duplicated = httpx.get(f"{url}/creations", headers=[("X-Atelier-User", "alice"), ("X-Atelier-User", "bob")])
+    assert duplicated.status_code == 400 and "more than once" in duplicated.json()["detail"]
+    threads = httpx.post(f"{url}/threads/search", json={}, headers=[("X-Atelier-User", "bob"), ("X-Atelier-User", "alice")])
+    assert threads.status_code == 400
+    # Two different undecodable names are refused, not both mapped to the same "\ufffd" user.
+    for name in (b"\xff\xfeeve", b"\xfe\xffeve"):
+        for method, path in (("GET", "/creations"), ("POST", "/threads")):
+            response = httpx.request(method, f"{url}{path}", headers=[("X-Atelier-User", name)], json={} if method == "POST" else None)
+            assert response.status_code == 400 and "not valid UTF-8" in response.json()["detail"], (path, response.text)
+    # Control characters in a user id: refused, and the refusal does not echo them raw. (A raw ESC is already
+    # refused by the HTTP parser; a C1 control, UTF-8 encoded, reaches the identity check.)
+    response = httpx.post(f"{url}/threads", json={}, headers=[("X-Atelier-User", "eve\u009b2J".encode())])
+    assert response.status_code == 401 and "control characters" in response.text and "\u009b" not in response.text
+    response = httpx.post(f"{url}/threads", json={}, headers=[("X-Atelier-User", b"eve\x1b[2J")])
+    assert response.status_code in (400, 401) and "\x1b" not in response.text
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory):
+    service = start_api(tmp_path_factory.mktemp("api-tokens"), ATELIER_LLM_THREADS="1",
+                        ATELIER_API_KEYS="alice:tok-alice,bob:tok-bob,ops:tok-ops", ATELIER_API_ADMINS="ops")
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def test_with_tokens_only_an_admin_may_change_assistants(token_server):
+    def client(token):
+        return get_sync_client(url=token_server.url, api_key=None, headers={"Authorization": f"Bearer {token}"}, timeout=300)
+
+    bob, alice, ops = client("tok-bob"), client("tok-alice"), client("tok-ops")
+    assistant = bob.assistants.search(graph_id="atelier", limit=10)[0]
+    for who in (bob, alice):
+        for attempt in (lambda: who.assistants.update(assistant["assistant_id"], config={"configurable": {"review_prompt": True}}),
+                        lambda: who.assistants.delete(assistant["assistant_id"])):
+            with pytest.raises(httpx.HTTPStatusError) as refused:
+                attempt()
+            assert refused.value.response.status_code == 403
+    # A header claim means nothing with tokens on: bob saying he is ops is still bob.
+    spoof = httpx.patch(f"{token_server.url}/assistants/{assistant['assistant_id']}", json={"metadata": {"x": 1}},
+                        headers={"Authorization": "Bearer tok-bob", "X-Atelier-User": "ops"})
+    assert spoof.status_code == 403
+    thread = alice.threads.create()
+    parts = stream(alice, thread["thread_id"], "a copper fox lantern", enhance=False, auto_3d=False)
+    assert not [d for mode, d in parts if mode == "updates" and "__interrupt__" in d]
+    assert [e["tool"] for e in custom(parts, "step_end")] == ["text_to_image"]
+    # The admin may (the cheap escape hatch for operators): a metadata change, harmless to the runs above.
+    updated = ops.assistants.update(assistant["assistant_id"], metadata={"owner": "ops"})
+    assert updated["metadata"]["owner"] == "ops"
