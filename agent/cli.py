@@ -283,14 +283,38 @@ def cmd_create(args) -> int:
     return 0
 
 
-def _print_event(event: dict) -> None:
-    if event.get("event") == "step_start":
-        print(f"→ {event['tool']} …", file=sys.stderr)
-    elif event.get("event") == "progress" and event.get("message"):
-        pct = f"{event['fraction'] * 100:3.0f}% " if isinstance(event.get("fraction"), (int, float)) else ""
-        print(f"   {pct}{event['message']}", file=sys.stderr)
-    elif event.get("event") == "step_end":
-        print(f"✓ {event['tool']} ({event.get('backend') or '-'}, {event['seconds']:.2f}s)", file=sys.stderr)
+class _EventPrinter:
+    """Step lines on stderr; a step's fractional progress (denoising steps, Openfabric progress) as one tqdm bar
+    that updates in place instead of a line per event."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, event: dict) -> None:
+        kind, fraction = event.get("event"), event.get("fraction")
+        if kind == "progress" and isinstance(fraction, (int, float)):
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=100, file=sys.stderr, leave=False, bar_format="   {percentage:3.0f}% |{bar:24}| {postfix}")
+            self.bar.n = max(0, min(100, round(fraction * 100)))
+            self.bar.set_postfix_str(event.get("message") or "")  # refreshes the bar
+            return
+        self.close()
+        if kind == "step_start":
+            print(f"→ {event['tool']} …", file=sys.stderr)
+        elif kind == "progress" and event.get("message"):
+            print(f"   {event['message']}", file=sys.stderr)
+        elif kind == "step_end":
+            print(f"✓ {event['tool']} ({event.get('backend') or '-'}, {event['seconds']:.2f}s)", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+_print_event = _EventPrinter()
 
 
 def _ask_review(payload: dict) -> dict:

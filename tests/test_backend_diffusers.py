@@ -38,6 +38,12 @@ def models_dir(tmp_path_factory) -> Path:
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module")
+def distilled_sd(models_dir, tmp_path_factory) -> Path:
+    """An SD-layout pipeline whose scheduler spaces timesteps from the end, as SD-Turbo's does: 1 step by default."""
+    return save_tiny_sd(tmp_path_factory.mktemp("distilled") / "tiny-sd-distilled", turbo=True)
+
+
 @pytest.fixture
 def use_models(models_dir, monkeypatch):
     """Point the settings at a models dir (and optionally one image model); settings re-read for each change."""
@@ -314,9 +320,25 @@ def test_render_size(size, native, multiple, expected):
 
 # ---------------------------------------------------------------- end to end through the CLI
 
-def test_atelier_create_uses_diffusers_and_makes_3d_from_its_picture(models_dir, tmp_path, monkeypatch):
+def test_cli_shows_denoising_progress_as_a_bar(backend, use_models, models_dir, capsys):
+    from agent.cli import _EventPrinter
+
+    use_models(str(models_dir / "tiny-sd"))
+    printer = _EventPrinter()
+    printer({"event": "step_start", "tool": "text_to_image"})
+    backend.generate(ImageRequest(prompt="a kite", width=64, height=64, seed=1, steps=4),
+                     lambda f, m: printer({"event": "progress", "tool": "text_to_image", "fraction": f, "message": m}))
+    printer({"event": "step_end", "tool": "text_to_image", "backend": "diffusers", "seconds": 1.0})
+    err = capsys.readouterr().err
+    assert err.startswith("→ text_to_image …\n")
+    assert "100% |" in err and "denoising step 4/4" in err and "\r" in err  # one bar redrawn in place
+    assert err.count("denoising step") >= 4 and "\n   100%" not in err
+    assert err.rstrip().endswith("✓ text_to_image (diffusers, 1.00s)")
+
+
+def test_atelier_create_uses_diffusers_and_makes_3d_from_its_picture(distilled_sd, tmp_path, monkeypatch):
     data = tmp_path / "data"
-    env = cli_env(data, ATELIER_IMAGE_BACKENDS="openfabric,diffusers,sketch", ATELIER_IMAGE_MODEL=str(models_dir / "tiny-sd"),
+    env = cli_env(data, ATELIER_IMAGE_BACKENDS="openfabric,diffusers,sketch", ATELIER_IMAGE_MODEL=str(distilled_sd),
                   ATELIER_MODELS_DIR=str(tmp_path / "no-models"))
     argv = [sys.executable, "-m", "agent.cli", "create", "a red fox sitting in the snow", "--json", "--no-enhance",
             "--policy", "router", "--size", "128x96", "--seed", "7"]
@@ -328,6 +350,7 @@ def test_atelier_create_uses_diffusers_and_makes_3d_from_its_picture(models_dir,
     image = Path(report["image"])
     assert Image.open(image).size == (128, 96)
     assert Image.open(image).text.get("atelier:generator") == "diffusers:StableDiffusionPipeline"
+    assert report["fallbacks"][0]["backend"] == "openfabric"  # tried first, as the default order says
     assert Path(report["model"]).read_bytes()[:4] == b"glTF" and report["backends"]["model"] == "relief"
     # the 3D step ran on this picture: the model belongs to the same creation as the image
     from agent.settings import get_settings
@@ -338,6 +361,7 @@ def test_atelier_create_uses_diffusers_and_makes_3d_from_its_picture(models_dir,
     try:
         view = MemoryStore().get(report["creation_id"], user_id="local")
         assert view.image.path == str(image) and view.model.path == report["model"]
-        assert view.image.backend == "diffusers" and view.image.meta["seed"] == 7 and view.image.meta["family"] == "sd"
+        assert view.image.backend == "diffusers" and view.image.meta["seed"] == 7
+        assert (view.image.meta["family"], view.image.meta["steps"]) == ("sd-turbo", 1)
     finally:
         get_settings.cache_clear()
