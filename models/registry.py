@@ -5,6 +5,8 @@ Nothing here downloads: a missing model is a clear error naming the package or f
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
 from pathlib import Path
 
 from agent.settings import get_settings
@@ -92,12 +94,25 @@ def whisper_model_path() -> Path:
     return folder
 
 
+# model_index.json classes that are diffusers pipelines but not text-to-image ones (Hunyuan3D's paint model,
+# img2img / inpainting / video checkpoints): never picked as "the only image model in ./models".
+_NOT_TEXT_TO_IMAGE = re.compile(r"Img2Img|ImageToImage|Inpaint|Paint|Video|Audio|Upscale|Depth|Variation|Image2", re.I)
+
+
+def _is_text_to_image_pipeline(folder: Path) -> bool:
+    try:
+        class_name = str(json.loads((folder / "model_index.json").read_text(encoding="utf-8")).get("_class_name") or "")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return class_name.endswith("Pipeline") and not _NOT_TEXT_TO_IMAGE.search(class_name)
+
+
 def diffusers_pipeline_folders(root: Path | None = None) -> list[Path]:
-    """Folders directly under `root` (default models_dir) that hold a diffusers pipeline (model_index.json), sorted."""
+    """Folders directly under `root` (default models_dir) holding a diffusers text-to-image pipeline, sorted."""
     root = _models_dir() if root is None else root
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and (p / "model_index.json").is_file())
+    return sorted(p for p in root.iterdir() if p.is_dir() and _is_text_to_image_pipeline(p))
 
 
 def image_model_path() -> Path:
