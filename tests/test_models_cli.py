@@ -130,3 +130,30 @@ def test_licence_gate_unknown_names_and_list(tmp_path, hub):
         c["name"] for c in listing["catalogue"]}
     image = next(r for r in listing["roles"] if r["role"] == "image")
     assert not image["present"] and "sketch" in image["note"]
+
+
+def test_pulled_fp16_pipeline_is_what_create_uses(tmp_path):
+    """The whole user path: `models pull sd-turbo` (fp16 files only, as the catalogue asks) then `create` makes the
+    picture with the diffusers backend from that folder, on CPU."""
+    from diffusers import StableDiffusionPipeline
+
+    from tiny_pipelines import save_tiny_sd
+
+    plain = save_tiny_sd(tmp_path / "plain", turbo=True)
+    fp16 = tmp_path / "fp16"
+    StableDiffusionPipeline.from_pretrained(str(plain), local_files_only=True).save_pretrained(fp16, variant="fp16")
+    files = {p.relative_to(fp16).as_posix(): p.read_bytes() for p in fp16.rglob("*") if p.is_file()}
+    assert "unet/diffusion_pytorch_model.fp16.safetensors" in files
+    with FakeHub({"stabilityai/sd-turbo": files}) as fake:
+        out = models(["pull", "sd-turbo"], tmp_path, fake)
+        assert out.returncode == 0, out.stderr.decode()
+    rows = {r["role"]: r for r in json.loads(models(["list", "--json"], tmp_path).stdout)["roles"]}
+    assert rows["image"]["present"] and rows["image"]["path"].endswith("sd-turbo")
+
+    env = cli_env(tmp_path / "data", ATELIER_MODELS_DIR=str(tmp_path / "models"),
+                  ATELIER_IMAGE_BACKENDS="diffusers,sketch")
+    out = subprocess.run([sys.executable, "-m", "agent.cli", "create", "a brass owl automaton", "--json", "--no-enhance",
+                          "--no-3d", "--size", "64x64", "--seed", "7"], cwd=ROOT, env=env, capture_output=True, timeout=300)
+    assert out.returncode == 0, out.stderr.decode()
+    report = json.loads(out.stdout)
+    assert report["backends"]["image"] == "diffusers", report["fallbacks"]

@@ -202,6 +202,11 @@ def _has_variant(folder: Path, variant: str) -> bool:
     return any(folder.glob(f"*/*.{variant}.safetensors")) or any(folder.glob(f"*/*.{variant}-*.safetensors"))
 
 
+def _has_plain_weights(folder: Path) -> bool:
+    """Any component saved without a variant suffix (diffusion_pytorch_model.safetensors, model.safetensors …)."""
+    return any(".fp16" not in p.name for p in folder.glob("*/*.safetensors")) or any(folder.glob("*/*.bin"))
+
+
 class DiffusersBackend:
     name: ClassVar[str] = "diffusers"
     kind: ClassVar[Literal["image"]] = "image"
@@ -254,8 +259,10 @@ class DiffusersBackend:
         else:
             dtype = torch.float32  # CPU half precision is slow or unsupported for most kernels
         kwargs: dict[str, Any] = {_dtype_keyword(): dtype, "local_files_only": True}
-        if cuda and dtype is torch.float16 and _has_variant(folder, "fp16"):
-            kwargs["variant"] = "fp16"  # half the bytes read from disk
+        if _has_variant(folder, "fp16") and ((cuda and dtype is torch.float16) or not _has_plain_weights(folder)):
+            # half the bytes read from disk on CUDA; and the only weights of an fp16-only folder (what
+            # `atelier models pull` fetches), cast to float32 on CPU
+            kwargs["variant"] = "fp16"
         try:
             try:
                 pipe = AutoPipelineForText2Image.from_pretrained(str(folder), **kwargs)
