@@ -4,10 +4,26 @@ A FakeApp serves the Openfabric protocol (manifest, schema, REST /execution, /re
 with whatever schemas and outputs a test gives it, records what it was sent, and injects faults:
 HTTP error statuses, slow answers, dropped sockets, malformed or huge documents, slow-loris bodies,
 wrong bytes and content types.
+
+Two answer shapes. "json" (the friendlier one, used by most tests: other apps answer in other shapes) and
+"marshmallow", the contract of the real apps (openfabric-pysdk + marshmallow-jsonschema), built by
+`marshmallow_text_to_image` / `marshmallow_image_to_3d`:
+  - schemas {"$schema", "definitions": {"InputClass": {...}}, "$ref": "#/definitions/InputClass"}, resource
+    fields {"is_resource": true, "resource_type": "data", "resource_encoding": "blob" | "WebGL", "type": [...]};
+  - text-to-image takes {"prompt", "attachments": [str]} and answers {"result": "data_blob_<sha256>/resources"};
+    image-to-3D takes {"input_image": base64 or data URL} and answers
+    {"generated_object": "data_WebGL_<sha256>/resources", "video_object": None};
+  - over socket.io the ids end in /executions/<32 hex>; bytes come from GET /resource?reid=<the whole id>;
+  - POST /execution answers repr(output) (single quotes, None), not JSON;
+  - socket.io: `submitted`, then `pulse` and `progress`, then `response` {output, ray, output_ts};
+  - a failed generation answers the id of empty content (sha256 e3b0c442...);
+  - with `token` set the app is locked: 401 on HTTP, UNAUTHORIZED on the socket.io connect.
 """
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import io
 import json
@@ -68,6 +84,30 @@ IMAGE_OUTPUT = {
 }
 
 
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def marshmallow_document(cls: str, properties: dict) -> dict:
+    """A schema as marshmallow-jsonschema writes it: everything under definitions, a top-level $ref."""
+    return {"$schema": "http://json-schema.org/draft-07/schema#",
+            "definitions": {cls: {"type": "object", "properties": properties, "additionalProperties": False}},
+            "$ref": f"#/definitions/{cls}"}
+
+
+def resource_field(name: str, encoding: str) -> dict:
+    return {"title": name, "type": ["string", "null"], "is_resource": True, "resource_type": "data", "resource_encoding": encoding}
+
+
+MARSHMALLOW_TEXT_INPUT = marshmallow_document("InputClass", {
+    "prompt": {"title": "prompt", "type": "string"},
+    "attachments": {"title": "attachments", "type": "array", "items": {"title": "attachments", "type": "string"}},
+})
+MARSHMALLOW_IMAGE_OUTPUT = marshmallow_document("OutputClass", {"result": resource_field("result", "blob")})
+MARSHMALLOW_3D_INPUT = marshmallow_document("InputClass", {"input_image": resource_field("input_image", "blob")})
+MARSHMALLOW_3D_OUTPUT = marshmallow_document("OutputClass", {"generated_object": resource_field("generated_object", "WebGL"),
+                                                             "video_object": resource_field("video_object", "blob")})
+
+
 @dataclass
 class Faults:
     execution_statuses: list[int] = field(default_factory=list)  # REST executions answer these statuses first, in order
@@ -87,7 +127,8 @@ class Faults:
 
 class FakeApp:
     def __init__(self, *, input_schema: dict | None = None, output_schema: dict | None = None, manifest: dict | None = None,
-                 respond: Callable[["FakeApp", Any], Any] | None = None, socket_io: bool = True, faults: Faults | None = None):
+                 respond: Callable[["FakeApp", Any], Any] | None = None, socket_io: bool = True, faults: Faults | None = None,
+                 shape: str = "json", token: str | None = None, pulses: int = 0):
         self.input_schema = input_schema if input_schema is not None else TEXT_INPUT
         self.output_schema = output_schema if output_schema is not None else IMAGE_OUTPUT
         self.manifest = manifest if manifest is not None else {"name": "fake-app", "version": "9.9.9", "description": "a fake app", "junk": "x" * 5000}
@@ -101,11 +142,27 @@ class FakeApp:
         self.counts: Counter = Counter()
         self.server: RunningServer | None = None
         self.on_input_schema: Callable[["FakeApp"], None] | None = None
+        self.shape = shape  # "json" | "marshmallow" (REST answers repr(output); socket answers carry output_ts)
+        self.token = token  # locked app: this bearer token is required
+        self.locked = {"http", "socket.io"}  # what the token locks (a test may lock only one)
+        self.pulses = pulses  # `pulse` events sent before each socket.io response
+        self.authorizations: list[tuple[str, str | None]] = []  # (what, the Authorization header or socket auth token seen)
+        self.refused: Counter = Counter()  # what was refused for want of a token
+        self.current: dict[str, Any] = {}  # transport and qid of the execution being answered (for resource ids)
 
     # --------------------------------------------------------------- helpers for tests
 
     def put(self, data: bytes, mime: str = "application/octet-stream") -> str:
         ref = "data_blob_" + sha(data)
+        self.resources[ref] = (data, mime)
+        return ref
+
+    def put_resource(self, data: bytes, encoding: str = "blob", mime: str = "application/octet-stream") -> str:
+        """A resource id as the real apps write it: `data_<encoding>_<sha256>/resources` on REST,
+        `.../executions/<qid>` over socket.io. Empty `data` gives the id of empty content (a failed generation)."""
+        digest = sha(data)
+        tail = f"/executions/{self.current['qid']}" if self.current.get("transport") == "socket" else "/resources"
+        ref = f"data_{encoding}_{digest}{tail}"
         self.resources[ref] = (data, mime)
         return ref
 
@@ -137,8 +194,27 @@ class FakeApp:
 
     # --------------------------------------------------------------- the app
 
+    def _allowed(self, what: str, offered: str | None) -> bool:
+        self.authorizations.append((what, offered))
+        if self.token is None or ("socket.io" if what == "socket.io" else "http") not in self.locked:
+            return True
+        if offered in (f"Bearer {self.token}", self.token):
+            return True
+        self.refused[what] += 1
+        return False
+
+    @web.middleware
+    async def _lock(self, request: web.Request, handler: Callable) -> web.StreamResponse:
+        if request.path.startswith("/socket.io"):
+            return await handler(request)
+        if not self._allowed(request.path.strip("/"), request.headers.get("Authorization")):
+            if request.path == "/execution":
+                self.counts["execution"] += 1
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        return await handler(request)
+
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._lock])
         app.router.add_get("/manifest", self.manifest_handler)
         app.router.add_get("/schema", self.schema_handler)
         app.router.add_post("/execution", self.execution_handler)
@@ -147,6 +223,7 @@ class FakeApp:
         if self.socket_io:
             self.sio = socketio.AsyncServer(async_mode="aiohttp", max_http_buffer_size=64 * 1024 * 1024)
             self.sio.on("execute", self.socket_execute, namespace="/app")
+            self.sio.on("connect", self.socket_connect, namespace="/app")
             self.sio.attach(app)
         return app
 
@@ -182,9 +259,15 @@ class FakeApp:
         if self.faults.execution_statuses:
             status = self.faults.execution_statuses.pop(0)
             return web.json_response({"error": f"injected {status}"}, status=status)
-        output = self.respond(self, body)
+        self.current = {"transport": "rest", "qid": None}
+        try:
+            output = self.respond(self, body)
+        except ValueError as exc:  # the app cannot use the input (e.g. a resource id as input_image)
+            return web.json_response({"error": str(exc)}, status=400)
         if isinstance(output, (bytes, str)):  # raw (malformed) answer
             return web.Response(body=output if isinstance(output, bytes) else output.encode(), content_type="application/json")
+        if self.shape == "marshmallow":  # the SDK's Flask view answers str(output)
+            return web.Response(text=repr(output), content_type="text/html")
         return web.json_response(output)
 
     async def resource_handler(self, request: web.Request) -> web.StreamResponse:
@@ -225,6 +308,11 @@ class FakeApp:
             pass  # the client gave up (that is what the slow-loris and size-cap tests expect)
         return resp
 
+    async def socket_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+        offered = environ.get("HTTP_AUTHORIZATION") or (auth.get("token") if isinstance(auth, dict) else None)
+        if not self._allowed("socket.io", offered):
+            raise socketio.exceptions.ConnectionRefusedError("UNAUTHORIZED")
+
     async def socket_execute(self, sid: str, data: Any = None, background: Any = True) -> None:
         self.counts["socket-execute"] += 1
         payload = json.loads(zlib.decompress(data).decode("utf-8"))
@@ -233,7 +321,8 @@ class FakeApp:
         self.socket_headers.append(header)
         self.executions.append(("socket", body))
         rid = header.get("rid")
-        ray = {"sid": sid, "uid": header.get("uid"), "rid": rid, "qid": "q-" + str(self.counts["socket-execute"]),
+        qid = hashlib.md5(f"{rid}-{self.counts['socket-execute']}".encode()).hexdigest()  # 32 hex, as the real queue ids
+        ray = {"sid": sid, "uid": header.get("uid"), "rid": rid, "qid": qid,
                "bars": {"default": {"percent": 0, "remaining": "NaN"}}, "messages": [], "status": "QUEUED", "finished": False}
         await self.sio.emit("submitted", dict(ray), to=sid, namespace="/app")
         # an event for somebody else's request must be ignored by the client
@@ -252,9 +341,74 @@ class FakeApp:
             failed = {**ray, "status": "FAILED", "finished": True, "messages": [{"type": "ERROR", "content": message}]}
             await self.sio.emit("response", {"ray": failed, "output": None}, to=sid, namespace="/app")
             return
+        for _ in range(self.pulses):  # keep-alives while the app works: no ray, just the ids and a time
+            await self.sio.emit("pulse", {"rid": rid, "qid": qid, "ts": "2026-01-01T00:00:00Z"}, to=sid, namespace="/app")
         for percent in (25, 50, 75):
             await self.sio.emit("progress", {**ray, "status": "RUNNING", "bars": {"default": {"percent": percent}},
                                              "messages": [{"type": "INFO", "content": f"step {percent}"}]}, to=sid, namespace="/app")
-        output = self.respond(self, body)
+        self.current = {"transport": "socket", "qid": qid}
+        try:
+            output = self.respond(self, body)
+        except ValueError as exc:
+            failed = {**ray, "status": "FAILED", "finished": True, "messages": [{"type": "ERROR", "content": str(exc)}]}
+            await self.sio.emit("response", {"ray": failed, "output": None}, to=sid, namespace="/app")
+            return
         done = {**ray, "status": "COMPLETED", "finished": True, "bars": {"default": {"percent": 100}}}
-        await self.sio.emit("response", {"ray": done, "output": output}, to=sid, namespace="/app")
+        answer = {"ray": done, "output": output}
+        if self.shape == "marshmallow":
+            answer["output_ts"] = "2026-01-01T00:00:01Z"
+        await self.sio.emit("response", answer, to=sid, namespace="/app")
+
+
+# ------------------------------------------------------------------------------------- the real apps' contract
+
+
+def decode_input_image(value: Any) -> bytes:
+    """What a real image-to-3D app does with input_image: base64 or a data URL -> bytes. A resource id (or anything
+    else) is not an image: the app fails, so the fake raises and the test sees it."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"input_image is {type(value).__name__}, not base64 text")
+    text = value.split(",", 1)[1] if value.startswith("data:") else value
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"input_image is not base64 (starts {value[:40]!r}); a resource id is not an image") from None
+    if not data.startswith((b"\x89PNG", b"\xff\xd8\xff")):
+        raise ValueError(f"input_image decodes to {data[:8]!r}, not an image")
+    return data
+
+
+def marshmallow_text_to_image(image: bytes | None = None, *, fail: bool = False, **kwargs: Any) -> FakeApp:
+    """A text-to-image app as the real one answers; `image` is what it makes (fresh PNG bytes per prompt by default),
+    `fail` makes it answer the empty resource. `app.made` lists the bytes it returned, in order."""
+
+    def respond(app: FakeApp, body: Any) -> dict:
+        if fail:
+            return {"result": app.put_resource(b"", "blob")}
+        data = image if image is not None else png_bytes(16, (len(body.get("prompt", "")) % 256, 90, 160))
+        app.made.append(data)
+        return {"result": app.put_resource(data, "blob", "image/png")}
+
+    app = FakeApp(input_schema=MARSHMALLOW_TEXT_INPUT, output_schema=MARSHMALLOW_IMAGE_OUTPUT, respond=respond, shape="marshmallow",
+                  manifest={"name": "text-to-image", "version": "0.1.0", "sdk": "openfabric-pysdk"}, pulses=2, **kwargs)
+    app.made = []
+    return app
+
+
+def marshmallow_image_to_3d(model: bytes | None = None, *, fail: bool = False, **kwargs: Any) -> FakeApp:
+    """An image-to-3D app as the real one answers: input_image must be image bytes (base64 / data URL);
+    `app.received` lists the image bytes it was sent, `app.made` the models it returned."""
+
+    def respond(app: FakeApp, body: Any) -> dict:
+        app.received.append(decode_input_image(body.get("input_image")))
+        if fail:
+            return {"generated_object": app.put_resource(b"", "WebGL"), "video_object": None}
+        data = model if model is not None else glb_bytes()
+        app.made.append(data)
+        return {"generated_object": app.put_resource(data, "WebGL", "model/gltf-binary"), "video_object": None}
+
+    app = FakeApp(input_schema=MARSHMALLOW_3D_INPUT, output_schema=MARSHMALLOW_3D_OUTPUT, respond=respond, shape="marshmallow",
+                  manifest={"name": "image-to-3d", "version": "0.1.0", "sdk": "openfabric-pysdk"}, pulses=2, **kwargs)
+    app.received = []
+    app.made = []
+    return app

@@ -433,14 +433,24 @@ class OpenfabricClient:
             raise ClientError(f"sdk transport: openfabric_pysdk is not importable ({exc})", 0) from None
         loop = asyncio.get_running_loop()
         stop = threading.Event()
-        holder: dict[str, Any] = {"rid": None}
+        holder: dict[str, Any] = {"rid": None, "early": []}
+        lock = threading.Lock()
         parts = urlsplit(self.address.base_url)
         url = f"{parts.scheme}://{parts.netloc}"
 
+        def report(data: dict) -> None:
+            fraction, message = _ray_progress(data)
+            loop.call_soon_threadsafe(self._report, progress, fraction, f"{self.label}: {message}")
+
         def on_progress(data: Any) -> None:
-            if isinstance(data, dict) and data.get("rid") == holder["rid"]:
-                fraction, message = _ray_progress(data)
-                loop.call_soon_threadsafe(self._report, progress, fraction, f"{self.label}: {message}")
+            if not isinstance(data, dict):
+                return
+            with lock:
+                if holder["rid"] is None:  # an event may beat request() returning our rid: keep it until then
+                    holder["early"].append(data)
+                    return
+            if data.get("rid") == holder["rid"]:
+                report(data)
 
         def work() -> dict:
             proxy = Proxy(url, f"atelier-{self.address.app_id}")  # blocks up to 3 s waiting for the connection
@@ -450,7 +460,12 @@ class OpenfabricClient:
                 proxy.register("progress", on_progress)
                 proxy.register("submitted", on_progress)
                 execution = proxy.request(body, s.uid)
-                holder["rid"] = execution.request_id()
+                with lock:
+                    holder["rid"] = execution.request_id()
+                    early, holder["early"] = holder["early"], []
+                for data in early:
+                    if data.get("rid") == holder["rid"]:
+                        report(data)
                 while not stop.is_set():
                     if execution.wait(0.5):
                         break
@@ -713,7 +728,7 @@ def _choose(extraction: Extraction, kind: str) -> list[FoundAsset]:
             unique.append(asset)
     primary = [a for a in unique if a.kind == kind]
     if not primary and extraction.failed:
-        raise GenerationFailed(f"the app's generation failed: {'; '.join(p for p in extraction.problems if 'generation failed' in p)}")
+        raise GenerationFailed(f"the app's generation failed: {'; '.join(extraction.failed)}")
     if not primary:
         fields = ", ".join(extraction.fields_seen) or "none"
         problems = "; ".join(extraction.problems)

@@ -125,7 +125,7 @@ class Extraction:
     assets: list[FoundAsset] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     fields_seen: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)  # fields whose resource is empty: a failed generation
+    failed: list[str] = field(default_factory=list)  # why a field holds no content (an empty resource: a failed generation)
 
 
 def resource_id(value: str) -> re.Match | None:
@@ -272,15 +272,16 @@ async def extract(output: Any, output_schema: Any, fetch: Fetcher, *, max_bytes:
             # a resource id, or a short token in a binary field that is not itself a small image/model: fetch it
             parts = resource_id(value)
             if parts and parts["hash"].lower() == EMPTY_SHA256:
-                result.failed.append(cand.path)
-                result.problems.append(f"field '{cand.path}' is an empty resource ({value[:40]}…, the hash of empty content): "
-                                       f"the app's generation failed")
+                why = f"field '{cand.path}' is an empty resource ({parts['type']}_{parts['encoding']}_{EMPTY_SHA256[:8]}…: the sha256 of empty content)"
+                result.failed.append(why)
+                result.problems.append(why)
                 continue
             data, declared = await fetch(value, cand.path)
             source = "resource"
             if not data:
-                result.failed.append(cand.path)
-                result.problems.append(f"field '{cand.path}': resource {value[:60]} has no content: the app's generation failed")
+                why = f"field '{cand.path}': resource {value[:60]} has no content"
+                result.failed.append(why)
+                result.problems.append(why)
                 continue
             if parts and hashlib.sha256(data).hexdigest() != parts["hash"].lower():
                 result.problems.append(f"field '{cand.path}': resource {value[:60]} does not hash to the sha256 in its id")
