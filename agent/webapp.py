@@ -374,6 +374,10 @@ async def lifespan(_app):
         from agent.inmem_durability import install
 
         install()
+    if os.environ.get("LANGGRAPH_RUNTIME_EDITION", "inmem") == "inmem":
+        from agent.inmem_queue import install as start_runs_when_created
+
+        start_runs_when_created()  # a new run starts at once, not at the runtime's next 0.5 s poll
     try:
         from memory.store import get_store
 

@@ -134,8 +134,8 @@ def image_model_path() -> Path:
         return folder
     found = diffusers_pipeline_folders(root)
     if not found:
-        raise ModelMissing(f"no diffusers text-to-image pipeline: put a pipeline folder (one with model_index.json, e.g. "
-                           f"stabilityai/sd-turbo) in {root}/, or set ATELIER_IMAGE_MODEL to its path")
+        raise ModelMissing(f"no diffusers text-to-image pipeline: run `atelier models pull sd-turbo`, or put a pipeline folder "
+                           f"(one with model_index.json) in {root}/, or set ATELIER_IMAGE_MODEL to its path")
     if len(found) > 1:
         raise ModelMissing(f"{len(found)} diffusers pipelines in {root}/ ({', '.join(p.name for p in found)}); "
                            f"choose one with ATELIER_IMAGE_MODEL=<name>")
