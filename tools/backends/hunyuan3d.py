@@ -195,7 +195,7 @@ def _check_local_only(config_path: Path) -> None:
     config = yaml.safe_load(config_path.read_text())
     params = (config.get("conditioner") or {}).get("params") or {}
     for key, encoder in params.items():
-        kwargs = (encoder or {}).get("kwargs") or {} if isinstance(encoder, dict) else {}
+        kwargs = (encoder.get("kwargs") or {}) if isinstance(encoder, dict) else {}
         if kwargs.get("config") is None and kwargs.get("version") and not Path(str(kwargs["version"])).is_dir():
             raise BackendError(f"hunyuan3d: {config_path} asks for the image encoder '{kwargs['version']}' from the model hub "
                                f"({key}); Atelier never downloads at run time: use the published config.yaml, which "
