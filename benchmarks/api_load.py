@@ -60,7 +60,7 @@ def _free_port() -> int:
 class LocalServer:
     """`atelier serve` (via agent.webapp) in a temp data dir, its own process group, stopped on exit."""
 
-    def __init__(self, jobs: int, data_dir: Path | None = None):
+    def __init__(self, jobs: int, data_dir: Path | None = None, extra_env: dict[str, str] | None = None):
         self.owns_data = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="atelier-load-"))
         self.port = _free_port()
@@ -68,6 +68,7 @@ class LocalServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
         env.update(FAST_ENV, ATELIER_DATA_DIR=str(self.data_dir), ATELIER_API_JOBS=str(jobs),
                    PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+        env.update(extra_env or {})
         self.log = open(self.data_dir / "api.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "agent.webapp", "--host", "127.0.0.1", "--port", str(self.port)],
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=self.data_dir, start_new_session=True)
