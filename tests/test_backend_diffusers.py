@@ -336,6 +336,27 @@ def test_cli_shows_denoising_progress_as_a_bar(backend, use_models, models_dir, 
     assert err.rstrip().endswith("✓ text_to_image (diffusers, 1.00s)")
 
 
+def test_denoising_progress_reaches_the_graph_stream(models_dir, data_dir, monkeypatch):
+    """The events the studio's step (ui/runner.py) and the CLI consume: text_to_image progress, one per step."""
+    from agent.cli import run_turn
+    from agent.graph import build_graph
+    from agent.settings import get_settings
+    from memory.session import checkpointer
+    from ui import views
+
+    monkeypatch.setenv("ATELIER_IMAGE_MODEL", str(models_dir / "tiny-sd"))
+    get_settings.cache_clear()
+    events: list[dict] = []
+    config = {"configurable": {"thread_id": "t-diffusers", "user_id": "u", "image_backends": ["diffusers"], "enhance": False,
+                               "auto_3d": False, "decision_policy": "router", "width": 64, "height": 64, "steps": 3, "seed": 5}}
+    result = run_turn(build_graph(checkpointer=checkpointer()), "a brass telescope", config, on_event=events.append)
+    assert result["state"]["image"]["backend"] == "diffusers"
+    progress = [e for e in events if e.get("event") == "progress" and e.get("fraction") is not None]
+    assert [(e["tool"], views.progress_line(e)) for e in progress] == [
+        ("text_to_image", "33% · denoising step 1/3"), ("text_to_image", "67% · denoising step 2/3"),
+        ("text_to_image", "100% · denoising step 3/3")]
+
+
 def test_atelier_create_uses_diffusers_and_makes_3d_from_its_picture(distilled_sd, tmp_path, monkeypatch):
     data = tmp_path / "data"
     env = cli_env(data, ATELIER_IMAGE_BACKENDS="openfabric,diffusers,sketch", ATELIER_IMAGE_MODEL=str(distilled_sd),
