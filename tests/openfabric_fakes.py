@@ -123,6 +123,7 @@ class Faults:
     resource_trickle: float = 0.0  # seconds between single bytes of a resource (slow-loris)
     resource_content_type: str | None = None  # override the resource content type
     resource_chunked: bool = False  # send resources without Content-Length
+    response_by_restore_only: bool = False  # socket.io: never emit `response`; answer it only to a `restore` ping
 
 
 class FakeApp:
@@ -149,6 +150,7 @@ class FakeApp:
         self.authorizations: list[tuple[str, str | None]] = []  # (what, the Authorization header or socket auth token seen)
         self.refused: Counter = Counter()  # what was refused for want of a token
         self.current: dict[str, Any] = {}  # transport and qid of the execution being answered (for resource ids)
+        self.finished: dict[str, dict] = {}  # qid -> the response, for `restore`
 
     # --------------------------------------------------------------- helpers for tests
 
@@ -224,6 +226,7 @@ class FakeApp:
             self.sio = socketio.AsyncServer(async_mode="aiohttp", max_http_buffer_size=64 * 1024 * 1024)
             self.sio.on("execute", self.socket_execute, namespace="/app")
             self.sio.on("connect", self.socket_connect, namespace="/app")
+            self.sio.on("restore", self.socket_restore, namespace="/app")
             self.sio.attach(app)
         return app
 
@@ -308,6 +311,12 @@ class FakeApp:
             pass  # the client gave up (that is what the slow-loris and size-cap tests expect)
         return resp
 
+    async def socket_restore(self, sid: str, qid: Any = None) -> None:
+        self.counts["restore"] += 1
+        found = self.finished.get(str(qid))
+        if found is not None:
+            await self.sio.emit("restore", found, to=sid, namespace="/app")
+
     async def socket_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
         offered = environ.get("HTTP_AUTHORIZATION") or (auth.get("token") if isinstance(auth, dict) else None)
         if not self._allowed("socket.io", offered):
@@ -357,6 +366,9 @@ class FakeApp:
         answer = {"ray": done, "output": output}
         if self.shape == "marshmallow":
             answer["output_ts"] = "2026-01-01T00:00:01Z"
+        self.finished[qid] = answer
+        if self.faults.response_by_restore_only:
+            return
         await self.sio.emit("response", answer, to=sid, namespace="/app")
 
 

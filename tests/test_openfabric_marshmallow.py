@@ -349,6 +349,18 @@ def test_stalled_socket_execution_is_given_up():
         assert time.monotonic() - started < 3.5
 
 
+def test_a_lost_response_is_recovered_with_restore(monkeypatch):
+    """The app finished but its `response` never reached us: after a quiet spell the client asks with `restore`
+    (the SDK's Proxy does the same after 5 s; shortened here) and takes the output from the answer."""
+    from tools.openfabric import client as client_module
+
+    monkeypatch.setattr(client_module, "RESTORE_AFTER", 0.3)
+    with marshmallow_text_to_image(faults=Faults(response_by_restore_only=True)) as app:
+        assets = generate_sync(app.url, "image", ToolValues(prompt="x"), settings=fast(transport="socket", stall_timeout=5.0))
+        assert app.counts["restore"] >= 1 and app.counts["socket-execute"] == 1
+    assert sha(assets[0].data) == sha(app.made[0]) and assets[0].metadata["transport"] == "socket.io"
+
+
 # ---------------------------------------------------------------------------------------------- the local node
 
 

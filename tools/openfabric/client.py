@@ -64,6 +64,7 @@ MANIFEST_KEYS = ("name", "version", "description", "organization", "sdk", "overv
 FAILED_STATUSES = {"FAILED", "CANCELED", "CANCELLED", "REMOVED", "ERROR"}
 SCHEMA_WORDS = ("schema", "validation", "valid", "required", "missing", "unknown field", "unexpected")
 UNAUTHORIZED_WORDS = ("unauthorized", "unauthorised", "401")
+RESTORE_AFTER = 5.0  # seconds without an update before asking for the state, as the SDK's Proxy does
 MAX_LITERAL_DEPTH = 64  # nesting accepted in a repr answer (a real output is 1-2 levels deep)
 
 
@@ -361,6 +362,18 @@ class OpenfabricClient:
             if isinstance(data, dict) and matches(data, ("ray", "rid")) and not done.done():
                 done.set_result(data)
 
+        async def on_restore(data: Any = None) -> None:
+            # the answer to our `restore` ping: the ray again, with "output" once the execution has finished
+            if not isinstance(data, dict) or not isinstance(data.get("ray"), dict) or data["ray"].get("rid") != rid:
+                return
+            seen["last"] = time.monotonic()
+            if "output" in data and (data["ray"].get("finished") or str(data["ray"].get("status", "")).upper() in ("COMPLETED", *FAILED_STATUSES)):
+                if not done.done():
+                    done.set_result(data)
+            else:
+                fraction, message = _ray_progress(data["ray"])
+                self._report(progress, fraction, f"{self.label}: {message}")
+
         async def on_connect_error(data: Any = None) -> None:
             seen["refused"] = data
 
@@ -370,7 +383,7 @@ class OpenfabricClient:
                 done.set_exception(SocketDropped(f"socket.io connection dropped {stage}, before the response"))
 
         for event, handler in (("submitted", on_submitted), ("progress", on_progress), ("pulse", on_pulse), ("response", on_response),
-                               ("connect_error", on_connect_error), ("disconnect", on_disconnect)):
+                               ("restore", on_restore), ("connect_error", on_connect_error), ("disconnect", on_disconnect)):
             sio.on(event, handler, namespace="/app")
         path = (parts.path.rstrip("/") + "/socket.io").lstrip("/")
         url = f"{parts.scheme}://{parts.netloc}"
@@ -391,7 +404,7 @@ class OpenfabricClient:
             payload = zlib.compress(json.dumps({"body": body, "header": {"uid": s.uid, "rid": rid}}).encode("utf-8"))
             await sio.emit("execute", (payload, True), namespace="/app")
             seen["last"] = time.monotonic()
-            response = await self._await_with_stall_watch(done, seen)
+            response = await self._await_with_stall_watch(done, seen, sio)
         finally:
             if not done.done():  # we are leaving (deadline, stall): our own disconnect must not set an unread error
                 done.cancel()
@@ -402,17 +415,22 @@ class OpenfabricClient:
         self._log("execute", "socket.io", started, f"qid={seen['qid']} pulses={seen['pulses']}")
         return output
 
-    async def _await_with_stall_watch(self, done: asyncio.Future, seen: dict) -> Any:
-        """Wait for the response; give up when the app sends nothing (submitted, pulse, progress) for `stall_timeout`.
-        (The SDK's Proxy gives up after 15 s without an update; the total deadline still bounds the wait.)"""
+    async def _await_with_stall_watch(self, done: asyncio.Future, seen: dict, sio: socketio.AsyncClient) -> Any:
+        """Wait for the response. As the SDK's Proxy does, ask for the state (`restore` with the queue id) after
+        RESTORE_AFTER seconds without an update, and give up when the app has said nothing at all (submitted,
+        pulse, progress, restore) for `stall_timeout` (the Proxy: 15 s). The total deadline bounds it all."""
         stall = self.settings.stall_timeout
+        asked_at = 0.0
         while True:
-            if stall <= 0:
-                return await done
             quiet = time.monotonic() - seen["last"]
-            if quiet >= stall:
+            if stall > 0 and quiet >= stall:
                 raise CallTimeout(f"socket.io: no update from the app for {quiet:.1f}s (stall timeout {stall:.0f}s)")
-            finished, _ = await asyncio.wait({done}, timeout=stall - quiet)  # leaves `done` alone on a timeout
+            if quiet >= RESTORE_AFTER and seen["qid"] and time.monotonic() - asked_at >= RESTORE_AFTER:
+                asked_at = time.monotonic()
+                with contextlib.suppress(Exception):
+                    await sio.emit("restore", seen["qid"], namespace="/app")
+            limits = [RESTORE_AFTER / 2] + ([stall - quiet] if stall > 0 else [])
+            finished, _ = await asyncio.wait({done}, timeout=max(0.05, min(limits)))  # leaves `done` alone on a timeout
             if finished:
                 return done.result()
 

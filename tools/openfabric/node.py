@@ -21,7 +21,7 @@ Two answer shapes:
         (`is_resource`, `resource_type`, `resource_encoding`); text-to-image takes {prompt, attachments}; REST
         answers the Python repr of the output; resource ids are `data_blob_<sha256>/resources` (REST) or
         `.../executions/<qid>` (socket.io), models `data_WebGL_<sha256>/...`; `video_object` is None when there is
-        no video; a failed generation answers the id of empty content (sha256 e3b0c442...).
+        no video; a failed generation answers the id of empty content (sha256 e3b0c442...). (Both shapes pulse.)
     simple - a friendlier JSON shape: plain JSON Schema with prompt/negative_prompt/seed/width/height/steps,
         JSON answers, `data_blob_<sha256>` ids.
 With a token (--token or ATELIER_OPENFABRIC_NODE_TOKEN) the node is locked: HTTP answers 401 and socket.io
@@ -500,7 +500,7 @@ class LocalNode:
                 await self.sio.emit("pulse", {"rid": ray.rid, "qid": ray.qid, "status": ray.status, "ts": _now()}, to=sid, namespace="/app")
 
         output = None
-        pulses = asyncio.ensure_future(pulse()) if self.shape == MARSHMALLOW else None
+        pulses = asyncio.ensure_future(pulse())  # both shapes: a keep-alive costs nothing and saves long runs from stall watchdogs
         try:
             ray.update(status="RUNNING", message=f"{self.backend_name}: started")
             await self.sio.emit("progress", ray.dump(), to=sid, namespace="/app")
