@@ -73,6 +73,7 @@ def build_parser() -> Parser:
 
     transcribe = sub.add_parser("transcribe", help="speech to text with the embedded Whisper model")
     transcribe.add_argument("file")
+    transcribe.add_argument("--user", help="bias Whisper toward this user's own past prompts")
     transcribe.add_argument("--json", action="store_true")
 
     sub.add_parser("reindex", help="rebuild the vector index from the database")
@@ -349,7 +350,7 @@ def cmd_transcribe(args) -> int:
     from agent.speech import TranscriptionError, transcribe
 
     try:
-        result = transcribe(args.file)
+        result = transcribe(args.file, user_id=_user(args.user) if args.user is not None else None)
     except TranscriptionError as exc:
         raise UsageError(str(exc)) from None
     if args.json:

@@ -1,17 +1,35 @@
-"""Speech to text with faster-whisper on the packaged tiny.en model (or ATELIER_WHISPER_MODEL_PATH)."""
+"""Speech to text with faster-whisper on the packaged tiny.en model (or ATELIER_WHISPER_MODEL / _PATH).
+
+tiny.en alone mishears this product's words ("now make it 3D" -> "now make it free deep"). What fixes most of it
+(benchmarks/voice_wer.py, docs/voice.md): beam search, and a short vocabulary bias given to the decoder as the
+text before the audio: faster-whisper's `hotwords` with the user's own newest past prompts (per user, a few
+sentences), then an `initial_prompt` written the way people talk to Atelier, with the tool words in it.
+Silero VAD (faster-whisper's vad_filter) cuts silence before decoding, so silence never meets the prompt and
+comes back empty ("didn't catch that").
+"""
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 log = logging.getLogger("atelier.speech")
 
 _model = None
+_model_path: Path | None = None
 _lock = threading.Lock()
+
+# Words the tools and the router listen for, in the way they are said. Given as the initial prompt (the text
+# just before the audio), so the decoder expects a short request to Atelier with these words in it.
+TOOL_PROMPT = ("Atelier, make an image, then a 3D model. Now make it 3D. Make one like before, but with wings. "
+               "Show me the castle from last Thursday.")
+MAX_PAST_PROMPTS = 6  # newest distinct ideas of this user
+MAX_WORDS_PER_PROMPT = 12
+MAX_HOTWORD_CHARS = 320  # ~70 tokens: Whisper keeps at most 223 tokens of context, and long context slows decoding
 
 
 class TranscriptionError(ValueError):
@@ -30,8 +48,36 @@ class Transcript:
         return len(self.text.strip(" .,!?-")) < 2
 
 
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How Whisper decodes. DEFAULT is what `transcribe` uses; LEGACY is what it used before (the benchmark's
+    baseline)."""
+
+    beam_size: int = 5
+    initial_prompt: bool = True  # TOOL_PROMPT as the text before the audio
+    hotwords: bool = True  # the user's past prompts, before that
+    vad_filter: bool = True
+    vad_parameters: dict = field(default_factory=lambda: {"min_silence_duration_ms": 500, "speech_pad_ms": 300})
+    without_timestamps: bool = True  # short utterances; timestamp tokens only cost decoding steps
+
+    def kwargs(self, hotwords: str | None) -> dict:
+        out = {"language": "en", "beam_size": self.beam_size, "vad_filter": self.vad_filter,
+               "condition_on_previous_text": False, "without_timestamps": self.without_timestamps}
+        if self.vad_filter and self.vad_parameters:
+            out["vad_parameters"] = dict(self.vad_parameters)
+        if self.initial_prompt:
+            out["initial_prompt"] = TOOL_PROMPT
+        if self.hotwords and hotwords:
+            out["hotwords"] = hotwords
+        return out
+
+
+DEFAULT = DecodeOptions()
+LEGACY = DecodeOptions(beam_size=1, initial_prompt=False, hotwords=False, vad_parameters={}, without_timestamps=False)
+
+
 def _load():
-    global _model
+    global _model, _model_path
     with _lock:
         if _model is None:
             from faster_whisper import WhisperModel
@@ -39,24 +85,75 @@ def _load():
             from models.registry import whisper_model_path
 
             started = time.perf_counter()
-            _model = WhisperModel(str(whisper_model_path()), device="cpu", compute_type="int8", cpu_threads=os.cpu_count() or 2)
-            log.info("step=load_whisper seconds=%.2f", time.perf_counter() - started)
+            _model_path = whisper_model_path()
+            _model = WhisperModel(str(_model_path), device="cpu", compute_type="int8", cpu_threads=os.cpu_count() or 2)
+            log.info("step=load_whisper model=%s seconds=%.2f", _model_path.name if _model_path.name != "model" else
+                     _model_path.parent.name, time.perf_counter() - started)
     return _model
 
 
-def transcribe(audio: str | Path | bytes, max_seconds: float = 300.0) -> Transcript:
-    """Transcribe a file path or in-memory audio (any format PyAV/ffmpeg reads: wav, webm, ogg, mp3 ...)."""
+def loaded_model_path() -> Path | None:
+    """The folder of the Whisper model this process loaded (None before the first transcription)."""
+    return _model_path
+
+
+def _sentence(text: str) -> str:
+    words = re.sub(r"\s+", " ", text).strip().split(" ")[:MAX_WORDS_PER_PROMPT]
+    body = " ".join(words).strip(" ,.;:!?")
+    return f"{body[:1].upper()}{body[1:]}." if body else ""
+
+
+def build_hotwords(past_prompts: list[str] | None = None) -> str:
+    """The user's newest distinct past prompts as whole sentences ("A brass owl automaton. A castle at night."),
+    capped in length. Whole sentences: a cut-off phrase makes the decoder continue it instead of listening."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for prompt in past_prompts or []:
+        sentence = _sentence(prompt)
+        if not sentence or sentence.lower() in seen:
+            continue
+        if len(" ".join([*out, sentence])) > MAX_HOTWORD_CHARS or len(out) >= MAX_PAST_PROMPTS:
+            break
+        seen.add(sentence.lower())
+        out.append(sentence)
+    return " ".join(out)
+
+
+def past_prompts(user_id: str, limit: int = MAX_PAST_PROMPTS * 3) -> list[str]:
+    """The user's own newest ideas (original prompts), from the store; [] when there is no store yet."""
+    try:
+        from memory.store import get_store
+
+        return [c.original_prompt for c in get_store().list(user_id, limit=limit) if c.original_prompt]
+    except Exception as exc:  # a vocabulary is a nicety: never fail a transcription over it
+        log.warning("step=voice_vocabulary user=%s status=failed reason=%s", user_id, exc)
+        return []
+
+
+def transcribe(audio: str | Path | bytes, max_seconds: float = 300.0, *, user_id: str | None = None,
+               prompts: list[str] | None = None, options: DecodeOptions | None = None) -> Transcript:
+    """Transcribe a file path or in-memory audio (any format PyAV/ffmpeg reads: wav, webm, ogg, mp3 ...).
+
+    The vocabulary bias uses `prompts` if given, else the past prompts of `user_id` (none without a user);
+    ATELIER_VOICE_VOCABULARY=false turns the bias off."""
     import io
+
+    from agent.settings import get_settings
 
     source = io.BytesIO(audio) if isinstance(audio, (bytes, bytearray)) else str(audio)
     if isinstance(source, str) and not Path(source).is_file():
         raise TranscriptionError(f"audio file not found: {source}")
+    options = options or DEFAULT
+    if not get_settings().voice_vocabulary:
+        options = replace(options, initial_prompt=False, hotwords=False)
+    if prompts is None and user_id is not None and options.hotwords:
+        prompts = past_prompts(user_id)
+    hotwords = build_hotwords(prompts) if options.hotwords else None
     model = _load()
     started = time.perf_counter()
     try:
         with _lock:
-            segments, info = model.transcribe(source, language="en", beam_size=1, vad_filter=True,
-                                              condition_on_previous_text=False)
+            segments, info = model.transcribe(source, **options.kwargs(hotwords))
             if info.duration > max_seconds:
                 raise TranscriptionError(f"audio is {info.duration:.0f} s long; the limit is {max_seconds:.0f} s")
             text = " ".join(segment.text.strip() for segment in segments).strip()
@@ -65,5 +162,6 @@ def transcribe(audio: str | Path | bytes, max_seconds: float = 300.0) -> Transcr
     except Exception as exc:  # PyAV raises a zoo of errors for unreadable input
         raise TranscriptionError(f"could not read audio: {exc.__class__.__name__}: {str(exc)[:200]}") from exc
     seconds = time.perf_counter() - started
-    log.info("step=transcribe duration=%.2f seconds=%.2f chars=%d", info.duration, seconds, len(text))
+    log.info("step=transcribe user=%s duration=%.2f seconds=%.2f chars=%d beam=%d vocabulary=%d", user_id or "-",
+             info.duration, seconds, len(text), options.beam_size, len(prompts or []) if options.hotwords else 0)
     return Transcript(text=text, language=info.language, duration=round(info.duration, 3), seconds=round(seconds, 3))
