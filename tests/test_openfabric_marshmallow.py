@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import gc
-import hashlib
 import inspect
 import threading
 import time
@@ -344,9 +343,9 @@ def test_default_apps_build_dashless_hosts():
 def test_stalled_socket_execution_is_given_up():
     with marshmallow_text_to_image(faults=Faults(execution_delay=4.0)) as app:
         started = time.monotonic()
-        with pytest.raises(BackendError, match=r"no update from the app for 1\.\ds"):
+        with pytest.raises(BackendError, match=r"no update from the app for \d+\.\ds \(stall timeout 1s\)"):
             generate_sync(app.url, "image", ToolValues(prompt="x"), settings=fast(transport="socket", stall_timeout=1.0))
-        assert time.monotonic() - started < 3.5
+        assert time.monotonic() - started < 3.9  # the app answers only after 4 s
 
 
 def test_a_lost_response_is_recovered_with_restore(monkeypatch):
@@ -405,12 +404,12 @@ def test_local_node_pulses_and_restore_keep_a_slow_execution_alive():
         name = "slow"
 
         def generate(self, request, progress):
-            time.sleep(1.2)
+            time.sleep(2.0)
             return load_backend("sketch", "image").generate(ImageRequest(prompt=request.prompt, width=64, height=64))
 
     node = LocalNode(TEXT_TO_IMAGE, Slow(), pulse_seconds=0.2)
     with RunningServer(node.make_app()) as server:
-        assets = generate_sync(server.url, "image", ToolValues(prompt="a slow kettle"), settings=fast(transport="socket", stall_timeout=0.6))
+        assets = generate_sync(server.url, "image", ToolValues(prompt="a slow kettle"), settings=fast(transport="socket", stall_timeout=1.0))
         assert assets[0].data.startswith(b"\x89PNG")
         got: dict[str, list] = {"submitted": [], "pulse": [], "restore": [], "response": []}
         client = socketio.Client(reconnection=False)
@@ -449,7 +448,7 @@ def test_local_node_failed_generation_answers_the_empty_resource():
         for transport in ("rest", "socket"):
             with pytest.raises(BackendError, match="generation failed: field 'result' is an empty resource") as err:
                 generate_sync(server.url, "image", ToolValues(prompt="x"), settings=fast(transport=transport))
-            assert err.value.transient  # another try (or the next backend) may well work
+            assert err.value.transient and isinstance(err.value.__cause__, GenerationFailed)  # the next backend may well work
             reset_state()
 
 

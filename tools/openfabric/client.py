@@ -495,6 +495,7 @@ class OpenfabricClient:
                 proxy.disconnect()
 
         future = loop.run_in_executor(None, work)
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, also when we stopped waiting for it
         try:
             response = await asyncio.shield(future)
         except asyncio.CancelledError:
