@@ -1,8 +1,9 @@
 """Openfabric apps as a backend for both kinds: text -> image and image -> 3D model.
 
 The apps are configured by ATELIER_TEXT_TO_IMAGE_APP / ATELIER_IMAGE_TO_3D_APP (an app id, a host or a
-base URL such as http://127.0.0.1:8765 for a local node); client behaviour by ATELIER_OPENFABRIC_*
-(see tools/openfabric/config.py and docs/openfabric.md). Request and response shapes are read from the
+base URL such as http://127.0.0.1:8765 for a local node); client behaviour by ATELIER_OPENFABRIC_* - the
+transport (auto | socket | sdk | rest), the token for locked apps, timeouts, retries (see
+tools/openfabric/config.py and docs/openfabric.md). Request and response shapes are read from the
 app at run time; nothing about its fields is hard-coded here.
 """
 from __future__ import annotations

@@ -693,20 +693,19 @@ def parse_execution_answer(data: bytes, ctype: str, cap: int) -> Any:
     """An execution answer -> its value. JSON first; else the Python repr the apps answer with (single quotes,
     None, True), read by ast.literal_eval - never eval - on a body of at most `cap` bytes, and only plain
     literals (dict, list, tuple, str, numbers, bool, None) are accepted."""
-    text = data.decode("utf-8", "replace") if isinstance(data, (bytes, bytearray)) else str(data)
     try:
-        value = json.loads(text)
+        value = json.loads(data)
     except RecursionError:
         raise BadResponse("execution output is nested too deeply to read") from None
-    except ValueError:
-        value = _literal(data, text, ctype, cap)
+    except ValueError:  # UnicodeDecodeError included
+        value = _literal(data, ctype, cap)
     else:
         if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):  # JSON text holding the repr of the output
-            value = _literal(value.encode("utf-8"), value, ctype, cap)
+            value = _literal(value.encode("utf-8"), ctype, cap)
     return value
 
 
-def _literal(data: bytes, text: str, ctype: str, cap: int) -> Any:
+def _literal(data: bytes, ctype: str, cap: int) -> Any:
     if len(data) > cap:
         raise TooLarge(f"execution output: a {len(data)}-byte answer that is not JSON is over the {cap}-byte cap for Python literals")
     try:
