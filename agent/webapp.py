@@ -370,7 +370,7 @@ async def lifespan(_app):
     and marks creations that a dead process left in_progress as interrupted (docs/durability.md)."""
     import asyncio
 
-    if os.environ.get("LANGGRAPH_RUNTIME_EDITION", "inmem") == "inmem" and os.environ.get("ATELIER_API_FLUSH_ON_COMMIT", "1") != "0":
+    if os.environ.get("LANGGRAPH_RUNTIME_EDITION") == "inmem" and os.environ.get("ATELIER_API_FLUSH_ON_COMMIT", "1") != "0":
         from agent.inmem_durability import install
 
         install()

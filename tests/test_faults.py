@@ -272,3 +272,25 @@ def test_a_database_from_the_previous_version_opens_and_gains_the_columns(data_d
     b = store.create(user_id="u", thread_id="t", original_prompt="a new lamp", enhanced_prompt="a new lamp", assets=[image()], idempotency_key=key)
     assert a.id == b.id and store.count("u") == 2
     MemoryStore()  # opening it again migrates nothing and fails nothing
+
+
+def test_where_creations_are_listed_the_status_shows(data_dir):
+    """The studio's history page (ui/history.py over store views) and the API's /creations JSON carry the status
+    and its reason; a creation that finished normally needs no badge."""
+    from starlette.testclient import TestClient
+
+    from agent.webapp import app
+    from memory.store import get_store
+    from ui import history
+
+    store = get_store()
+    done = store.create(user_id="ann", thread_id="t", original_prompt="a lamp", enhanced_prompt="a lamp", assets=[image()])
+    broken = store.create(user_id="ann", thread_id="t", original_prompt="a kite", enhanced_prompt="a kite", assets=[image(PNG + b"k")],
+                          in_progress=True)
+    store.fail(broken.id, "ann", "image_to_3d failed: no model")
+    items = {i["id"]: i for i in history.page("ann")["items"]}
+    assert items[done.id]["status"] == "image_only"
+    assert (items[broken.id]["status"], items[broken.id]["status_reason"]) == ("failed", "image_to_3d failed: no model")
+    with TestClient(app) as client:  # runs the start-up hook too (store open, recovery)
+        listed = client.get("/creations", params={"user_id": "ann"}).json()["creations"]
+    assert {c["id"]: c["status"] for c in listed} == {done.id: "image_only", broken.id: "failed"}

@@ -196,6 +196,9 @@ def history_item(view) -> dict[str, Any]:
         "created_at": _when(view.created_at),
         "thumb_url": thumb_url(view.id, image.sha256) if image else None,
         "has_model": view.model is not None,
+        # in_progress / interrupted / failed get a badge; older views without a status read as finished
+        "status": getattr(view, "status", None),
+        "status_reason": getattr(view, "status_reason", None),
         "backend": image.backend if image else None,
         "parent_id": view.parent_id,
         "score": view.score,

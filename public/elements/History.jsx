@@ -3,6 +3,9 @@ import { Button } from "@/components/ui/button";
 import { Input } from "@/components/ui/input";
 import { Box, ImageIcon, Search, X } from "lucide-react";
 
+// Creations that did not finish normally (memory/store.py statuses); complete / image_only need no badge.
+const STATUS_BADGES = { in_progress: "in progress", interrupted: "interrupted", failed: "failed" };
+
 function when(iso) {
   try {
     return new Date(iso).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
@@ -70,6 +73,7 @@ export default function History() {
                 {when(it.created_at)}
                 {it.has_model && <span className="atl-badge"><Box size={11} /> 3D</span>}
                 {it.parent_id && <span className="atl-badge">remix</span>}
+                {STATUS_BADGES[it.status] && <span className="atl-badge" data-atelier-status={it.status} title={it.status_reason || ""}>{STATUS_BADGES[it.status]}</span>}
               </div>
             </div>
           </button>
