@@ -12,7 +12,8 @@ creates it before the timed part (in-process there is nothing to create).
   api wait     langgraph-sdk client.runs.wait(thread, "atelier", input=...)           (one HTTP request)
   api stream   langgraph-sdk client.runs.stream(..., stream_mode=["updates", "custom"]) (SSE until the end)
 
-Printed: p50 / p95 of each and the API's difference to in-process (p50 - p50), and, from the server's own log
+The three are taken in turn (in-process, wait, stream, in-process, ...) so they see the same load; printed: p50 /
+p95 of each and of the per-round difference api - in-process, and, from the server's own log
 lines ("Background run succeeded": run_wait_time_ms = queued until a worker took it, run_exec_ms = the graph in
 the worker), where the difference goes. Loopback only, a temporary data dir; the server is stopped at the end.
 """
@@ -42,47 +43,60 @@ def stats(values: list[float]) -> dict:
     return {"p50": percentile(values, 0.5), "p95": percentile(values, 0.95), "n": len(values)}
 
 
-def in_process(n: int, data_dir: Path) -> list[float]:
+class InProcess:
     """The same graph, same settings, in this process."""
-    os.environ.update(FAST_ENV, ATELIER_DATA_DIR=str(data_dir))
-    from langchain_core.messages import HumanMessage
-    from langgraph.checkpoint.memory import InMemorySaver
 
-    from agent.graph import build_graph
+    def __init__(self, data_dir: Path):
+        os.environ.update(FAST_ENV, ATELIER_DATA_DIR=str(data_dir))
+        from langgraph.checkpoint.memory import InMemorySaver
 
-    graph = build_graph(checkpointer=InMemorySaver())
-    times = []
-    for i in range(-2, n):
+        from agent.graph import build_graph
+
+        self.graph = build_graph(checkpointer=InMemorySaver())
+
+    def run(self, idea: str) -> float:
+        from langchain_core.messages import HumanMessage
+
         config = {"configurable": {**CONFIGURABLE, "thread_id": uuid.uuid4().hex}}
         started = time.perf_counter()
-        for _ in graph.stream({"messages": [HumanMessage(f"{IDEAS[i % len(IDEAS)]} number {i}")]}, config, stream_mode=["updates", "custom"]):
+        for _ in self.graph.stream({"messages": [HumanMessage(idea)]}, config, stream_mode=["updates", "custom"]):
             pass
-        if i >= 0:
-            times.append(time.perf_counter() - started)
-    return times
+        return time.perf_counter() - started
 
 
-async def through_api(url: str, n: int) -> dict[str, list[float]]:
+async def api_run(client, mode: str, idea: str) -> tuple[float, float]:
+    """(thread create seconds, run seconds) of one run through the server."""
+    started = time.perf_counter()
+    thread = await client.threads.create()
+    created = time.perf_counter()
+    payload = {"input": {"messages": [{"role": "user", "content": idea}]}, "config": {"configurable": CONFIGURABLE}}
+    if mode == "wait":
+        result = await client.runs.wait(thread["thread_id"], "atelier", **payload)
+        assert result.get("creation_id"), result
+    else:
+        async for part in client.runs.stream(thread["thread_id"], "atelier", stream_mode=["updates", "custom"], **payload):
+            assert part.event != "error", part.data
+    return created - started, time.perf_counter() - created
+
+
+async def interleaved(url: str, local: InProcess, n: int) -> dict[str, list[float]]:
+    """In-process, api wait and api stream runs taken in turn, so all three see the same load on the machine."""
     from langgraph_sdk import get_client
 
     client = get_client(url=url, timeout=120, headers={"X-Atelier-User": "bench"})
-    out: dict[str, list[float]] = {"wait": [], "stream": [], "thread_create": []}
-    for i in range(-2, n):
-        for mode in ("wait", "stream"):
-            idea = f"{IDEAS[i % len(IDEAS)]} via {mode} {i}"
-            started = time.perf_counter()
-            thread = await client.threads.create()
-            created = time.perf_counter()
-            payload = {"input": {"messages": [{"role": "user", "content": idea}]}, "config": {"configurable": CONFIGURABLE}}
-            if mode == "wait":
-                result = await client.runs.wait(thread["thread_id"], "atelier", **payload)
-                assert result.get("creation_id"), result
-            else:
-                async for part in client.runs.stream(thread["thread_id"], "atelier", stream_mode=["updates", "custom"], **payload):
-                    assert part.event != "error", part.data
-            if i >= 0:
-                out[mode].append(time.perf_counter() - created)
-                out["thread_create"].append(created - started)
+    out: dict[str, list[float]] = {"in_process": [], "wait": [], "stream": [], "thread_create": [], "wait_diff": [], "stream_diff": []}
+    for i in range(-2, n):  # two warm-up rounds
+        idea = f"{IDEAS[i % len(IDEAS)]} number {i}"
+        local_s = local.run(idea)
+        create_w, wait_s = await api_run(client, "wait", idea + " (wait)")
+        create_s, stream_s = await api_run(client, "stream", idea + " (stream)")
+        if i >= 0:
+            out["in_process"].append(local_s)
+            out["wait"].append(wait_s)
+            out["stream"].append(stream_s)
+            out["thread_create"] += [create_w, create_s]
+            out["wait_diff"].append(wait_s - local_s)
+            out["stream_diff"].append(stream_s - local_s)
     return out
 
 
@@ -105,19 +119,20 @@ def server_breakdown(log: Path, skip: int) -> dict:
 
 async def measure(n: int, server_env: dict[str, str]) -> dict:
     data_dir = Path(tempfile.mkdtemp(prefix="atelier-overhead-"))
-    local = in_process(n, data_dir / "inproc")
-    server = LocalServer(jobs=int(server_env.get("ATELIER_API_JOBS", 8)), data_dir=data_dir,
+    (data_dir / "api").mkdir()
+    server = LocalServer(jobs=int(server_env.get("ATELIER_API_JOBS", 8)), data_dir=data_dir / "api",
                          extra_env={"ATELIER_API_LOG_LEVEL": "INFO", **server_env})
     try:
+        local = InProcess(data_dir / "inproc")
         await server.wait()
-        api = await through_api(server.url, n)
+        runs = await interleaved(server.url, local, n)
     finally:
         server.stop()
-    report = {"n": n, "server_env": server_env, "cpus": os.cpu_count(), "in_process": stats(local),
-              "api_wait": stats(api["wait"]), "api_stream": stats(api["stream"]), "thread_create": stats(api["thread_create"]),
-              "server": server_breakdown(data_dir / "api.log", skip=4)}
-    for mode in ("api_wait", "api_stream"):
-        report[f"{mode}_minus_in_process_p50"] = round(report[mode]["p50"] - report["in_process"]["p50"], 3)
+    report = {"n": n, "server_env": server_env, "cpus": os.cpu_count(), "load_average": os.getloadavg(),
+              "in_process": stats(runs["in_process"]), "api_wait": stats(runs["wait"]), "api_stream": stats(runs["stream"]),
+              "thread_create": stats(runs["thread_create"]),
+              "api_wait_minus_in_process": stats(runs["wait_diff"]), "api_stream_minus_in_process": stats(runs["stream_diff"]),
+              "server": server_breakdown(data_dir / "api" / "api.log", skip=4)}
     import shutil
 
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -135,11 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{args.n} runs each, {report['cpus']} CPUs, server env {env or '-'}")
-    for key in ("in_process", "api_wait", "api_stream", "thread_create"):
-        print(f"  {key:<14} p50 {report[key]['p50']:.3f} s  p95 {report[key]['p95']:.3f} s")
-    print(f"  api wait - in-process (p50)   {report['api_wait_minus_in_process_p50']:+.3f} s")
-    print(f"  api stream - in-process (p50) {report['api_stream_minus_in_process_p50']:+.3f} s")
+    print(f"{args.n} runs each, {report['cpus']} CPUs, load average {report['load_average'][0]:.1f}, server env {env or '-'}")
+    for key in ("in_process", "api_wait", "api_stream", "thread_create", "api_wait_minus_in_process", "api_stream_minus_in_process"):
+        print(f"  {key:<28} p50 {report[key]['p50']:+.3f} s  p95 {report[key]['p95']:+.3f} s")
     srv = report["server"]
     print(f"  server: queued until a worker took the run p50 {srv['queue_wait']['p50']} s p95 {srv['queue_wait']['p95']} s;"
           f" graph in the worker p50 {srv['worker_exec']['p50']} s p95 {srv['worker_exec']['p95']} s")

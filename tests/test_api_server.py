@@ -349,3 +349,21 @@ def test_with_tokens_only_an_admin_may_change_assistants(token_server):
     # The admin may (the cheap escape hatch for operators): a metadata change, harmless to the runs above.
     updated = ops.assistants.update(assistant["assistant_id"], metadata={"owner": "ops"})
     assert updated["metadata"]["owner"] == "ops"
+
+
+def test_a_new_run_starts_at_once_not_at_the_next_poll(server):
+    """The in-memory runtime's scheduler slept 0.5 s between idle polls and only took runs created before its
+    sleep began, so each run on an idle server waited 0.5-1.0 s for a worker (agent/inmem_queue.py)."""
+    from datetime import datetime
+
+    alice = server.client("alice")
+    waits = []
+    for i in range(3):
+        thread = alice.threads.create()
+        run = alice.runs.create(thread["thread_id"], "atelier", input={"messages": [{"role": "user", "content": f"a tin robot {i}"}]},
+                                config={"configurable": {"enhance": False, "auto_3d": False}})
+        alice.runs.join(thread["thread_id"], run["run_id"])
+        first_checkpoint = min(datetime.fromisoformat(h["created_at"]) for h in alice.threads.get_history(thread["thread_id"], limit=50))
+        waits.append((first_checkpoint - datetime.fromisoformat(run["created_at"])).total_seconds())
+        time.sleep(0.7)  # let the scheduler go idle again, as between two users' requests
+    assert sorted(waits)[1] < 0.3, f"queue waits {waits}"
