@@ -58,7 +58,10 @@ def api_keys() -> dict[str, str]:
     for item in (os.environ.get("ATELIER_API_KEYS") or "").split(","):
         user, sep, token = item.strip().partition(":")
         if sep and user.strip() and token.strip():
-            keys[token.strip()] = user.strip()
+            try:
+                keys[token.strip()] = validate_user_id(user)  # the same rule as every other user id
+            except InvalidInput as exc:
+                log.warning("step=api_keys status=skipped reason=%s", exc)
     return keys
 
 

@@ -136,3 +136,10 @@ def test_runs_are_checked_before_they_are_queued():
     assert asyncio.run(webapp.on_run_create(ctx("alice"), run_value())) == {"user_id": "alice"}
     reply = value() | {"kwargs": {"config": {"configurable": {}}, "input": {"messages": [{"role": "assistant", "content": "x" * 5000}]}}}
     assert asyncio.run(webapp.on_run_create(ctx("alice"), reply)) == {"user_id": "alice"}
+
+
+def test_token_users_follow_the_user_id_rule(monkeypatch):
+    monkeypatch.setenv("ATELIER_API_KEYS", "alice:tok-a,~root:tok-r,ev\x1bil:tok-e")
+    assert webapp.api_keys() == {"tok-a": "alice"}
+    with pytest.raises(Auth.exceptions.HTTPException):
+        webapp.identify({}, "Bearer tok-r")
