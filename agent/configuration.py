@@ -13,7 +13,7 @@ from langchain_core.runnables import RunnableConfig
 from agent.settings import get_settings
 from memory.validation import validate_seed, validate_size, validate_steps, validate_thread_id, validate_user_id
 
-POLICIES = ("model", "router", "hybrid")
+POLICIES = ("auto", "model", "router", "hybrid")
 
 
 @dataclass(kw_only=True)
@@ -21,7 +21,7 @@ class Configuration:
     user_id: str = field(default="local", metadata={"description": "Whose memory this run reads and writes."})
     thread_id: str | None = field(default=None, metadata={"description": "Conversation id (checkpoints)."})
     decision_policy: str = field(default_factory=lambda: get_settings().decision_policy,
-                                 metadata={"description": "model | router | hybrid: who picks the next tool."})
+                                 metadata={"description": "auto | model | router | hybrid: who picks the next tool (agent/decision.py)."})
     enhance: bool = field(default=True, metadata={"description": "Rewrite ideas with enhance_prompt first."})
     auto_3d: bool = field(default=True, metadata={"description": "Make a 3D model after each new image."})
     review_prompt: bool = field(default=False, metadata={"description": "Pause after enhance_prompt for the user to accept or edit."})

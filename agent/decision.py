@@ -1,11 +1,21 @@
-"""The decision step: which tool next, or reply. Works on any GGUF model.
+"""The decision step: which tool next, with which arguments, or a reply in words.
 
-The LLM answers with JSON constrained by a schema (llama.cpp grammar), so it can always choose "reply"
-(no tool) — the thing ChatLlamaCpp.bind_tools cannot do. The intent router then validates it:
-  model  - the model alone (invalid or implausible choices become a reply)
-  router - the router's plan alone
-  hybrid - the router where it is confident; where it is unsure (two intents nearly tied), the model
-           decides, and an invalid or implausible model choice falls back to the router. (default)
+The model sees the conversation (system prompt, the recent turns, short summaries of tool results and what
+exists: prompt, image, model, recalled creations) and the four tools as standard tool schemas taken from
+the @tool objects in tools/tools.py (one tool list; no second copy anywhere). Its tool call runs with its
+own arguments once they validate against the tool's schema; an invalid call gets one repair round with the
+validation error, then the router's arguments. A content-only answer is the reply, in the model's words.
+
+The intent router (agent/router.py) guards every model call — it vetoes impossible ones (3D with no image,
+the same tool twice in one turn, recall with nothing stored) — and decides where the policy gives it the
+decision:
+  model  - the model decides every step; a vetoed call ends the step with a reply.
+  router - the router decides every step; the model is never asked (nor loaded for deciding).
+  hybrid - the router decides; where it is unsure (two intents nearly tied) the model is consulted and its
+           call runs unless vetoed.
+  auto   - (default) `model` when the model's measured accuracy (`atelier eval decisions`) is within 2 points
+           of the router's or better, else `hybrid`. The packaged SmolLM2-135M measures far below the router,
+           so with it the router decides (agent/calibration.py).
 """
 from __future__ import annotations
 
@@ -13,22 +23,58 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 from .intent_examples import PLANS
-from .llm import ChatLLM, LLMError, parse_json
-from .prompts import DECISION_FEWSHOT, DECISION_SYSTEM
-from .router import Intent, IntentRouter
+from .llm import ChatLLM, LLMError, ToolChatModel
+from .prompts import DECISION_SYSTEM
+from .router import Intent
 
 log = logging.getLogger("atelier.decision")
 
-TOOL_NAMES = ["enhance_prompt", "text_to_image", "image_to_3d", "recall_similar"]
-DECISION_SCHEMA = {
-    "type": "object",
-    "properties": {"tool": {"type": "string", "enum": TOOL_NAMES + ["reply"]}, "input": {"type": "string", "maxLength": 80}},
-    "required": ["tool", "input"],
-}
-# Below this margin between the best and second intent the router defers to a valid model choice.
+# Below this margin between the best and second intent the router is unsure and consults the model.
 UNSURE_MARGIN = 0.04
+
+
+def agent_tools() -> list:
+    """The @tool objects the graph runs: names, descriptions and argument schemas come from them."""
+    from tools.tools import TOOLS
+
+    return list(TOOLS)
+
+
+def tool_names() -> list[str]:
+    return [t.name for t in agent_tools()]
+
+
+def tool_specs() -> list[dict]:
+    """The tools as OpenAI tool schemas (injected runtime arguments hidden)."""
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    return [convert_to_openai_tool(t) for t in agent_tools()]
+
+
+def validate_call(name: str, args: Any) -> tuple[dict | None, str | None]:
+    """The model's arguments checked against the tool's own schema: (clean arguments, None) or (None, why)."""
+    from pydantic import ValidationError
+
+    tools = {t.name: t for t in agent_tools()}
+    if name not in tools:
+        return None, f"there is no tool named {name!r}; the tools are {', '.join(tools)}"
+    if not isinstance(args, dict):
+        return None, f"{name} arguments must be a JSON object, not {str(args)[:80]!r}"
+    schema = tools[name].tool_call_schema
+    try:
+        clean = schema.model_validate(args).model_dump()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.errors())
+        return None, f"invalid arguments for {name}: {problems}"
+    empty = [k for k, v in clean.items() if isinstance(v, str) and not v.strip()]
+    if empty:
+        return None, f"invalid arguments for {name}: {', '.join(empty)} must not be empty"
+    return clean, None
 
 
 @dataclass
@@ -37,6 +83,7 @@ class TurnContext:
     done: list[str] = field(default_factory=list)  # tools already run for this request, in order
     has_prompt: bool = False
     has_image: bool = False
+    has_memory: bool = True  # the user has at least one stored creation
     enhance: bool = True
     auto_3d: bool = True
 
@@ -44,10 +91,13 @@ class TurnContext:
 @dataclass
 class Decision:
     tool: str | None  # None = reply
-    source: str  # model | router
+    source: str  # who decided: model | router | guard (a vetoed model call)
     reason: str = ""
-    model_tool: str | None = None
-    model_input: str | None = None
+    args: dict | None = None  # the model's validated arguments; None = the router's arguments are used
+    content: str | None = None  # the model's (or the guard's) words when the step is a reply
+    model_tool: str | None = None  # what the model asked for, when it was asked
+    asked_model: bool = False
+    call_id: str | None = None
 
 
 def plan_for(intent_name: str, ctx: TurnContext) -> list[str]:
@@ -71,56 +121,191 @@ def next_from_plan(plan: list[str], ctx: TurnContext) -> str | None:
     return None
 
 
-def plausible(tool: str | None, ctx: TurnContext) -> bool:
+def veto(tool: str | None, ctx: TurnContext) -> str | None:
+    """The router's guard: why a call cannot run now, or None."""
     if tool is None:
-        return True
+        return None
     if tool in ctx.done:
-        return False  # one call of each tool per request is all any plan needs
-    if tool == "image_to_3d":
-        return ctx.has_image
-    if tool == "text_to_image":
-        return bool(ctx.request.strip())
-    return True
+        return f"{tool} already ran for this request"
+    if tool == "image_to_3d" and not ctx.has_image:
+        return "there is no image to turn into 3D yet"
+    if tool == "recall_similar" and not ctx.has_memory:
+        return "nothing is stored yet to recall"
+    if tool == "enhance_prompt" and not ctx.enhance:
+        return "prompt enhancement is switched off in the settings"
+    if tool == "text_to_image" and not ctx.request.strip():
+        return "there is no request to make an image of"
+    return None
 
 
-def ask_model(llm: ChatLLM, ctx: TurnContext) -> tuple[str | None, str]:
-    messages = [{"role": "system", "content": DECISION_SYSTEM}]
-    for user, state_line, answer in DECISION_FEWSHOT:
-        messages.append({"role": "user", "content": f"Request: {user}\nState: {state_line}"})
-        messages.append({"role": "assistant", "content": json.dumps(answer)})
-    state_line = f"done this turn: {', '.join(ctx.done) or 'nothing'}; has image: {'yes' if ctx.has_image else 'no'}"
-    messages.append({"role": "user", "content": f"Request: {ctx.request[:500]}\nState: {state_line}"})
-    answer = parse_json(llm.chat(messages, max_tokens=64, temperature=0.0, json_schema=DECISION_SCHEMA, seed=0))
-    tool = answer.get("tool")
-    if tool not in TOOL_NAMES + ["reply"]:
-        raise LLMError(f"model chose unknown tool {tool!r}")
-    return (None if tool == "reply" else tool), str(answer.get("input", ""))
+def plausible(tool: str | None, ctx: TurnContext) -> bool:
+    return veto(tool, ctx) is None
 
 
-def decide(ctx: TurnContext, intent: Intent, policy: str, llm: ChatLLM | None) -> Decision:
+VETO_WORDS = {  # what the user reads when the guard stops a model call and nothing else has run
+    "image_to_3d": "There is no image to turn into 3D yet. Describe an idea and I'll make one.",
+    "recall_similar": "There is nothing in your memory yet. Describe an idea and I'll make your first creation.",
+}
+
+
+# -- what the model sees ---------------------------------------------------------------------------------
+def summarize_tool_result(name: str, content: str, status: str = "success") -> str:
+    """A tool's JSON result in one short line (the model needs what happened, not every path and score)."""
+    if status == "error":
+        return str(content)[:200]
+    try:
+        data = json.loads(content)
+    except (TypeError, ValueError):
+        return str(content)[:200]
+    if not isinstance(data, dict):
+        return str(content)[:200]
+    if data.get("error"):
+        return f"error: {data['error']}"[:200]
+    if name == "enhance_prompt":
+        return f"enhanced prompt: {data.get('enhanced_prompt')}"
+    if name == "text_to_image":
+        return f"image made, creation {data.get('creation_id')} ({data.get('backend')})"
+    if name == "image_to_3d":
+        return f"3D model made, creation {data.get('creation_id')} ({data.get('backend')})"
+    if name == "recall_similar":
+        found = data.get("creations") or []
+        if not found:
+            return "found nothing"
+        return "found: " + "; ".join(f"{c.get('prompt')!r} (creation {c.get('creation_id')}, {str(c.get('created_at'))[:10]})" for c in found[:3])
+    return json.dumps(data)[:200]
+
+
+def exists_lines(exists: dict) -> str:
+    lines = []
+    if exists.get("prompt"):
+        lines.append(f"- prompt: {exists['prompt']}")
+    if exists.get("image"):
+        lines.append(f"- image: creation {exists['image']}")
+    if exists.get("model"):
+        lines.append(f"- 3D model: creation {exists['model']}")
+    for c in (exists.get("recalled") or [])[:3]:
+        lines.append(f"- recalled: {c.get('original_prompt')!r} (creation {c.get('id')}, {str(c.get('created_at'))[:10]})")
+    if not exists.get("memory", True):
+        lines.append("- memory: empty (nothing was made before)")
+    return "\n".join(lines) or "- nothing yet"
+
+
+def model_messages(history: list[AnyMessage], exists: dict, ctx: TurnContext, max_turns: int = 4) -> list[BaseMessage]:
+    """System prompt + the last few turns, tool results summarised, + what exists now."""
+    settings = []
+    if not ctx.enhance:
+        settings.append("prompt enhancement is off: do not call enhance_prompt")
+    if not ctx.auto_3d:
+        settings.append("automatic 3D is off: make a 3D model only when asked")
+    system = DECISION_SYSTEM + "\n\nWhat exists now:\n" + exists_lines(exists)
+    if settings:
+        system += "\nSettings: " + "; ".join(settings) + "."
+    starts = [i for i, m in enumerate(history) if isinstance(m, HumanMessage)]
+    recent = history[starts[-max_turns]:] if len(starts) >= max_turns else list(history)
+    out: list[BaseMessage] = [SystemMessage(system)]
+    for m in recent:
+        if isinstance(m, HumanMessage):
+            text = m.content if isinstance(m.content, str) else " ".join(p.get("text", "") for p in m.content if isinstance(p, dict))
+            out.append(HumanMessage(str(text)[:600]))
+        elif isinstance(m, AIMessage) and m.tool_calls:
+            out.append(AIMessage(content="", tool_calls=[{"name": c["name"], "args": c["args"], "id": c["id"]} for c in m.tool_calls]))
+        elif isinstance(m, AIMessage):
+            out.append(AIMessage(content=str(m.content)[:300]))
+        elif isinstance(m, ToolMessage):
+            out.append(ToolMessage(summarize_tool_result(m.name or "", m.content, m.status), tool_call_id=m.tool_call_id, name=m.name))
+    return out
+
+
+# -- asking the model -----------------------------------------------------------------------------------
+@dataclass
+class ModelAnswer:
+    tool: str | None  # None = answered in words
+    args: dict | None = None  # validated; None with a tool = arguments failed twice
+    content: str = ""
+    call_id: str | None = None
+    repaired: bool = False
+    error: str | None = None  # the validation error that was left after the repair round
+
+
+def _first_call(message: AIMessage) -> tuple[str, Any, str, str | None] | None:
+    if message.tool_calls:
+        c = message.tool_calls[0]
+        return c["name"], c["args"], c.get("id") or "call_model", None
+    if message.invalid_tool_calls:
+        c = message.invalid_tool_calls[0]
+        return c.get("name") or "", c.get("args"), c.get("id") or "call_model", c.get("error") or "arguments are not valid JSON"
+    return None
+
+
+def ask_model(llm: ChatLLM, messages: list[BaseMessage]) -> ModelAnswer:
+    """One model turn over the conversation with the tools bound; one repair round for an invalid call."""
+    bound = ToolChatModel(llm=llm).bind_tools(agent_tools())
+    answer = bound.invoke(messages)
+    first_error = None
+    for attempt in range(2):
+        call = _first_call(answer)
+        if call is None:
+            return ModelAnswer(None, content=str(answer.content or "").strip(), repaired=attempt > 0)
+        name, raw_args, call_id, parse_error = call
+        args, error = (None, f"invalid arguments for {name}: {parse_error}") if parse_error else validate_call(name, raw_args)
+        if error is None:
+            return ModelAnswer(name, args, call_id=call_id, repaired=attempt > 0)
+        log.info("step=decide source=model status=invalid_call attempt=%d reason=%s", attempt + 1, error)
+        first_error = first_error or error
+        if attempt == 0:  # the repair round: the model sees its call and the validation error
+            bad = AIMessage(content="", tool_calls=[{"name": name, "args": raw_args if isinstance(raw_args, dict) else {}, "id": call_id}])
+            fix = ToolMessage(f"error: {error}. Call a tool again with valid arguments, or answer in words.", tool_call_id=call_id, name=name)
+            answer = bound.invoke([*messages, bad, fix])
+    known = name if name in tool_names() else None
+    return ModelAnswer(known, None, call_id=call_id, repaired=True, error=error or first_error)
+
+
+def decide(ctx: TurnContext, intent: Intent, policy: str, llm: ChatLLM | Callable[[], ChatLLM] | None,
+           messages: list[BaseMessage] | Callable[[], list[BaseMessage]] | None = None) -> Decision:
+    """One step. `policy` is model | router | hybrid (resolve `auto` first, agent/calibration.py).
+    `llm` and `messages` may be callables so the model is loaded only when it is asked."""
     router_tool = next_from_plan(plan_for(intent.name, ctx), ctx)
+    router_reason = f"intent={intent.name} via={intent.via} margin={intent.margin:.3f}"
     if policy == "router" or llm is None:
-        return Decision(router_tool, "router", f"intent={intent.name} via={intent.via}")
+        return Decision(router_tool, "router", router_reason)
     unsure = intent.via == "knn" and intent.margin < UNSURE_MARGIN and not ctx.done
     if policy == "hybrid" and not unsure:
-        # Only an unsure router lets the model's choice through, so asking it now would change nothing.
-        return Decision(router_tool, "router", f"intent={intent.name} via={intent.via} margin={intent.margin:.3f}")
+        # Only an unsure router consults the model, so asking it now would change nothing.
+        return Decision(router_tool, "router", router_reason)
+    model = llm() if callable(llm) and not hasattr(llm, "chat") else llm
+    convo = messages() if callable(messages) else messages
+    if convo is None:
+        convo = model_messages([HumanMessage(ctx.request)], {"image": "latest" if ctx.has_image else None, "memory": ctx.has_memory}, ctx)
     try:
-        model_tool, model_input = ask_model(llm, ctx)
+        answer = ask_model(model, convo)
     except (LLMError, ValueError) as exc:
-        log.warning("step=decide source=model status=invalid reason=%s", exc)
+        log.warning("step=decide source=model status=unusable reason=%s", exc)
         if policy == "model":
-            return Decision(None, "model", f"model answer unusable: {exc}")
-        return Decision(router_tool, "router", f"model answer unusable: {exc}")
-    valid = plausible(model_tool, ctx)
-    if policy == "model":
-        return Decision(model_tool if valid else None, "model", "" if valid else f"implausible {model_tool}", model_tool, model_input)
-    if valid:
-        return Decision(model_tool, "model", f"intent={intent.name} margin={intent.margin:.3f}", model_tool, model_input)
-    return Decision(router_tool, "router", f"model chose {model_tool or 'reply'} (implausible); intent={intent.name}", model_tool, model_input)
+            return Decision(None, "model", f"model answer unusable: {exc}", asked_model=True)
+        return Decision(router_tool, "router", f"model answer unusable: {exc}; {router_reason}", asked_model=True)
+    base = {"model_tool": answer.tool, "asked_model": True}
+    if answer.tool is None and answer.error:
+        if policy == "model":
+            return Decision(None, "model", f"model call unusable after the repair round: {answer.error}", **base)
+        return Decision(router_tool, "router", f"model call unusable after the repair round ({answer.error}); {router_reason}", **base)
+    if answer.tool is None:
+        if policy == "model" or answer.content:
+            return Decision(None, "model", "model answered in words", content=answer.content or None, **base)
+        return Decision(router_tool, "router", f"model gave an empty answer; {router_reason}", **base)
+    if answer.args is None and answer.error and policy != "model" and answer.tool != router_tool:
+        return Decision(router_tool, "router", f"model call invalid after repair ({answer.error}); {router_reason}", **base)
+    if (why := veto(answer.tool, ctx)) is not None:
+        if policy == "model":
+            words = VETO_WORDS.get(answer.tool) if not ctx.done else None
+            return Decision(None, "guard", f"vetoed {answer.tool}: {why}", content=words, **base)
+        return Decision(router_tool, "router", f"vetoed model's {answer.tool}: {why}; {router_reason}", **base)
+    reason = "model call" + (" after a repair round" if answer.repaired else "")
+    if answer.args is None:
+        reason = f"model chose {answer.tool}; its arguments were invalid after the repair round ({answer.error}), router's arguments used"
+    return Decision(answer.tool, "model", reason, args=answer.args, call_id=answer.call_id, **base)
 
 
-# -- arguments the router fills in (the model's arguments are checked against the same rules) -----------
+# -- arguments the router fills in ------------------------------------------------------------------------
 _LEAD_IN = re.compile(
     r"^\s*(?:(?:hey|hi|ok|okay|please|so|now)[,!]?\s+)*(?:(?:can|could|would|will) you\s+)?(?:please\s+)?"
     r"(?:(?:make|create|generate|draw|paint|render|design|build|sculpt|give|show|produce)(?: me| us)?|i(?:'d| would)? (?:like|want|need)|let'?s (?:make|create|do))\s+",
@@ -146,16 +331,40 @@ def remix_idea(request: str, parent_idea: str | None) -> str:
     return f"{parent_idea}, {change}" if change else parent_idea
 
 
-def simulate_plan(request: str, has_image: bool, intent: Intent, policy: str, llm: ChatLLM | None,
-                  enhance: bool = True, auto_3d: bool = True, max_steps: int = 6) -> list[str]:
-    """The tools a turn would call, deciding step by step as the graph does but without running them
-    (for measuring decision accuracy)."""
+# -- decisions without running the tools (the accuracy benchmark) ----------------------------------------------
+_SIMULATED_RESULTS = {
+    "enhance_prompt": lambda args: {"enhanced_prompt": f"{(args or {}).get('idea', 'the idea')}, detailed", "source": "llm"},
+    "text_to_image": lambda args: {"creation_id": "c0001", "image": "image.png", "backend": "sketch"},
+    "image_to_3d": lambda args: {"creation_id": "c0001", "model": "model.glb", "backend": "relief"},
+    "recall_similar": lambda args: {"query": (args or {}).get("query", ""), "creations": [
+        {"creation_id": "c0000", "prompt": "a stone castle on a hill", "created_at": "2026-11-24T10:00:00"}]},
+}
+
+
+def simulate_plan(request: str, has_image: bool, intent: Intent, policy: str, llm: ChatLLM | Callable[[], ChatLLM] | None,
+                  enhance: bool = True, auto_3d: bool = True, max_steps: int = 6, calls: list | None = None) -> list[str]:
+    """The tools a turn would call, deciding step by step as the graph does, the model seeing the same kind
+    of conversation (its own calls and short simulated results) but without running the tools."""
     ctx = TurnContext(request=request, has_image=has_image, enhance=enhance, auto_3d=auto_3d)
-    for _ in range(max_steps):
-        tool = decide(ctx, intent, policy, llm).tool
-        if tool is None:
+    history: list[AnyMessage] = [HumanMessage(request)]
+    exists: dict = {"image": "c0000" if has_image else None}
+    for step in range(max_steps):
+        decision = decide(ctx, intent, policy, llm, lambda: model_messages(history, exists, ctx))
+        if calls is not None:
+            calls.append({"tool": decision.tool, "source": decision.source, "args": decision.args, "reason": decision.reason})
+        if decision.tool is None:
             break
-        ctx.done.append(tool)
-        ctx.has_prompt = ctx.has_prompt or tool == "enhance_prompt"
-        ctx.has_image = ctx.has_image or tool == "text_to_image"
+        call_id = decision.call_id or f"call_sim{step}"
+        result = _SIMULATED_RESULTS[decision.tool](decision.args)
+        history += [AIMessage(content="", tool_calls=[{"name": decision.tool, "args": decision.args or {}, "id": call_id}]),
+                    ToolMessage(json.dumps(result), tool_call_id=call_id, name=decision.tool)]
+        ctx.done.append(decision.tool)
+        ctx.has_prompt = ctx.has_prompt or decision.tool == "enhance_prompt"
+        ctx.has_image = ctx.has_image or decision.tool == "text_to_image"
+        if decision.tool == "enhance_prompt":
+            exists["prompt"] = result["enhanced_prompt"]
+        if decision.tool == "text_to_image":
+            exists["image"] = "c0001"
+        if decision.tool == "image_to_3d":
+            exists["model"] = "c0001"
     return ctx.done

@@ -14,8 +14,9 @@ from langgraph.types import interrupt
 from memory.store import get_store
 
 from .configuration import Configuration
-from .decision import MODIFICATION, TurnContext, decide as choose, remix_idea
-from .llm import get_llm
+from . import calibration
+from .decision import MODIFICATION, TurnContext, decide as choose, model_messages, remix_idea
+from .llm import current_model_key, get_llm
 from .prompts import REPLY_SYSTEM
 from .router import Intent, get_router
 
@@ -51,32 +52,66 @@ def _failed(messages: list[AnyMessage]) -> ToolMessage | None:
     return last if isinstance(last, ToolMessage) and last.status == "error" else None
 
 
+def _resolve_policy(policy: str) -> tuple[str, str]:
+    """auto -> model | hybrid by the measured accuracy of the configured model (not loaded for this)."""
+    if policy != "auto":
+        return policy, f"policy={policy}"
+    try:
+        key = current_model_key()
+    except Exception as exc:  # no server, no file: the router decides and the log says why
+        return "hybrid", f"auto: model key unavailable ({exc}); router decides"
+    resolved = calibration.resolve(policy, key)
+    return resolved.policy, resolved.reason
+
+
 def decide(state: dict, config: RunnableConfig) -> dict[str, Any]:
     if _failed(state.get("messages", [])):
         return {}  # a tool failed: stop this request and tell the user why (respond)
     cfg = Configuration.from_runnable_config(config)
     started = time.perf_counter()
-    request, done = current_turn(state.get("messages", []))
+    history = state.get("messages", [])
+    request, done = current_turn(history)
     new_turn = not done
     intent = get_router().classify(request) if new_turn or not state.get("intent") else None
     intent_dict = {"name": intent.name, "confidence": intent.confidence, "margin": intent.margin, "via": intent.via} if intent else state["intent"]
     intent_obj = Intent(**intent_dict)
-    has_image = bool(state.get("image")) or "text_to_image" in done or get_store().latest(cfg.user_id, kind="image") is not None
-    ctx = TurnContext(request=request, done=done, has_prompt="enhance_prompt" in done, has_image=has_image,
+    store = get_store()
+    latest_image = None if state.get("image") or "text_to_image" in done else store.latest(cfg.user_id, kind="image")
+    has_image = bool(state.get("image")) or "text_to_image" in done or latest_image is not None
+    has_memory = has_image or store.latest(cfg.user_id) is not None
+    ctx = TurnContext(request=request, done=done, has_prompt="enhance_prompt" in done, has_image=has_image, has_memory=has_memory,
                       enhance=cfg.enhance, auto_3d=cfg.auto_3d)
-    llm = None if cfg.decision_policy == "router" else get_llm()
-    decision = choose(ctx, intent_obj, cfg.decision_policy, llm)
-    log.info("step=decide thread=%s tool=%s source=%s reason=%s seconds=%.3f", cfg.thread_id or "-", decision.tool or "reply",
-             decision.source, decision.reason, time.perf_counter() - started)
+    policy, policy_reason = _resolve_policy(cfg.decision_policy)
+    exists = {"prompt": state.get("enhanced_prompt"), "image": (state.get("image") or {}).get("creation_id") or (latest_image.id if latest_image else None),
+              "model": (state.get("model") or {}).get("creation_id"), "recalled": state.get("recalled") or [], "memory": has_memory}
+    # The LLM is loaded only if the policy actually asks it (router-only turns never load it).
+    decision = choose(ctx, intent_obj, policy, None if policy == "router" else get_llm,
+                      lambda: model_messages(history, exists, ctx))
+    log.info("step=decide thread=%s tool=%s source=%s policy=%s reason=%s seconds=%.3f", cfg.thread_id or "-", decision.tool or "reply",
+             decision.source, policy, f"{decision.reason}; {policy_reason}", time.perf_counter() - started)
     update: dict[str, Any] = {"intent": intent_dict}
     if new_turn:  # a new request starts a new creation; the last image stays available for "make it 3D"
         update.update({"idea": None, "enhanced_prompt": None, "parent_id": None, "recalled": []})
+    who = {"decision": decision.source, "decision_reason": decision.reason, "policy": policy}
     if decision.tool is None:
+        if decision.source != "router":  # the model's words (or the guard's), completed by respond
+            update["messages"] = [AIMessage(content=_usable_words(decision.content or "") or "", additional_kwargs=who)]
         return update
-    args = tool_arguments(decision.tool, request, intent_obj.name, state if not new_turn else {**state, **update})
+    args = decision.args
+    if args is None:
+        args = tool_arguments(decision.tool, request, intent_obj.name, state if not new_turn else {**state, **update})
     call = {"name": decision.tool, "args": args, "id": f"call_{uuid.uuid4().hex[:12]}", "type": "tool_call"}
-    update["messages"] = [AIMessage(content="", tool_calls=[call], additional_kwargs={"decision": decision.source})]
+    who["arguments_from"] = "model" if decision.args is not None else "router"
+    update["messages"] = [AIMessage(content="", tool_calls=[call], additional_kwargs=who)]
     return update
+
+
+def _usable_words(text: str) -> str | None:
+    """The model's own reply, unless it is empty or the small model's self-introduction."""
+    text = re.sub(r"\s+", " ", text).strip()
+    if len(text) < 2 or "SmolLM" in text or "Hugging Face" in text:
+        return None
+    return text[:1500]
 
 
 def tool_arguments(tool: str, request: str, intent: str, state: dict) -> dict[str, Any]:
@@ -120,14 +155,23 @@ def route_after_decide(state: dict) -> str:
 def respond(state: dict, config: RunnableConfig) -> dict[str, Any]:
     request, done = current_turn(state.get("messages", []))
     steps = state.get("steps", [])[-len(done):] if done else []
+    last = (state.get("messages") or [None])[-1]
+    # A reply the model decided on (its own words, possibly empty) was put in the history by decide.
+    decided = isinstance(last, AIMessage) and not last.tool_calls and bool((last.additional_kwargs or {}).get("decision"))
+    words = str(last.content).strip() if decided else ""
     if (failed := _failed(state.get("messages", []))) is not None:
         text = f"Sorry — {failed.name or 'a step'} failed: {str(failed.content).removeprefix('error: ')}"
     elif done:
         text = summary(state, done, steps)
+    elif words:
+        text = ""
     elif (state.get("intent") or {}).get("name") == "to_3d":
         text = "There is no image to turn into 3D yet. Describe an idea and I'll make one."
     else:
         text = chat_reply(request)
+    text = "\n".join(part for part in (words, text) if part)
+    if decided:
+        return {"messages": [AIMessage(id=last.id, content=text, additional_kwargs=last.additional_kwargs)]}
     return {"messages": [AIMessage(content=text)]}
 
 

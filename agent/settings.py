@@ -26,8 +26,9 @@ class Settings(BaseSettings):
     llm_n_gpu_layers: int = Field(0, description="Layers to offload to GPU (-1 = all) when llama.cpp has CUDA.")
     llm_threads: int | None = None
 
-    # Decision policy default (model | router | hybrid)
-    decision_policy: str = "hybrid"
+    # Decision policy default (auto | model | router | hybrid); auto = the model decides when its measured
+    # accuracy (`atelier eval decisions`) is within 2 points of the router's, else the router (agent/calibration.py)
+    decision_policy: str = "auto"
 
     # Backends, in fallback order
     image_backends: str = Field("openfabric,diffusers,sketch", description="Comma-separated text->image backends, tried in order.")
