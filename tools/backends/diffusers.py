@@ -11,6 +11,7 @@ float32 otherwise. Every denoising step is reported through ProgressFn, so the s
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
 import json
@@ -190,6 +191,24 @@ def _default_side(pipe, vae_scale: int) -> int | None:
     return sample * vae_scale if isinstance(sample, int) else None
 
 
+@contextlib.contextmanager
+def _library_progress_bars_off():
+    """diffusers' and transformers' own tqdm bars while loading would tear through the CLI's bar and the logs;
+    the backend reports loading and each denoising step itself. Restored afterwards for other users."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    was = [(lib, lib.is_progress_bar_enabled()) for lib in (diffusers_logging, transformers_logging)]
+    for lib, _ in was:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, enabled in was:
+            if enabled:
+                lib.enable_progress_bar()
+
+
 def _dtype_keyword() -> str:
     """diffusers 0.42 renamed from_pretrained's torch_dtype to dtype (the old name warns); older ones know only torch_dtype."""
     from diffusers import __version__
@@ -247,10 +266,8 @@ class DiffusersBackend:
         try:
             import torch
             from diffusers import AutoPipelineForText2Image, DiffusionPipeline
-            from diffusers.utils import logging as diffusers_logging
         except ImportError as exc:
             raise BackendError(f"diffusers/torch are not importable ({exc}); run `make setup`", transient=False, backend=self.name) from exc
-        diffusers_logging.disable_progress_bar()  # our per-step progress events replace diffusers' tqdm bars
         cuda = torch.cuda.is_available()
         if cuda:
             dtype = getattr(torch, family.cuda_dtype)
@@ -264,13 +281,14 @@ class DiffusersBackend:
             # `atelier models pull` fetches), cast to float32 on CPU
             kwargs["variant"] = "fp16"
         try:
-            try:
-                pipe = AutoPipelineForText2Image.from_pretrained(str(folder), **kwargs)
-            except ValueError as exc:
-                if "can't find a pipeline" not in str(exc):
-                    raise
-                # Not in AutoPipeline's text-to-image table (e.g. SanaSprintPipeline): the folder's own class.
-                pipe = DiffusionPipeline.from_pretrained(str(folder), **kwargs)
+            with _library_progress_bars_off():
+                try:
+                    pipe = AutoPipelineForText2Image.from_pretrained(str(folder), **kwargs)
+                except ValueError as exc:
+                    if "can't find a pipeline" not in str(exc):
+                        raise
+                    # Not in AutoPipeline's text-to-image table (e.g. SanaSprintPipeline): the folder's own class.
+                    pipe = DiffusionPipeline.from_pretrained(str(folder), **kwargs)
             if "prompt" not in inspect.signature(pipe.__call__).parameters:
                 raise BackendError(f"{folder.name}: {type(pipe).__name__} does not take a text prompt", transient=False, backend=self.name)
             pipe.set_progress_bar_config(disable=True)
