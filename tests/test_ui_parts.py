@@ -132,6 +132,10 @@ def test_settings_become_configuration(monkeypatch):
         assert cfg["decision_policy"] == "router" and not problems
         cfg, problems = settings_panel.to_configurable({"seed": "forty-two", "size": "huge"})
         assert "seed" not in cfg and len(problems) == 2
+        # the graph's own rules: a seed past 2**63-1 or a 4096 px side is a note, never a failed turn
+        cfg, problems = settings_panel.to_configurable({"seed": "99999999999999999999999999", "size": "4096x512", "steps": 500})
+        assert "seed" not in cfg and "width" not in cfg and "steps" not in cfg and len(problems) == 3
+        assert any("seed must be between 0 and" in p for p in problems)
         from agent.configuration import Configuration
 
         Configuration(**{k: v for k, v in settings_panel.to_configurable({})[0].items()})  # always a valid configuration

@@ -5,6 +5,7 @@ from typing import Any
 
 from agent.configuration import POLICIES
 from agent.settings import get_settings
+from memory.validation import InvalidInput, validate_seed, validate_size, validate_steps
 
 SIZES = ["256x256", "384x384", "512x512", "640x640", "768x768", "1024x1024", "768x512", "512x768"]
 AUTO = "auto (fallback order)"
@@ -75,24 +76,24 @@ def to_configurable(values: dict[str, Any] | None) -> tuple[dict[str, Any], list
         out["image_backends"] = images
     if (models := _ordered(v.get("model_backend"), s.model_backend_list)) is not None:
         out["model_backends"] = models
+    # The same rules the graph applies (memory/validation.py); here a bad value becomes a note, not a failed turn.
     size = str(v.get("size") or "512x512")
     try:
-        width, height = (int(x) for x in size.lower().split("x"))
-        if not (64 <= width <= 2048 and 64 <= height <= 2048):
-            raise ValueError
-        out["width"], out["height"] = width, height
-    except ValueError:
+        out["width"], out["height"] = validate_size(*(int(x) for x in size.lower().split("x")))
+    except (ValueError, TypeError, InvalidInput):
         problems.append(f"image size {size!r} is not valid; using 512x512")
     try:
         steps = int(float(v.get("steps") or 0))
         if steps > 0:
-            out["steps"] = min(steps, 200)
-    except (TypeError, ValueError):
-        pass
+            out["steps"] = validate_steps(steps)
+    except (TypeError, ValueError, InvalidInput) as exc:
+        problems.append(f"steps: {exc}; the backend's default is used")
     seed = str(v.get("seed") or "").strip()
     if seed:
         try:
-            out["seed"] = int(seed)
+            out["seed"] = validate_seed(int(seed))
+        except InvalidInput as exc:  # a whole number out of range (before ValueError: it is one)
+            problems.append(f"{exc}; the seed is left to the backend")
         except ValueError:
             problems.append(f"seed {seed!r} is not a whole number; the seed is left to the backend")
     return out, problems
