@@ -33,7 +33,7 @@ from tools.backends.base import GeneratedAsset
 
 from .models import Asset, Base, CreationRecord, Prompt, VectorEmbedding, new_id
 from .validation import validate_user_id
-from .vectors import VectorIndex
+from .vectors import IndexRebuilt, VectorIndex
 from . import embeddings
 
 log = logging.getLogger("atelier.memory")
@@ -107,6 +107,9 @@ class MemoryStore:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         _create_schema(self.engine)
+        from .bulk import ensure_indexes
+
+        self._quietly("add_indexes", lambda: ensure_indexes(self.engine))  # (user_id, created_at) on old databases
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.index = VectorIndex(persist_dir=self.data_dir / "chroma", url=self.settings.chroma_url)
         self._index_checked = False
@@ -364,8 +367,9 @@ class MemoryStore:
         if not ids:
             return {}
         with self.sessions() as session:
-            records = session.scalars(select(CreationRecord).where(CreationRecord.id.in_(ids), CreationRecord.user_id == user_id))
-            return {r.id: self._view(r) for r in records}
+            # By primary key only: with the user in the WHERE clause SQLite may walk that user's whole index.
+            records = session.scalars(select(CreationRecord).where(CreationRecord.id.in_(ids)))
+            return {r.id: self._view(r) for r in records if r.user_id == user_id}
 
     def _view(self, record: CreationRecord) -> CreationView:
         status, reason = record.status, record.status_reason
@@ -414,9 +418,7 @@ class MemoryStore:
             self._index_checked = True
             try:
                 have = self.index.ids()
-            except Exception as exc:
-                log.warning("step=check_index status=unreadable reason=%s", exc)
-                self.index.reset()
+            except IndexRebuilt:  # it was really corrupt and is empty now; a full disk etc. raises IndexUnavailable
                 have = set()
             with self.sessions() as session:
                 want = set(session.scalars(select(CreationRecord.id)))
@@ -442,21 +444,20 @@ class MemoryStore:
         return len(ids)
 
     def _reindex_ids(self, ids: list[str], progress=None) -> None:
-        for start in range(0, len(ids), 64):
-            batch = ids[start:start + 64]
-            with self.sessions() as session:
-                views = [self._view(r) for r in session.scalars(select(CreationRecord).where(CreationRecord.id.in_(batch)))]
-            self.index.add([(v.id, _index_text(v), {"user_id": v.user_id, "created_ts": v.created.timestamp()}) for v in views])
-            with self.sessions.begin() as session:
-                for v in views:
-                    if session.scalar(select(VectorEmbedding).where(VectorEmbedding.creation_id == v.id)) is None:
-                        session.add(VectorEmbedding(creation_id=v.id, model_name=embeddings.MODEL_NAME, dim=embeddings.DIM, chroma_id=v.id))
-            if progress:
-                progress(len(batch))
+        from .bulk import index_ids  # batched: one transaction and one Chroma write per 256 creations
+
+        index_ids(self, ids, progress)
 
     def semantic(self, text: str, user_id: str, limit: int, since: datetime | None = None, until: datetime | None = None) -> list[tuple[str, float]]:
         self.ensure_index()
-        return self.index.query(text, user_id, limit, since.timestamp() if since else None, until.timestamp() if until else None)
+        window = (since.timestamp() if since else None, until.timestamp() if until else None)
+        try:
+            return self.index.query(text, user_id, limit, *window)
+        except IndexRebuilt:  # found corrupt while searching: refill from SQL, then search again
+            with self._index_lock:
+                self._index_checked = False
+            self.ensure_index()
+            return self.index.query(text, user_id, limit, *window)
 
 
 def _create_schema(engine, attempts: int = 5) -> None:

@@ -1,35 +1,119 @@
 """Chroma index over creation prompts. It is derived data: SQLite is the truth, and the index can always be
-rebuilt from it (`atelier reindex`, or automatically when it is missing or unreadable)."""
+rebuilt from it (`atelier reindex`, or automatically when it is missing or really corrupt).
+
+One Chroma collection per user. Recall always asks within one user's creations; with one shared collection
+Chroma answered that through a metadata pre-filter (`where user_id = ...`) that costs ~20 ms per 10k matching
+records and then searched the graph with an allow-list, which at 100k records was 20x slower than an unfiltered
+query (benchmarks/recall_scale.py). A collection per user needs no filter at all."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
+import hashlib
 import logging
 import os
 import shutil
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 from . import embeddings
 
 log = logging.getLogger("atelier.vectors")
 
-COLLECTION = "creations"
+LEGACY_COLLECTION = "creations"  # the single shared collection of earlier versions; migrated on first open
+USER_COLLECTION_PREFIX = "creations-u-"
+
+# HNSW settings, chosen with benchmarks/recall_scale.py: without a filter Chroma's graph finds the exact nearest
+# neighbour for every planted query at 100k with its default ef_search (100); a wider build (ef_construction 200)
+# costs little at import and keeps the graph well connected for users with many similar prompts. sync_threshold
+# stays at Chroma's 1000: writing the graph out costs ~0.3 s at 90k vectors (a full save), so it must not happen on
+# every commit; until then the new vectors live in Chroma's SQLite log, which whoever opens the folder replays.
+HNSW_CONFIGURATION = {"space": "cosine", "ef_search": 128, "ef_construction": 200, "max_neighbors": 16}
+# A time-windowed recall ("last Thursday") with at most this many of the user's creations in the window is
+# answered by exact search over their stored vectors: a graph search restricted to a small allow-list can miss.
+EXACT_WINDOW_LIMIT = 5000
+ADD_BATCH = 1000  # below Chroma's max batch size; one graph write per batch
+
+
+class IndexUnavailable(RuntimeError):
+    """The index cannot be used now (disk full, no permission, read-only, locked, an I/O error). Its files are kept
+    as they are; the next call tries again."""
+
+
+class IndexRebuilt(RuntimeError):
+    """The embedded index was really corrupt and has been started afresh: the caller refills it from SQL."""
+
+
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO, errno.EBUSY,
+                       errno.EAGAIN, errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EFBIG}
+# What SQLite and Chroma say for the same conditions when no errno reaches Python.
+_ENVIRONMENT_WORDS = ("disk is full", "no space left", "readonly database", "read-only", "permission denied",
+                      "unable to open database file", "database is locked", "disk i/o error", "too many open files",
+                      "operation not permitted", "file too large", "cannot allocate memory", "quota")
+# What they say for files that are there but unreadable as an index (found by truncating and overwriting each
+# file of a real index: tests/test_recall_scale.py).
+_CORRUPT_WORDS = ("malformed", "file is not a database", "error loading hnsw index", "hnswindexloaderror",
+                  "deserializ", "invalid persisted hnsw header", "corrupt", "failed to fill whole buffer",
+                  "unexpected end of file", "unexpected eof", "error finding id",
+                  "error getting embedding")
+
+
+def classify_error(exc: BaseException) -> str:
+    """'environment' (retry later, keep the files), 'corrupt' (rebuild from SQL) or 'other' (keep the files)."""
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    text = " ".join(f"{type(e).__name__}: {e}" for e in chain).lower()
+    if any(isinstance(e, OSError) and e.errno in _ENVIRONMENT_ERRNOS for e in chain) or any(w in text for w in _ENVIRONMENT_WORDS):
+        return "environment"
+    if any(w in text for w in _CORRUPT_WORDS):
+        return "corrupt"
+    return "other"
+
+
+class IndexCorrupt(RuntimeError):
+    """A self-check found the embedded index answering wrongly (its message says "corrupt": it is rebuilt)."""
+
+
+def _self_check(collection) -> None:
+    """Chroma loads some damaged graph files without a word (a truncated header.bin) and then answers with
+    nonsense. So on opening a user's collection, one stored vector must find itself (a few ms, once per open)."""
+    probe = collection.get(limit=1, include=["embeddings"])
+    if not probe["ids"]:
+        return
+    hit = collection.query(query_embeddings=[probe["embeddings"][0]], n_results=min(5, collection.count()), include=["distances"])
+    found = dict(zip(hit["ids"][0], hit["distances"][0])) if hit["ids"] else {}
+    if probe["ids"][0] not in found or found[probe["ids"][0]] > 1e-3:
+        raise IndexCorrupt(f"corrupt graph: a stored vector ({probe['ids'][0]}) does not find itself")
+
+
+def user_collection_name(user_id: str) -> str:
+    # Chroma names allow [a-zA-Z0-9._-] only; user ids are any text up to 128 characters.
+    return USER_COLLECTION_PREFIX + hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:40]
 
 
 class _Handle:
     def __init__(self):
         self.lock = threading.RLock()
         self.client = None
-        self.collection = None
+        self.collections: dict[str, object] = {}  # user id -> open collection
         self.generation = b""  # the generation the open client has seen
+        self.counts: dict[str, int] | None = None  # user id -> vectors, valid for `generation`
+        self.migrated = False
+        self.wrote = False  # something changed the files under a read (migration, rebuild): tell the others
 
 
 @functools.cache
 def _chroma_settings():
-    # Built once: a pydantic-settings object costs ~15 ms, and embedded handles are reopened after each write.
+    # Built once (a pydantic-settings object costs ~15 ms) and copied per client.
     from chromadb.config import Settings as ChromaSettings
 
     return ChromaSettings(anonymized_telemetry=False, allow_reset=True)
@@ -40,12 +124,15 @@ _handles_lock = threading.Lock()
 
 
 class VectorIndex:
-    """Embedded Chroma is not process-safe: each process keeps its own in-memory HNSW graph, so a long-lived
+    """Embedded Chroma is not process-safe: each process keeps its own in-memory HNSW graphs, so a long-lived
     process (the API server) misses what another (the chat) wrote, and may write a stale graph back.
-    Here every embedded operation holds a lock file beside the folder; a write closes the handle before the
-    lock is released (everything reaches disk, nothing unsaved stays in memory) and bumps a generation number
-    kept in the lock file; a process that finds another generation reopens its handle, re-reading the files.
-    A Chroma server (url) needs none of this."""
+    Here every embedded operation holds a lock file beside the folder, and a write bumps a generation number
+    kept in the lock file; a process that finds another generation than the one it last saw reopens its handle,
+    re-reading the files (Chroma replays from its SQLite log whatever its graph files lack). Its own writes do
+    not make it reopen (that cost ~0.26 s per commit at 100k): its graph is then the newest there is, and what it
+    has not written out yet is in the log. It never writes a stale graph back: Chroma writes a graph only while
+    adding to it (every sync_threshold vectors), never on close, and a process adds only under the lock after
+    reopening if anyone else wrote. A Chroma server (url) needs none of this."""
 
     def __init__(self, persist_dir: Path | None = None, url: str | None = None):
         self.persist_dir = persist_dir
@@ -61,7 +148,9 @@ class VectorIndex:
     def _connect(self):
         import chromadb
 
-        chroma_settings = _chroma_settings()
+        # A copy each time: Chroma's clients write their mode into the settings object they are given (the
+        # server's address, is_persistent, the folder), and a process may hold a server client and folders at once.
+        chroma_settings = _chroma_settings().model_copy()
         if self.url:
             from urllib.parse import urlparse
 
@@ -69,37 +158,92 @@ class VectorIndex:
             return chromadb.HttpClient(host=parsed.hostname, port=parsed.port or 8000, ssl=parsed.scheme == "https", settings=chroma_settings)
         assert self.persist_dir is not None
         self.persist_dir.mkdir(parents=True, exist_ok=True)
-        return chromadb.PersistentClient(path=str(self.persist_dir), settings=chroma_settings)
+        try:
+            return chromadb.PersistentClient(path=str(self.persist_dir), settings=chroma_settings)
+        except Exception:
+            # Chroma registers the folder's system before starting it and keeps a system that failed to start;
+            # every later client for the folder would get that broken one ("no attribute 'bindings'").
+            from chromadb.api.shared_system_client import SharedSystemClient
 
-    def collection(self):
-        """The open collection; call it inside _exclusive()."""
-        if self._handle.collection is None:
-            try:
-                self._handle.collection = self._open()
-            except Exception as exc:  # corrupt on-disk index: start afresh, the store re-fills it
-                if self._lock_path is None:
+            SharedSystemClient._identifier_to_system.pop(str(self.persist_dir), None)
+            raise
+
+    def _client(self):
+        if self._handle.client is None:
+            self._handle.client = self._connect()
+            if not self._handle.migrated:
+                self._migrate_legacy()
+                self._handle.migrated = True
+        return self._handle.client
+
+    def _user_collection(self, user_id: str, create: bool = False):
+        """The user's open collection, or None when they have none yet (and create is False)."""
+        collection = self._handle.collections.get(user_id)
+        if collection is None:
+            client = self._client()
+            name = user_collection_name(user_id)
+            if create:
+                collection = client.get_or_create_collection(
+                    name, embedding_function=None, configuration={"hnsw": dict(HNSW_CONFIGURATION)},
+                    metadata={"user_id": user_id, "embedding_model": embeddings.MODEL_NAME})
+            else:
+                try:
+                    collection = client.get_collection(name, embedding_function=None)
+                except Exception as exc:
+                    if "does not exist" in str(exc) or type(exc).__name__ == "NotFoundError":
+                        return None
                     raise
-                log.warning("step=open_index status=corrupt reason=%s action=rebuild", exc)
-                self._close()
-                shutil.rmtree(self.persist_dir, ignore_errors=True)
-                self._handle.collection = self._open()
-        return self._handle.collection
-
-    def _open(self):
-        self._handle.client = self._connect()
-        # Embeddings are always passed in explicitly: Chroma's default embedding function would try to
-        # download a model, which fails offline.
-        collection = self._handle.client.get_or_create_collection(
-            COLLECTION, embedding_function=None, metadata={"hnsw:space": "cosine", "embedding_model": embeddings.MODEL_NAME}
-        )
-        collection.count()  # touch it, so a broken index fails here rather than mid-request
+            if self._lock_path is not None:
+                _self_check(collection)
+            self._handle.collections[user_id] = collection
         return collection
 
+    def _user_collections(self) -> dict[str, object]:
+        """user id -> collection, every user that has one."""
+        out = {}
+        for collection in self._client().list_collections():
+            if collection.name.startswith(USER_COLLECTION_PREFIX):
+                user_id = (collection.metadata or {}).get("user_id")
+                if user_id is not None:
+                    out[user_id] = self._handle.collections.setdefault(user_id, collection)
+        return out
+
+    def _migrate_legacy(self) -> None:
+        """Move the vectors of the one shared collection of earlier versions into per-user collections (no
+        re-embedding), then drop it. Runs under the lock, once per process."""
+        client = self._handle.client
+        try:
+            legacy = client.get_collection(LEGACY_COLLECTION, embedding_function=None)
+        except Exception:
+            return
+        started = time.perf_counter()
+        moved = 0
+        while True:
+            batch = legacy.get(limit=ADD_BATCH, include=["embeddings", "metadatas", "documents"])
+            if not batch["ids"]:
+                break
+            by_user: dict[str, list[int]] = {}
+            for i, meta in enumerate(batch["metadatas"]):
+                by_user.setdefault(str((meta or {}).get("user_id", "")), []).append(i)
+            for user_id, rows in by_user.items():
+                if not user_id:
+                    continue
+                self._user_collection(user_id, create=True).add(
+                    ids=[batch["ids"][i] for i in rows], embeddings=np.asarray(batch["embeddings"])[rows],
+                    metadatas=[batch["metadatas"][i] for i in rows], documents=[batch["documents"][i] for i in rows])
+            legacy.delete(ids=batch["ids"])
+            moved += len(batch["ids"])
+        client.delete_collection(LEGACY_COLLECTION)
+        self._handle.wrote = True
+        log.info("step=migrate_index moved=%d seconds=%.2f", moved, time.perf_counter() - started)
+
     def _close(self) -> None:
-        client, self._handle.client, self._handle.collection = self._handle.client, None, None
+        client, self._handle.client = self._handle.client, None
+        self._handle.collections = {}
+        self._handle.counts = None
         if client is not None:
             try:
-                client.close()  # the last handle on a folder stops Chroma's system, which writes it out
+                client.close()  # the last handle on a folder stops Chroma's system
             except Exception as exc:
                 log.warning("step=close_index status=failed reason=%s", exc)
 
@@ -109,104 +253,203 @@ class VectorIndex:
             if self._lock_path is None:
                 yield
                 return
-            self._lock_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise IndexUnavailable(f"vector index lock {self._lock_path}: {exc}") from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 generation = os.pread(fd, 64, 0)
                 if generation != self._handle.generation:
-                    self._close()  # another process wrote: our in-memory graph is stale
+                    self._close()  # another process wrote: our in-memory graphs are stale
                     self._handle.generation = generation
                 try:
                     yield
                 finally:
-                    if writes:
-                        self._close()
+                    if writes or self._handle.wrote:
+                        # Tell the other processes; we have seen our own write (nothing of it is unsaved).
                         self._handle.generation = uuid.uuid4().hex.encode()
+                        self._handle.wrote = False
                         os.pwrite(fd, self._handle.generation, 0)
             finally:
                 os.close(fd)  # releases the lock
 
-    def reset(self) -> None:
-        with self._exclusive(writes=True):
-            try:
-                self.collection()
-                self._handle.client.delete_collection(COLLECTION)
-                self._handle.collection = None
-            except Exception:
-                if self._lock_path is None:
-                    raise
-                self._close()
-                shutil.rmtree(self.persist_dir, ignore_errors=True)
-
     def _call(self, fn, writes: bool = False):
-        """Run fn(collection). A Chroma server's collection can be dropped and made anew by another process
-        (`atelier reindex`): then the handle we hold is stale, so reopen once and retry."""
+        """Run fn() under the lock, sorting failures: a Chroma server's collection can be dropped and made anew by
+        another process (`atelier reindex`), so a stale handle is reopened once; a full disk, a permission or an
+        I/O error raises IndexUnavailable and leaves every file alone; only a really corrupt embedded index is
+        started afresh (IndexRebuilt: the store refills it from SQL)."""
         with self._exclusive(writes):
             try:
-                return fn(self.collection())
+                try:
+                    return fn()
+                except Exception as exc:
+                    if "does not exist" not in str(exc):
+                        raise
+                    log.info("step=index status=stale reason=%s action=reopen", str(exc)[:120])
+                    self._close()
+                    return fn()
+            except (IndexUnavailable, IndexRebuilt):
+                raise
             except Exception as exc:
-                if "does not exist" not in str(exc):
-                    raise
-                log.info("step=index status=stale reason=%s action=reopen", str(exc)[:120])
-                self._close()
-                return fn(self.collection())
+                kind = classify_error(exc)
+                self._close()  # whatever it was, the next call starts from the files again
+                if kind == "corrupt" and self._lock_path is not None:
+                    self._rebuild(exc)
+                    raise IndexRebuilt(f"the vector index was corrupt ({str(exc)[:200]}) and was started afresh") from exc
+                if kind == "other" and not isinstance(exc, OSError) and type(exc).__module__.split(".")[0] != "chromadb":
+                    raise  # a bug of ours or bad input, not the index's state
+                log.warning("step=index status=unavailable kind=%s reason=%s action=keep_files", kind, str(exc)[:300])
+                raise IndexUnavailable(f"the vector index is unavailable ({str(exc)[:300]}); its files were kept and "
+                                       "the next request retries") from exc
+
+    def _rebuild(self, exc: BaseException) -> None:
+        """Start the embedded index afresh. The corrupt folder is moved aside first and only deleted once a fresh
+        one opens, so a rebuild that cannot even start (the disk filled up meanwhile) puts it back."""
+        assert self.persist_dir is not None
+        aside = self.persist_dir.with_name(f"{self.persist_dir.name}.corrupt-{uuid.uuid4().hex[:8]}")
+        log.warning("step=open_index status=corrupt reason=%s action=rebuild", str(exc)[:300])
+        try:
+            if self.persist_dir.exists():
+                os.replace(self.persist_dir, aside)
+            self._client()
+        except Exception as again:
+            self._close()
+            if aside.exists():
+                shutil.rmtree(self.persist_dir, ignore_errors=True)
+                os.replace(aside, self.persist_dir)
+            raise IndexUnavailable(f"the vector index is corrupt and could not be rebuilt now ({again}); kept") from again
+        shutil.rmtree(aside, ignore_errors=True)
+        self._handle.wrote = True
+
+    def reset(self) -> None:
+        """Drop every vector (`atelier reindex`)."""
+        def drop():
+            client = self._client()
+            for collection in client.list_collections():
+                if collection.name.startswith(USER_COLLECTION_PREFIX) or collection.name == LEGACY_COLLECTION:
+                    client.delete_collection(collection.name)
+            self._handle.collections = {}
+            self._handle.counts = {}
+
+        try:
+            self._call(drop, writes=True)
+        except IndexRebuilt:
+            pass  # a corrupt folder was replaced by an empty one: what reset wanted
 
     # -- data ------------------------------------------------------------------------------------------
-    def add(self, items: list[tuple[str, str, dict]]) -> None:
-        """items: (creation_id, text, metadata with user_id and created_ts). Ids already in the index are left
-        alone: a creation's text never changes, and re-adding a vector makes hnswlib update it in place, which
-        can leave it unreachable by search. (The chat and the API server may both try to index one creation:
-        the writer and the other's self-repair.)"""
+    def add(self, items: list[tuple[str, str, dict]], vectors: np.ndarray | None = None) -> int:
+        """items: (creation_id, text, metadata with user_id and created_ts); vectors: their embeddings when the
+        caller has them (bulk import), else they are computed here. Ids already in the index are left alone: a
+        creation's text never changes, and re-adding a vector makes hnswlib update it in place, which can leave it
+        unreachable by search. Returns how many were new."""
         if not items:
-            return
-        vectors = embeddings.embed([text for _, text, _ in items])
+            return 0
+        if vectors is None:
+            vectors = embeddings.embed([text for _, text, _ in items])
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(items), embeddings.DIM):
+            raise ValueError(f"expected {len(items)} vectors of {embeddings.DIM} numbers, got shape {vectors.shape}")
+        by_user: dict[str, list[int]] = {}
+        for i, (_, _, meta) in enumerate(items):
+            by_user.setdefault(meta["user_id"], []).append(i)
 
-        def add_new(collection):
-            have = set(collection.get(ids=[cid for cid, _, _ in items], include=[])["ids"])
-            new = [(item, vector) for item, vector in zip(items, vectors) if item[0] not in have]
-            if new:
-                collection.add(ids=[cid for (cid, _, _), _ in new], documents=[text for (_, text, _), _ in new],
-                               metadatas=[meta for (_, _, meta), _ in new], embeddings=[v.tolist() for _, v in new])
+        def add_new():
+            added = 0
+            for user_id, rows in by_user.items():
+                collection = self._user_collection(user_id, create=True)
+                for start in range(0, len(rows), ADD_BATCH):
+                    chunk = rows[start:start + ADD_BATCH]
+                    have = set(collection.get(ids=[items[i][0] for i in chunk], include=[])["ids"])
+                    new = [i for i in chunk if items[i][0] not in have]
+                    if new:
+                        collection.add(ids=[items[i][0] for i in new], documents=[items[i][1] for i in new],
+                                       metadatas=[items[i][2] for i in new], embeddings=vectors[new])
+                        added += len(new)
+                        if self._handle.counts is not None:
+                            self._handle.counts[user_id] = self._handle.counts.get(user_id, 0) + len(new)
+            return added
 
-        self._call(add_new, writes=True)
+        return self._call(add_new, writes=True)
 
     def delete(self, ids: list[str]) -> None:
-        if ids:
-            self._call(lambda c: c.delete(ids=ids), writes=True)
+        if not ids:
+            return
 
-    def count(self) -> int:
-        return self._call(lambda c: c.count())
+        def delete():
+            for user_id, collection in self._user_collections().items():
+                collection.delete(ids=list(ids))
+            self._handle.counts = None
+
+        self._call(delete, writes=True)
+
+    def _counts(self) -> dict[str, int]:
+        if self._handle.counts is None or self._lock_path is None:  # a server may be written by anyone: ask
+            self._handle.counts = {user_id: c.count() for user_id, c in self._user_collections().items()}
+        return self._handle.counts
+
+    def count(self, user_id: str | None = None) -> int:
+        """Vectors in the index (of one user). Embedded: counted once per generation, kept up to date by our own
+        writes, so the store's check before each commit and recall costs no Chroma call."""
+        counts = self._call(lambda: dict(self._counts()))
+        return sum(counts.values()) if user_id is None else counts.get(user_id, 0)
 
     def ids(self) -> set[str]:
-        return set(self._call(lambda c: c.get(include=[])["ids"]))
+        def all_ids():
+            out: set[str] = set()
+            for collection in self._user_collections().values():
+                out.update(collection.get(include=[])["ids"])
+            return out
+
+        return self._call(all_ids)
 
     def unreachable(self) -> list[str]:
-        """Ids the graph cannot reach: queried with its own embedding, within its user's creations (as recall
-        filters), each vector must come back first. An integrity check for tests and benchmarks."""
-        def check(collection):
-            stored = collection.get(include=["embeddings", "metadatas"])
-            return [cid for cid, vector, meta in zip(stored["ids"], stored["embeddings"], stored["metadatas"])
-                    if collection.query(query_embeddings=[vector], n_results=1, where={"user_id": meta["user_id"]},
-                                        include=[])["ids"][0] != [cid]]
+        """Ids the graph cannot reach: queried with its own embedding, within its user's collection, each vector
+        must come back first. An integrity check for tests and benchmarks."""
+        def check():
+            bad = []
+            for collection in self._user_collections().values():
+                stored = collection.get(include=["embeddings"])
+                for cid, vector in zip(stored["ids"], stored["embeddings"]):
+                    if collection.query(query_embeddings=[vector], n_results=1, include=[])["ids"][0] != [cid]:
+                        bad.append(cid)
+            return bad
 
         return self._call(check)
 
     def query(self, text: str, user_id: str, limit: int, since_ts: float | None = None, until_ts: float | None = None) -> list[tuple[str, float]]:
         """(creation_id, cosine similarity) best first, only this user's creations."""
-        clauses: list[dict] = [{"user_id": user_id}]
+        vector = np.asarray(embeddings.embed_one(text), dtype=np.float32)
+        return self.query_vector(vector, user_id, limit, since_ts, until_ts)
+
+    def query_vector(self, vector, user_id: str, limit: int, since_ts: float | None = None,
+                     until_ts: float | None = None) -> list[tuple[str, float]]:
+        vector = np.asarray(vector, dtype=np.float32)
+        clauses: list[dict] = []
         if since_ts is not None:
             clauses.append({"created_ts": {"$gte": since_ts}})
         if until_ts is not None:
             clauses.append({"created_ts": {"$lt": until_ts}})
-        where = clauses[0] if len(clauses) == 1 else {"$and": clauses}
-        vector = embeddings.embed_one(text)
+        where = None if not clauses else clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
-        def query(collection):
-            n = min(limit, max(collection.count(), 1))
-            return collection.query(query_embeddings=[vector], n_results=n, where=where, include=["distances"])
+        def query():
+            collection = self._user_collection(user_id)
+            if collection is None:
+                return []
+            if where is not None:
+                window = collection.get(where=where, limit=EXACT_WINDOW_LIMIT + 1, include=["embeddings"])
+                if len(window["ids"]) <= EXACT_WINDOW_LIMIT:
+                    if not window["ids"]:
+                        return []
+                    scores = np.asarray(window["embeddings"], dtype=np.float32) @ vector
+                    best = np.argsort(-scores)[:limit]
+                    return [(window["ids"][i], float(scores[i])) for i in best]
+            count = self._counts().get(user_id, 0) if self._lock_path is not None else collection.count()
+            n = min(limit, max(count, 1))
+            result = collection.query(query_embeddings=[vector], n_results=n, where=where, include=["distances"])
+            ids = result["ids"][0] if result["ids"] else []
+            distances = result["distances"][0] if result.get("distances") else [1.0] * len(ids)
+            return [(cid, 1.0 - float(d)) for cid, d in zip(ids, distances)]
 
-        result = self._call(query)
-        ids = result["ids"][0] if result["ids"] else []
-        distances = result["distances"][0] if result.get("distances") else [1.0] * len(ids)
-        return [(cid, 1.0 - float(d)) for cid, d in zip(ids, distances)]
+        return self._call(query)

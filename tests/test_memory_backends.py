@@ -84,8 +84,11 @@ def test_backend_is_what_it_claims(backend, store, made):
         import chromadb
 
         chroma = backend["services"][1]
+        from memory.vectors import USER_COLLECTION_PREFIX, user_collection_name
+
         client = chromadb.HttpClient(host="127.0.0.1", port=chroma.port)
-        assert client.get_collection("creations").count() == len(made)
+        per_user = {c.name: c.count() for c in client.list_collections() if c.name.startswith(USER_COLLECTION_PREFIX)}
+        assert per_user == {user_collection_name("alice"): len(made) // 2, user_collection_name("bob"): len(made) // 2}
     else:
         assert url.get_backend_name() == "sqlite" and (store.data_dir / "chroma").is_dir()
     assert store.count() == len(made) and store.index.count() == len(made)
