@@ -318,6 +318,78 @@ def test_render_size(size, native, multiple, expected):
     assert render_size(*size, native, multiple) == expected
 
 
+# ---------------------------------------------------------------- GPU placement (no GPU here: a narrow fake of torch.cuda)
+
+class _RecordingPipeline:
+    """Stands in for a loaded pipeline in the placement decision only: real modules, recorded method calls."""
+
+    def __init__(self, modules: dict):
+        import types
+
+        self.components, self.calls = modules, []
+        self.vae = types.SimpleNamespace(enable_tiling=lambda: self.calls.append("vae_tiling"))
+
+    def to(self, device):
+        self.calls.append(f"to:{device}")
+
+    def enable_model_cpu_offload(self):
+        self.calls.append("model_cpu_offload")
+
+    def enable_attention_slicing(self):
+        self.calls.append("attention_slicing")
+
+
+@pytest.mark.parametrize("free_extra,placement,calls", [
+    (10 * 2 ** 30, "gpu", ["to:cuda"]),  # plenty of room
+    (6_000_000, "model_cpu_offload", ["model_cpu_offload"]),  # not all 8 MB of weights + headroom, the largest 4 MB does
+    (-2 ** 28, "model_cpu_offload+attention_slicing", ["model_cpu_offload", "attention_slicing", "vae_tiling"]),
+])
+def test_placement_follows_free_vram(free_extra, placement, calls):
+    import types
+
+    import torch
+
+    from tools.backends.diffusers import GIB, _place
+
+    pipe = _RecordingPipeline({"unet": torch.nn.Linear(1000, 1000), "text_encoder": torch.nn.Linear(1000, 1000), "scheduler": object()})
+    free = int(1.5 * GIB) + free_extra  # headroom for activations is max(1.5 GiB, a quarter of the weights)
+    fake_torch = types.SimpleNamespace(cuda=types.SimpleNamespace(is_available=lambda: True, mem_get_info=lambda: (free, 80 * GIB)))
+    assert _place(pipe, fake_torch) == placement
+    assert pipe.calls == calls
+
+
+def test_out_of_gpu_memory_turns_on_slicing_and_retries_once():
+    import types
+
+    import torch
+
+    from tools.backends.diffusers import LoadedPipeline
+
+    class OutOfMemoryUntilSliced:
+        def __init__(self):
+            self.calls, self.sliced, self.vae = 0, False, None
+
+        def enable_attention_slicing(self):
+            self.sliced = True
+
+        def __call__(self, prompt, **kwargs):
+            self.calls += 1
+            if not self.sliced:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return types.SimpleNamespace(images=[f"picture of {prompt}"])
+
+    pipe = OutOfMemoryUntilSliced()
+    loaded = LoadedPipeline(folder=Path("sdxl-turbo"), pipe=pipe, class_name="StableDiffusionXLPipeline", family=FAMILIES["sdxl-turbo"],
+                            device="cuda", dtype="float16", placement="gpu", native=512, multiple=8,
+                            call_parameters=frozenset(), load_seconds=1.0)
+    backend = DiffusersBackend()
+    assert backend._call(loaded, "a fox", {}) == "picture of a fox"
+    assert pipe.calls == 2 and loaded.placement == "gpu+attention_slicing"
+    pipe.sliced = False  # already sliced and still out of memory: the error goes up (generate() makes it a BackendError)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        backend._call(loaded, "a fox", {})
+
+
 # ---------------------------------------------------------------- end to end through the CLI
 
 def test_cli_shows_denoising_progress_as_a_bar(backend, use_models, models_dir, capsys):
