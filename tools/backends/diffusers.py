@@ -378,6 +378,9 @@ class DiffusersBackend:
             _save_memory(loaded.pipe)
             loaded.placement += "+attention_slicing"
             log.warning("diffusers out of GPU memory model=%s: retrying with attention slicing", loaded.folder.name)
+            generator = kwargs.get("generator")
+            if generator is not None:  # the failed call advanced it: start again from the seed, same picture
+                generator.manual_seed(generator.initial_seed())
             return loaded.pipe(prompt=prompt, **kwargs).images[0]
 
 
