@@ -372,22 +372,24 @@ def test_out_of_gpu_memory_turns_on_slicing_and_retries_once():
         def enable_attention_slicing(self):
             self.sliced = True
 
-        def __call__(self, prompt, **kwargs):
+        def __call__(self, prompt, generator, **kwargs):
+            noise = torch.randn(4, generator=generator)  # what a denoising loop draws before running out of memory
             self.calls += 1
             if not self.sliced:
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-            return types.SimpleNamespace(images=[f"picture of {prompt}"])
+            return types.SimpleNamespace(images=[(prompt, noise)])
 
     pipe = OutOfMemoryUntilSliced()
     loaded = LoadedPipeline(folder=Path("sdxl-turbo"), pipe=pipe, class_name="StableDiffusionXLPipeline", family=FAMILIES["sdxl-turbo"],
                             device="cuda", dtype="float16", placement="gpu", native=512, multiple=8,
                             call_parameters=frozenset(), load_seconds=1.0)
     backend = DiffusersBackend()
-    assert backend._call(loaded, "a fox", {}) == "picture of a fox"
+    prompt, noise = backend._call(loaded, "a fox", {"generator": torch.Generator().manual_seed(5)})
+    assert prompt == "a fox" and torch.equal(noise, torch.randn(4, generator=torch.Generator().manual_seed(5)))  # seeded again
     assert pipe.calls == 2 and loaded.placement == "gpu+attention_slicing"
     pipe.sliced = False  # already sliced and still out of memory: the error goes up (generate() makes it a BackendError)
     with pytest.raises(torch.cuda.OutOfMemoryError):
-        backend._call(loaded, "a fox", {})
+        backend._call(loaded, "a fox", {"generator": torch.Generator().manual_seed(5)})
 
 
 # ---------------------------------------------------------------- end to end through the CLI
