@@ -10,9 +10,13 @@ from memory.validation import InvalidInput, validate_seed, validate_size, valida
 SIZES = ["256x256", "384x384", "512x512", "640x640", "768x768", "1024x1024", "768x512", "512x768"]
 AUTO = "auto (fallback order)"
 
-# Backends that honour each knob (the offline sketch draws at any size and seed; only model backends
-# have sampling steps).
-SUPPORTS = {"size": {"sketch", "openfabric"}, "seed": {"sketch", "openfabric"}, "steps": {"openfabric"}}
+
+def supported_by(knob: str, backends: list[str]) -> list[str]:
+    """Those of the configured backends that honour a knob ("size", "seed", "steps"), as each backend class declares
+    (supports_size ...: tools/backends/base.py) — a plugin's knobs show up without an edit here."""
+    from tools.backends import supporting
+
+    return supporting(knob, backends)
 
 
 def defaults() -> dict[str, Any]:
@@ -42,14 +46,13 @@ def widgets(values: dict[str, Any] | None = None) -> list:
         Switch(id="review_prompt", label="Review prompt before making the image", initial=bool(v["review_prompt"]),
                description="Pause after the prompt is written so you can accept or edit it."),
     ]
-    supported = set(images)
-    if supported & SUPPORTS["size"]:
+    if sized := supported_by("size", images):
         items.append(Select(id="size", label="Image size", values=SIZES, initial_value=v["size"] if v["size"] in SIZES else "512x512",
-                            description=f"Width x height (used by: {', '.join(sorted(supported & SUPPORTS['size']))})."))
-    if supported & SUPPORTS["steps"]:
+                            description=f"Width x height (used by: {', '.join(sized)})."))
+    if stepped := supported_by("steps", images):
         items.append(Slider(id="steps", label="Sampling steps (0 = backend default)", initial=float(v["steps"] or 0), min=0, max=60, step=1,
-                            description=f"Used by: {', '.join(sorted(supported & SUPPORTS['steps']))}."))
-    if supported & SUPPORTS["seed"]:
+                            description=f"Used by: {', '.join(stepped)}."))
+    if supported_by("seed", images):
         items.append(TextInput(id="seed", label="Seed (empty = varies by prompt)", initial=str(v["seed"] or ""),
                                placeholder="e.g. 42", description="The same seed and prompt give the same picture."))
     items.append(Select(id="decision_policy", label="Who decides the next step", values=list(POLICIES),

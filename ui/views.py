@@ -8,24 +8,14 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-TOOL_TITLES = {
-    "enhance_prompt": "enhance_prompt — writing a detailed prompt",
-    "text_to_image": "text_to_image — making the image",
-    "image_to_3d": "image_to_3d — making the 3D model",
-    "recall_similar": "recall_similar — searching your memory",
-}
-
-_BACKEND_LABELS = {
-    ("openfabric", "image"): "Openfabric text-to-image",
-    ("openfabric", "model"): "Openfabric image-to-3D",
-    ("sketch", "image"): "the local sketch backend",
-    ("relief", "model"): "the local relief backend",
-}
 TOOL_KIND = {"text_to_image": "image", "image_to_3d": "model"}
 
 
 def backend_label(backend: str, kind: str) -> str:
-    return _BACKEND_LABELS.get((backend, kind), f"the {backend} backend")
+    """"the local sketch backend", "Openfabric image-to-3D": each backend class's own label (tools/backends)."""
+    from tools.backends import backend_label as declared_label
+
+    return declared_label(backend, kind)
 
 
 def _capitalised(text: str) -> str:

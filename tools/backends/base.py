@@ -54,6 +54,29 @@ class GeneratedAsset:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+class Backend:
+    """What a backend is and can do, as class attributes read without making an instance (or importing torch: keep
+    heavy imports inside methods). Subclassing is optional — the registry reads these names from any class and
+    falls back to the defaults here — but it documents the contract. The studio's settings panel and step labels,
+    and the registry's kind check, all come from these attributes (tools/backends/__init__.py, docs/plugins.md)."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str] = "image"  # "image" (ImageRequest -> images) or "model" (MeshRequest -> 3D models)
+    kinds: ClassVar[tuple[str, ...]] = ()  # several kinds: one instance per kind, made as cls(kind=...); () = (kind,)
+    label: ClassVar[str] = ""  # the studio's name for it ("the local sketch backend"); "" = "the <name> backend"
+    labels: ClassVar[dict[str, str]] = {}  # per kind, for backends that make several ({"image": ..., "model": ...})
+    supports_size: ClassVar[bool] = False  # honours ImageRequest.width / height
+    supports_seed: ClassVar[bool] = False  # the same seed and prompt give the same result
+    supports_steps: ClassVar[bool] = False  # honours ImageRequest.steps (sampling steps)
+    supports_negative_prompt: ClassVar[bool] = False
+    needs_gpu: ClassVar[bool] = False  # only sensible with a GPU (runs, slowly, without one)
+    prefers_gpu: ClassVar[bool] = False  # uses a GPU when there is one; fine on a CPU
+    learned: ClassVar[bool] = False  # a learned model (vs. a procedural placeholder such as sketch / relief)
+
+    def generate(self, request: Any, progress: ProgressFn = no_progress) -> list[GeneratedAsset]:
+        raise NotImplementedError
+
+
 class ImageBackend(Protocol):
     name: ClassVar[str]
     kind: ClassVar[Literal["image"]]

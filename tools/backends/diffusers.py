@@ -29,7 +29,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from models.registry import ModelMissing, image_model_path
 
-from .base import BackendError, GeneratedAsset, ImageRequest, ProgressFn, no_progress
+from .base import Backend, BackendError, GeneratedAsset, ImageRequest, ProgressFn, no_progress
 
 log = logging.getLogger("atelier.backends.diffusers")
 
@@ -226,9 +226,16 @@ def _has_plain_weights(folder: Path) -> bool:
     return any(".fp16" not in p.name for p in folder.glob("*/*.safetensors")) or any(folder.glob("*/*.bin"))
 
 
-class DiffusersBackend:
+class DiffusersBackend(Backend):
     name: ClassVar[str] = "diffusers"
     kind: ClassVar[Literal["image"]] = "image"
+    label: ClassVar[str] = "the local diffusers model"
+    supports_size: ClassVar[bool] = True
+    supports_seed: ClassVar[bool] = True
+    supports_steps: ClassVar[bool] = True
+    supports_negative_prompt: ClassVar[bool] = True  # passed when the pipeline takes one
+    prefers_gpu: ClassVar[bool] = True  # CUDA when present; distilled models (SD-Turbo) are usable on a CPU
+    learned: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self._load_lock = threading.Lock()
@@ -384,4 +391,5 @@ class DiffusersBackend:
             return loaded.pipe(prompt=prompt, **kwargs).images[0]
 
 
-BACKEND = DiffusersBackend
+def register_backends(register) -> None:
+    register(DiffusersBackend)

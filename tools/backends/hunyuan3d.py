@@ -36,7 +36,7 @@ from PIL import Image
 
 from models.registry import MESH_WEIGHT_FILES, ModelMissing, background_remover_path, mesh_model_path
 
-from .base import BackendError, GeneratedAsset, MeshRequest, ProgressFn, no_progress
+from .base import Backend, BackendError, GeneratedAsset, MeshRequest, ProgressFn, no_progress
 
 # scipy, the relief module's decoder, torch, hy3dgen, pymeshlab and trimesh are imported where they are used: with
 # no mesh model in ./models, an attempt must cost milliseconds, not the seconds those imports take.
@@ -322,11 +322,16 @@ def project_colours(vertices: np.ndarray, matte: Matte) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- the backend
 
-class Hunyuan3DBackend:
+class Hunyuan3DBackend(Backend):
     """Image -> 3D with a Hunyuan3D-2 shape model from ./models: a watertight, vertex-coloured GLB."""
 
     name: ClassVar[str] = "hunyuan3d"
     kind: ClassVar[Literal["model"]] = "model"
+    label: ClassVar[str] = "the local Hunyuan3D model"
+    supports_seed: ClassVar[bool] = True
+    needs_gpu: ClassVar[bool] = True  # runs on a CPU, but a shape takes minutes there
+    prefers_gpu: ClassVar[bool] = True
+    learned: ClassVar[bool] = True
 
     def __init__(self, kind: str = "model"):
         if kind != "model":
@@ -445,4 +450,5 @@ class Hunyuan3DBackend:
         return [GeneratedAsset(kind="model", data=bytes(data), mime="model/gltf-binary", backend=self.name, metadata=metadata)]
 
 
-BACKEND = Hunyuan3DBackend
+def register_backends(register) -> None:
+    register(Hunyuan3DBackend)

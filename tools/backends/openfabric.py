@@ -11,16 +11,23 @@ from __future__ import annotations
 from typing import ClassVar
 
 from agent.settings import get_settings
-from tools.backends.base import BackendError, GeneratedAsset, ImageRequest, MeshRequest, ProgressFn, no_progress
+from tools.backends.base import Backend, BackendError, GeneratedAsset, ImageRequest, MeshRequest, ProgressFn, no_progress
 from tools.openfabric.client import generate_sync
 from tools.openfabric.config import get_openfabric_settings
 from tools.openfabric.schema_mapping import ToolValues
 
 
-class OpenfabricBackend:
+class OpenfabricBackend(Backend):
     name: ClassVar[str] = "openfabric"
     kinds: ClassVar[tuple[str, ...]] = ("image", "model")
     kind: str = "image"  # per instance: the kind this instance makes
+    labels: ClassVar[dict[str, str]] = {"image": "Openfabric text-to-image", "model": "Openfabric image-to-3D"}
+    label: ClassVar[str] = "Openfabric"
+    supports_size: ClassVar[bool] = True
+    supports_seed: ClassVar[bool] = True
+    supports_steps: ClassVar[bool] = True
+    supports_negative_prompt: ClassVar[bool] = True
+    learned: ClassVar[bool] = True  # remote apps run real models (the GPU is theirs, not ours)
 
     def __init__(self, kind: str = "image", app: str | None = None):
         if kind not in self.kinds:
@@ -50,4 +57,5 @@ class OpenfabricBackend:
         return generate_sync(self.app, self.kind, values, progress, settings=get_openfabric_settings(), label=label)
 
 
-BACKEND = OpenfabricBackend
+def register_backends(register) -> None:
+    register(OpenfabricBackend)

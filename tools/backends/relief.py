@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-from .base import BackendError, GeneratedAsset, MeshRequest, ProgressFn, no_progress
+from .base import Backend, BackendError, GeneratedAsset, MeshRequest, ProgressFn, no_progress
 
 GENERATOR = "atelier-relief-v1"
 MAX_TEXTURE = 1024   # longest side of the embedded texture (keeps the GLB small)
@@ -296,11 +296,13 @@ def build_mesh(z: np.ndarray, width: float, height: float) -> tuple[np.ndarray, 
     return verts, faces, uv
 
 
-class ReliefBackend:
+class ReliefBackend(Backend):
     """Image -> 3D without any model: a textured, watertight bas-relief of the picture."""
 
     name: ClassVar[str] = "relief"
     kind: ClassVar[Literal["model"]] = "model"
+    label: ClassVar[str] = "the local relief backend"
+    learned: ClassVar[bool] = False  # procedural: a height field from the picture, no model
 
     def __init__(self, kind: str = "model", grid: int = 128, depth: float = 0.25, base: float = 0.04):
         if not 16 <= grid <= 512:
@@ -365,4 +367,5 @@ class ReliefBackend:
         )]
 
 
-BACKEND = ReliefBackend
+def register_backends(register) -> None:
+    register(ReliefBackend)

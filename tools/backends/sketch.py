@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from PIL.PngImagePlugin import PngInfo
 
-from .base import BackendError, GeneratedAsset, ImageRequest, ProgressFn, no_progress
+from .base import Backend, BackendError, GeneratedAsset, ImageRequest, ProgressFn, no_progress
 
 GENERATOR = "atelier-sketch-v1"
 CAPTION = "SKETCH · no image model"
@@ -535,11 +535,16 @@ def render_sketch(prompt: str, width: int = 512, height: int = 512, seed: int | 
     return out, plan
 
 
-class SketchBackend:
+class SketchBackend(Backend):
     """Text -> image without any model: a labelled, deterministic sketch of the prompt."""
 
     name: ClassVar[str] = "sketch"
     kind: ClassVar[Literal["image"]] = "image"
+    label: ClassVar[str] = "the local sketch backend"
+    supports_size: ClassVar[bool] = True
+    supports_seed: ClassVar[bool] = True
+    supports_negative_prompt: ClassVar[bool] = True  # its words are left out of the picture
+    learned: ClassVar[bool] = False  # procedural: a placeholder that works offline with no model
 
     def __init__(self, kind: str = "image"):
         self._kind = kind
@@ -582,4 +587,5 @@ class SketchBackend:
         )]
 
 
-BACKEND = SketchBackend
+def register_backends(register) -> None:
+    register(SketchBackend)
