@@ -65,6 +65,9 @@ def tool_choice_schema(tools: list[dict]) -> dict:
     for spec in tools:
         fn = spec["function"]
         params = {k: v for k, v in fn.get("parameters", {"type": "object", "properties": {}}).items() if k in ("type", "properties", "required")}
+        # A bound on every string: a small model otherwise repeats itself until max_tokens cuts the JSON.
+        params["properties"] = {name: ({**prop, "maxLength": prop.get("maxLength", 160)} if prop.get("type") == "string" else prop)
+                                for name, prop in (params.get("properties") or {}).items()}
         branches.append({"type": "object", "properties": {"tool": {"const": fn["name"]}, "arguments": params},
                          "required": ["tool", "arguments"]})
     branches.append({"type": "object", "properties": {"tool": {"const": "reply"}, "message": {"type": "string", "maxLength": 300}},

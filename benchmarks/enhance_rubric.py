@@ -1,7 +1,13 @@
-"""enhance_prompt pass rate against the rubric over tests/data/enhance_ideas.txt, and what a free-form
-rewrite by the same model would score (why the constrained design exists).
+"""enhance_prompt over tests/data/enhance_ideas.txt: rubric pass rate, how often the additions copy the
+prompt's own worked examples, and how distinct the additions are across the ideas.
 
-    .venv/bin/python benchmarks/enhance_rubric.py [--json]
+    .venv/bin/python benchmarks/enhance_rubric.py [--limit N] [--free-form] [--json]
+
+copied_phrase_rate: share of ideas whose final prompt contains a phrase (whole, or a run of three words) from
+any example in agent/prompts.py's pool — not only the one shown (target 0 %).
+distinct_additions: unique addition phrases / all addition phrases over the ideas (1.0 = no phrase reused).
+repeated_across_unrelated: phrases that appear for two or more ideas sharing no content word.
+--free-form also asks the same model for a free-form rewrite, to show why the constrained design exists.
 """
 from __future__ import annotations
 
@@ -10,14 +16,16 @@ import json
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.llm import get_llm  # noqa: E402
+from agent.prompts import ENHANCE_EXAMPLES  # noqa: E402
 from tools.clip_tokens import count_tokens  # noqa: E402
-from tools.enhance import enhance, rubric  # noqa: E402
+from tools.enhance import additions_of, copied_phrases, enhance, rubric, unrelated  # noqa: E402
 
 IDEAS = [l.strip() for l in (ROOT / "tests" / "data" / "enhance_ideas.txt").read_text().splitlines() if l.strip()]
 
@@ -27,30 +35,57 @@ def free_form(llm, idea: str) -> str:
                     max_tokens=90, temperature=0.3, seed=0).strip()
 
 
+def distinctness(made: list[tuple[str, list[str]]]) -> dict:
+    """How distinct the additions are across ideas, and which phrases recur for unrelated ideas."""
+    phrases = [p for _, adds in made for p in adds]
+    by_phrase: dict[str, list[str]] = {}
+    for idea, adds in made:
+        for p in set(adds):
+            by_phrase.setdefault(p, []).append(idea)
+    repeated = {p: ideas for p, ideas in by_phrase.items()
+                if len(ideas) >= 2 and any(unrelated(a, b) for i, a in enumerate(ideas) for b in ideas[i + 1:])}
+    return {"distinct_additions": round(len(set(phrases)) / len(phrases), 4) if phrases else 1.0,
+            "repeated_across_unrelated": dict(sorted(repeated.items(), key=lambda kv: -len(kv[1]))[:10]),
+            "most_common": Counter(phrases).most_common(5)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--free-form", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    ideas = IDEAS[: args.limit] if args.limit else IDEAS
     llm = get_llm()
-    times, passed, from_model, tokens, free_passed = [], 0, 0, [], 0
-    for idea in IDEAS:
+    times, passed, from_model, tokens, free_passed, copied, made = [], 0, 0, [], 0, 0, []
+    for idea in ideas:
         started = time.perf_counter()
         result = enhance(idea, llm)
         times.append(time.perf_counter() - started)
         passed += not rubric(idea, result.prompt)
         from_model += result.source != "repaired"
         tokens.append(count_tokens(result.prompt))
-        free_passed += not rubric(idea, free_form(llm, idea))
-    n = len(IDEAS)
+        adds = additions_of(idea, result.prompt)
+        copied += bool(copied_phrases(adds, ENHANCE_EXAMPLES))
+        made.append((idea, adds))
+        if args.free_form:
+            free_passed += not rubric(idea, free_form(llm, idea))
+    n = len(ideas)
     report = {"model": llm.name, "n": n, "pass_rate": round(passed / n, 4), "model_additions_used": round(from_model / n, 4),
-              "free_form_pass_rate": round(free_passed / n, 4), "median_seconds": round(statistics.median(times), 2),
-              "max_clip_tokens": max(tokens), "median_clip_tokens": statistics.median(tokens)}
+              "copied_phrase_rate": round(copied / n, 4), **distinctness(made),
+              "free_form_pass_rate": round(free_passed / n, 4) if args.free_form else None,
+              "median_seconds": round(statistics.median(times), 2), "max_clip_tokens": max(tokens),
+              "median_clip_tokens": statistics.median(tokens), "prompts": [f"{i} => {', '.join(a)}" for i, a in made]}
     if args.json:
         print(json.dumps(report))
     else:
         print(f"enhance_prompt ({report['model']}, n={n}): rubric pass {report['pass_rate']:.0%}, model additions kept "
-              f"{report['model_additions_used']:.0%}, free-form rewrite by the same model passes {report['free_form_pass_rate']:.0%}; "
-              f"median {report['median_seconds']}s, CLIP tokens median {report['median_clip_tokens']} max {report['max_clip_tokens']}")
+              f"{report['model_additions_used']:.0%}, copied-phrase rate {report['copied_phrase_rate']:.0%}, distinct additions "
+              f"{report['distinct_additions']:.0%}, phrases repeated across unrelated ideas {len(report['repeated_across_unrelated'])}"
+              + (f", free-form rewrite passes {report['free_form_pass_rate']:.0%}" if args.free_form else "")
+              + f"; median {report['median_seconds']}s, CLIP tokens median {report['median_clip_tokens']} max {report['max_clip_tokens']}")
+        for p, ideas_with in report["repeated_across_unrelated"].items():
+            print(f"    repeated: {p!r} for {ideas_with}")
     return 0
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from tools.clip_tokens import count_tokens
-from tools.enhance import assemble, content_words, enhance, fit_idea, rubric
+from agent.prompts import ENHANCE_EXAMPLES
+from tools.enhance import additions_of, assemble, content_words, copied_phrases, enhance, fit_idea, nearest_examples, repair, rubric
 
 IDEAS = [line.strip() for line in (Path(__file__).parent / "data" / "enhance_ideas.txt").read_text().splitlines() if line.strip()]
 
@@ -19,6 +20,32 @@ def test_rubric_catches_the_failures_it_exists_for():
     assert any("chatter" in p for p in rubric(idea, "a glowing dragon on a cliff, which style do you want?"))
     assert any("CLIP tokens" in p for p in rubric(idea, idea + ", " + ", ".join(["ornate detail"] * 40)))
     assert any("adds fewer" in p for p in rubric(idea, idea + ", art"))
+
+
+def test_rubric_catches_copied_examples_and_phrases_reused_for_unrelated_ideas():
+    lighthouse = [e for e in ENHANCE_EXAMPLES if e[0] == "an old lighthouse in a storm"]
+    dragon = "a dragon egg in a nest of embers"
+    copied = f"{dragon}, dramatic oil painting, lightning flash, warm lamp beam, rule of thirds"  # seen in the studio
+    assert any("copies the example" in p for p in rubric(dragon, copied, lighthouse))
+    assert rubric(dragon, copied) == []  # without knowing the example, nothing looks wrong: why the check exists
+    assert copied_phrases(["warm lamp beam over the sea"], lighthouse) == ["warm lamp beam over the sea"]  # a run of 3 words
+    helmet = "a diving helmet, dramatic oil painting, lightning flash, brass rivets"
+    recent = [(dragon, additions_of(dragon, copied))]
+    assert any("unrelated idea: dramatic oil painting, lightning flash" in p for p in rubric("a diving helmet", helmet, (), recent))
+    assert rubric("a dragon egg on a pillow", "a dragon egg on a pillow, dramatic oil painting, silk folds, candle glow", (), recent) == []
+
+
+def test_example_pool_has_no_shared_phrases_and_the_nearest_is_chosen():
+    phrases = [p for _, a in ENHANCE_EXAMPLES for v in a.values() for p in v.split(", ")]
+    assert len(ENHANCE_EXAMPLES) >= 10 and len(phrases) == len(set(phrases))
+    assert nearest_examples("a steaming bowl of noodles", k=1)[0][0] == "a bowl of ramen"
+    assert nearest_examples("a gray wolf howling in snowy woods", k=2)[0][0] == "a wolf in a winter forest"
+
+
+def test_repair_varies_by_idea():
+    ideas = ("a red sports car", "a haunted lighthouse", "a vintage typewriter covered in ivy", "an old pirate map")
+    additions = [", ".join(additions_of(idea, repair(idea))) for idea in ideas]
+    assert all(additions) and len(set(additions)) >= 3
 
 
 def test_clip_tokenizer_is_the_real_one():
@@ -49,3 +76,9 @@ def test_pass_rate_over_ideas_with_the_real_model():
     assert from_model / len(IDEAS) >= 0.8  # the repair is a safety net, not the main path
     for idea, r in results:
         assert set(content_words(idea)) <= set(content_words(r.prompt))
+    # No phrase from any worked example in the pool, and few phrases reused across the ideas.
+    added = [(idea, additions_of(idea, r.prompt)) for idea, r in results]
+    assert [(idea, copied_phrases(a, ENHANCE_EXAMPLES)) for idea, a in added if copied_phrases(a, ENHANCE_EXAMPLES)] == []
+    phrases = [p for _, a in added for p in a]
+    print(f"distinct additions {len(set(phrases)) / len(phrases):.0%}")
+    assert len(set(phrases)) / len(phrases) >= 0.9

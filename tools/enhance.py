@@ -2,18 +2,24 @@
 
 The model does not rewrite the idea (a 135M model drops words and chats); it fills a JSON schema of
 additions — details, style, lighting, composition — which are sanitised and appended to the idea.
-Every result is checked against the rubric; a failing one is retried with another seed, then repaired
-with a keyword-chosen style so the tool never returns chatter.
+It is shown one worked example, the nearest to the idea by meaning from a pool (agent/prompts.py), because
+a small model copies what it is shown: the rubric rejects additions copied from the example shown and
+phrases already used for an unrelated recent idea. A failing result is retried with the next-nearest
+example and another seed, then repaired with keyword-chosen additions that vary by idea, so the tool never
+returns chatter.
 """
 from __future__ import annotations
 
 import json
 import logging
 import re
+import threading
+import zlib
+from collections import deque
 from dataclasses import dataclass, field
 
 from agent.llm import ChatLLM, LLMError, parse_json
-from agent.prompts import ENHANCE_FEWSHOT, ENHANCE_SYSTEM
+from agent.prompts import ENHANCE_EXAMPLES, ENHANCE_SYSTEM
 
 from .clip_tokens import CLIP_CONTEXT, count_tokens, truncate_phrases
 
@@ -35,14 +41,27 @@ CHATTER = re.compile(
     r"thrilled|excited|hope you|let me|as an ai|assistant|sorry|thank|hello|hi there|you)\b|!|\?",
     re.I,
 )
-# Keyword -> fallback additions, used only when the model's additions fail the rubric twice.
+# Keyword -> fallback additions (style, lighting, composition choices), used only when the model's additions
+# fail the rubric twice; one of each is picked per idea so repaired prompts do not all read the same.
 FALLBACK_STYLES = [
-    (r"dragon|castle|knight|wizard|elf|sword|fantasy|phoenix|myth", ["epic fantasy concept art", "dramatic rim lighting", "highly detailed, wide shot"]),
-    (r"robot|space|cyber|futur|sci-?fi|astronaut|neon|mech", ["sleek sci-fi concept art", "cinematic neon glow", "sharp focus, centered composition"]),
-    (r"cat|dog|fox|owl|bird|frog|animal|lion|horse|whale", ["charming wildlife illustration", "soft natural light", "close-up, shallow depth of field"]),
-    (r"forest|mountain|lake|ocean|sea|landscape|island|desert|river", ["sweeping landscape painting", "golden hour light", "wide angle, rule of thirds"]),
-    (r"", ["highly detailed digital art", "soft studio lighting", "centered composition, clean background"]),
+    (r"dragon|castle|knight|wizard|elf|sword|fantasy|phoenix|myth|viking|samurai",
+     [["epic fantasy concept art", "illuminated manuscript style", "heroic oil illustration"],
+      ["dramatic rim lighting", "torchlit glow", "stormy backlight"], ["highly detailed, wide shot", "low heroic angle", "panoramic framing"]]),
+    (r"robot|space|cyber|futur|sci-?fi|astronaut|neon|mech|clockwork|automaton",
+     [["sleek sci-fi concept art", "retro-futurist poster", "hard-surface 3d render"],
+      ["cinematic neon glow", "cool rim light", "starlit ambience"], ["sharp focus, centered composition", "dynamic diagonal framing", "orthographic view"]]),
+    (r"cat|dog|fox|owl|bird|frog|animal|lion|horse|whale|leopard|puppy|koi|hummingbird|jellyfish",
+     [["charming wildlife illustration", "naturalist field sketch", "soft pastel drawing"],
+      ["soft natural light", "warm afternoon glow", "gentle backlight"], ["close-up, shallow depth of field", "eye-level portrait", "full body profile"]]),
+    (r"forest|mountain|lake|ocean|sea|landscape|island|desert|river|cave|reef|garden",
+     [["sweeping landscape painting", "luminous plein-air study", "atmospheric digital matte"],
+      ["golden hour light", "misty dawn light", "moonlit shimmer"], ["wide angle, rule of thirds", "distant vantage point", "layered foreground and depth"]]),
+    (r"", [["highly detailed digital art", "clean product illustration", "textured gouache painting"],
+           ["soft studio lighting", "warm ambient light", "crisp daylight"], ["centered composition, clean background", "three-quarter view", "tight crop"]]),
 ]
+# Recent accepted additions (idea, phrases): a phrase reused for an unrelated idea is a copy, not a choice.
+RECENT: deque[tuple[str, list[str]]] = deque(maxlen=32)
+_recent_lock = threading.Lock()
 
 
 @dataclass
@@ -58,8 +77,46 @@ def content_words(text: str) -> list[str]:
     return [w for w in words if w not in STOPWORDS and len(w) > 1]
 
 
-def rubric(idea: str, prompt: str) -> list[str]:
-    """Empty list = passes. Checks the properties the issue asks of an enhanced prompt."""
+def _norm(phrase: str) -> str:
+    return re.sub(r"^(a|an|the)\s+", "", re.sub(r"\s+", " ", phrase.lower()).strip(" .;:-\"'"))
+
+
+def additions_of(idea: str, prompt: str) -> list[str]:
+    """The phrases enhance_prompt appended to the idea."""
+    rest = prompt[len(idea):] if prompt.lower().startswith(idea.lower()) else ",".join(prompt.split(",")[1:])
+    return [p for p in (_norm(x) for x in rest.split(",")) if p]
+
+
+def example_phrases(examples) -> list[str]:
+    return [p for _, answer in examples for part in PARTS for p in (_norm(x) for x in re.split(r"[,;]", answer.get(part, ""))) if p]
+
+
+def _trigrams(phrase: str) -> set[tuple[str, ...]]:
+    words = phrase.split()
+    return {tuple(words[i:i + 3]) for i in range(len(words) - 2)}
+
+
+def copied_phrases(additions: list[str], examples) -> list[str]:
+    """Additions that repeat an example's phrase, whole or in a run of three words."""
+    shown = example_phrases(examples)
+    whole = set(shown)
+    runs = set().union(*(_trigrams(p) for p in shown)) if shown else set()
+    return [a for a in additions if a in whole or _trigrams(a) & runs]
+
+
+def unrelated(idea: str, other: str) -> bool:
+    return not set(content_words(idea)) & set(content_words(other))
+
+
+def repeated_phrases(idea: str, additions: list[str], recent) -> list[str]:
+    """Additions already used, word for word, for an unrelated idea (one sharing no content word)."""
+    used = {p for other, phrases in recent if unrelated(idea, other) for p in phrases}
+    return [a for a in additions if a in used]
+
+
+def rubric(idea: str, prompt: str, examples=(), recent=()) -> list[str]:
+    """Empty list = passes. Checks the properties the issue asks of an enhanced prompt; `examples` are the
+    worked examples the model was shown, `recent` the (idea, additions) pairs made before it."""
     problems = []
     have = set(re.findall(r"[a-z0-9][a-z0-9'-]*", prompt.lower()))
     missing = [w for w in content_words(idea) if w not in have]
@@ -76,6 +133,11 @@ def rubric(idea: str, prompt: str) -> list[str]:
     phrases = [p.strip().lower() for p in prompt.split(",")[1:] if p.strip()]
     if len(phrases) != len(set(phrases)):
         problems.append("repeats a phrase")
+    additions = additions_of(idea, prompt)
+    if copied := copied_phrases(additions, examples):
+        problems.append(f"copies the example: {', '.join(copied[:3])}")
+    if repeated := repeated_phrases(idea, additions, recent):
+        problems.append(f"repeats phrases used for an unrelated idea: {', '.join(repeated[:3])}")
     return problems
 
 
@@ -94,9 +156,26 @@ def _clean(phrase: str) -> str | None:
     return phrase[0].lower() + phrase[1:]
 
 
-def _ask(llm: ChatLLM, idea: str, seed: int) -> dict:
+_pool_matrix = None
+_pool_lock = threading.Lock()
+
+
+def nearest_examples(idea: str, k: int = 2) -> list[tuple[str, dict]]:
+    """The k pool examples nearest to the idea by meaning (MiniLM cosine), nearest first."""
+    global _pool_matrix
+    from memory import embeddings
+
+    with _pool_lock:
+        if _pool_matrix is None:
+            _pool_matrix = embeddings.embed([example for example, _ in ENHANCE_EXAMPLES])
+    sims = _pool_matrix @ embeddings.embed([idea])[0]
+    order = sorted(range(len(ENHANCE_EXAMPLES)), key=lambda i: -float(sims[i]))
+    return [ENHANCE_EXAMPLES[i] for i in order[:k]]
+
+
+def _ask(llm: ChatLLM, idea: str, seed: int, examples=()) -> dict:
     messages = [{"role": "system", "content": ENHANCE_SYSTEM}]
-    for example, answer in ENHANCE_FEWSHOT:
+    for example, answer in examples:
         messages += [{"role": "user", "content": f"Idea: {example}"}, {"role": "assistant", "content": json.dumps(answer)}]
     messages.append({"role": "user", "content": f"Idea: {idea}"})
     return parse_json(llm.chat(messages, max_tokens=160, temperature=0.7 if seed else 0.3, json_schema=ENHANCE_SCHEMA, seed=seed))
@@ -109,33 +188,58 @@ def assemble(idea: str, additions: dict) -> str:
     seen_words: set[str] = set(idea_words)
     for part in PARTS:
         kept = 0
-        for raw in re.split(r"[,;]", str(additions.get(part, ""))):
+        text = str(additions.get(part, ""))
+        pieces = re.split(r"[,;]", text)
+        if len(text) >= ENHANCE_SCHEMA["properties"][part]["maxLength"] and len(pieces) > 1:
+            pieces = pieces[:-1]  # the grammar cut the field short: its last piece is a broken word
+        for raw in pieces:
             phrase = _clean(re.sub(r"^(a|an|the)\s+", "", raw.strip(), flags=re.I))
+            words = (phrase or "").lower().split()
             new_words = set(content_words(phrase or "")) - seen_words
-            if not phrase or not new_words or kept >= 2:
-                continue  # empty, chatter, or only repeats words we already have
+            if not phrase or not new_words or kept >= 2 or len(words) > 6 or len(set(words)) < len(words):
+                continue  # empty, chatter, a sentence, stuttering, or only repeats words we already have
             seen_words |= new_words
             phrases.append(phrase)
             kept += 1
     return truncate_phrases(idea, phrases)
 
 
+def repair(idea: str, recent=()) -> str:
+    """Keyword-chosen additions, one style / lighting / composition per idea, avoiding recent repeats."""
+    used = {p for other, phrases in recent if unrelated(idea, other) for p in phrases}
+    for pattern, choices in FALLBACK_STYLES:
+        if re.search(pattern, idea, re.I):
+            start = zlib.crc32(idea.lower().encode())
+            picked = []
+            for options in choices:
+                ranked = [options[(start + i) % len(options)] for i in range(len(options))]
+                picked.append(next((o for o in ranked if _norm(o) not in used), ranked[0]))
+            return truncate_phrases(idea, picked)
+    return idea
+
+
 def enhance(idea: str, llm: ChatLLM | None, attempts: int = 2) -> EnhanceResult:
     idea = fit_idea(idea)
     problems: list[str] = []
+    with _recent_lock:
+        recent = list(RECENT)
+    nearest = nearest_examples(idea, k=attempts) if llm else []
+    result = None
     for attempt in range(attempts if llm else 0):
+        shown = nearest[attempt:attempt + 1]  # the nearest example, then the next one
         try:
-            prompt = assemble(idea, _ask(llm, idea, seed=attempt))
+            prompt = assemble(idea, _ask(llm, idea, seed=attempt, examples=shown))
         except (LLMError, ValueError) as exc:
             problems.append(f"attempt {attempt + 1}: {exc}")
             continue
-        found = rubric(idea, prompt)
+        found = rubric(idea, prompt, shown, recent)
         if not found:
-            return EnhanceResult(prompt, "llm" if attempt == 0 else "llm-retry", attempt + 1, problems)
-        problems.append(f"attempt {attempt + 1}: {'; '.join(found)}")
-    for pattern, additions in FALLBACK_STYLES:
-        if re.search(pattern, idea, re.I):
-            prompt = truncate_phrases(idea, additions)
+            result = EnhanceResult(prompt, "llm" if attempt == 0 else "llm-retry", attempt + 1, problems)
             break
-    log.info("step=enhance source=repaired problems=%s", " | ".join(problems))
-    return EnhanceResult(prompt, "repaired", attempts, problems)
+        problems.append(f"attempt {attempt + 1}: {'; '.join(found)}")
+    if result is None:
+        result = EnhanceResult(repair(idea, recent), "repaired", attempts, problems)
+        log.info("step=enhance source=repaired problems=%s", " | ".join(problems))
+    with _recent_lock:
+        RECENT.append((idea, additions_of(idea, result.prompt)))
+    return result
