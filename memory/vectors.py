@@ -38,6 +38,11 @@ HNSW_CONFIGURATION = {"space": "cosine", "ef_search": 128, "ef_construction": 20
 # A time-windowed recall ("last Thursday") with at most this many of the user's creations in the window is
 # answered by exact search over their stored vectors: a graph search restricted to a small allow-list can miss.
 EXACT_WINDOW_LIMIT = 5000
+# A user with at most this many vectors is searched exactly, over a copy of their vectors this process keeps
+# (loaded once per generation, ~1.5 MB per 1000 vectors; 20k take ~2 ms per query). HNSW graphs over many similar
+# prompts leave a few vectors without in-links (about 1 in 2000 in tests/test_recall_scale.py, whatever M and
+# ef_construction): a graph search can never return those, exact search always does. Above the limit the graph.
+EXACT_USER_LIMIT = int(os.environ.get("ATELIER_RECALL_EXACT_LIMIT") or 20000)
 ADD_BATCH = 1000  # below Chroma's max batch size; one graph write per batch
 
 
@@ -107,6 +112,7 @@ class _Handle:
         self.collections: dict[str, object] = {}  # user id -> open collection
         self.generation = b""  # the generation the open client has seen
         self.counts: dict[str, int] | None = None  # user id -> vectors, valid for `generation`
+        self.exact: dict[str, tuple[list[str], np.ndarray, np.ndarray]] = {}  # user id -> (ids, vectors, created_ts)
         self.migrated = False
         self.wrote = False  # something changed the files under a read (migration, rebuild): tell the others
 
@@ -241,6 +247,7 @@ class VectorIndex:
         client, self._handle.client = self._handle.client, None
         self._handle.collections = {}
         self._handle.counts = None
+        self._handle.exact = {}
         if client is not None:
             try:
                 client.close()  # the last handle on a folder stops Chroma's system
@@ -367,6 +374,11 @@ class VectorIndex:
                         collection.add(ids=[items[i][0] for i in new], documents=[items[i][1] for i in new],
                                        metadatas=[items[i][2] for i in new], embeddings=vectors[new])
                         added += len(new)
+                        if user_id in self._handle.exact:
+                            ids, matrix, created = self._handle.exact[user_id]
+                            self._handle.exact[user_id] = (
+                                ids + [items[i][0] for i in new], np.vstack([matrix, vectors[new]]),
+                                np.concatenate([created, [float(items[i][2].get("created_ts", 0.0)) for i in new]]))
                         if self._handle.counts is not None:
                             self._handle.counts[user_id] = self._handle.counts.get(user_id, 0) + len(new)
             return added
@@ -381,6 +393,7 @@ class VectorIndex:
             for user_id, collection in self._user_collections().items():
                 collection.delete(ids=list(ids))
             self._handle.counts = None
+            self._handle.exact = {}
 
         self._call(delete, writes=True)
 
@@ -437,6 +450,16 @@ class VectorIndex:
             collection = self._user_collection(user_id)
             if collection is None:
                 return []
+            exact = self._exact(user_id, collection)
+            if exact is not None:
+                ids, matrix, created = exact
+                scores = matrix @ vector
+                if since_ts is not None:
+                    scores[created < since_ts] = -np.inf
+                if until_ts is not None:
+                    scores[created >= until_ts] = -np.inf
+                best = np.argsort(-scores)[:limit]
+                return [(ids[i], float(scores[i])) for i in best if np.isfinite(scores[i])]
             if where is not None:
                 window = collection.get(where=where, limit=EXACT_WINDOW_LIMIT + 1, include=["embeddings"])
                 if len(window["ids"]) <= EXACT_WINDOW_LIMIT:
@@ -453,3 +476,20 @@ class VectorIndex:
             return [(cid, 1.0 - float(d)) for cid, d in zip(ids, distances)]
 
         return self._call(query)
+
+    def _exact(self, user_id: str, collection):
+        """The user's (ids, vectors, created_ts) for exact search, or None above EXACT_USER_LIMIT or for a server
+        (whose writers we cannot hear of)."""
+        if self._lock_path is None:
+            return None
+        cached = self._handle.exact.get(user_id)
+        if cached is None:
+            if self._counts().get(user_id, 0) > EXACT_USER_LIMIT:
+                return None
+            started = time.perf_counter()
+            stored = collection.get(include=["embeddings", "metadatas"])
+            matrix = np.asarray(stored["embeddings"], dtype=np.float32).reshape(len(stored["ids"]), embeddings.DIM)
+            created = np.asarray([float((m or {}).get("created_ts", 0.0)) for m in stored["metadatas"]], dtype=np.float64)
+            cached = self._handle.exact[user_id] = (list(stored["ids"]), matrix, created)
+            log.info("step=load_exact user_vectors=%d seconds=%.3f", len(stored["ids"]), time.perf_counter() - started)
+        return cached
