@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -70,6 +71,11 @@ def build_parser() -> Parser:
     recall.add_argument("--user", default="local")
     recall.add_argument("--json", action="store_true")
     recall.add_argument("--limit", type=int, default=5)
+
+    forget = sub.add_parser("forget", help="delete one of your creations: its rows, its vector and the files no other creation uses")
+    forget.add_argument("creation_id")
+    forget.add_argument("--user", default="local")
+    forget.add_argument("--json", action="store_true")
 
     transcribe = sub.add_parser("transcribe", help="speech to text with the embedded Whisper model")
     transcribe.add_argument("file")
@@ -346,6 +352,22 @@ def cmd_recall(args) -> int:
     return 0
 
 
+def cmd_forget(args) -> int:
+    from memory.store import get_store
+
+    user = _user(args.user)
+    result = get_store().forget(args.creation_id, user) if re.fullmatch(r"[A-Za-z0-9]{1,64}", args.creation_id) else None
+    if result is None:  # unknown, or another user's: nothing changed
+        print(f"atelier: error: no creation {args.creation_id!r} for user {user!r}; nothing was deleted", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print(f"forgot {result['id']}: {len(result['files_removed'])} file(s) removed, {len(result['files_kept'])} kept "
+              f"(used by other creations), {result['remixes_orphaned']} remix(es) now without a parent")
+    return 0
+
+
 def cmd_transcribe(args) -> int:
     from agent.speech import TranscriptionError, transcribe
 
@@ -538,7 +560,7 @@ def cmd_serve(args) -> int:
     return serve(args.host, args.port)
 
 
-COMMANDS = {"eval": cmd_eval, "create": cmd_create, "recall": cmd_recall, "transcribe": cmd_transcribe, "reindex": cmd_reindex,
+COMMANDS = {"eval": cmd_eval, "create": cmd_create, "recall": cmd_recall, "forget": cmd_forget, "transcribe": cmd_transcribe, "reindex": cmd_reindex,
             "setup": cmd_setup, "chat": cmd_chat, "serve": cmd_serve, "models": cmd_models}
 
 if __name__ == "__main__":

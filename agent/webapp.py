@@ -2,7 +2,8 @@
 
 langgraph.json points the server here:
     "auth": {"path": "agent.webapp:auth"}           who is calling, and which threads they may touch
-    "http": {"app": "agent.webapp:app", ...}       GET /assets/{sha256}, GET /creations[/{id}], GET /atelier/health
+    "http": {"app": "agent.webapp:app", ...}       GET /assets/{sha256}, GET /creations[/{id}], DELETE /creations/{id},
+                                                   GET /atelier/health (documented in /openapi.json)
 
 Identity (see docs/deployment.md):
   * ATELIER_API_KEYS="alice:token1,bob:token2" set: every request needs `Authorization: Bearer <token>`; the
@@ -26,6 +27,8 @@ import logging
 import os
 import re
 import sys
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
-from memory.validation import InvalidInput, parse_bounded_int, validate_idea, validate_user_id
+from memory.validation import InvalidInput, parse_bounded_int, shown, validate_idea, validate_user_id
 
 log = logging.getLogger("atelier.api")
 
@@ -290,26 +293,153 @@ def get_asset(request: Request):
                         headers={"Cache-Control": "private, max-age=31536000, immutable", "ETag": f'"{sha}"'})
 
 
+_CREATION_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
+
+
+def _summary(view) -> dict:
+    return {"id": view.id, "created_at": view.created_at, "status": view.status, "original_prompt": view.original_prompt,
+            "url": f"/creations/{view.id}"}
+
+
+def _creation_id(request: Request) -> str:
+    creation_id = request.path_params["creation_id"]
+    if not _CREATION_ID.match(creation_id):  # never a real id: the same 404 as an unknown one
+        raise HTTPException(404, "no such creation")
+    return creation_id
+
+
 def get_creation(request: Request):
+    """One of the caller's creations, with its lineage both ways.
+    ---
+    summary: One creation with its lineage
+    tags: [Atelier history]
+    description: >
+      The caller's creation (prompts, status, assets with their /assets URLs) and its lineage: `lineage.parent`,
+      the creation it remixes, and `lineage.remixes`, the creations that remix it (oldest first), each
+      `{id, created_at, status, original_prompt, url}`. Only the caller's own creations are ever shown.
+    parameters:
+      - {name: creation_id, in: path, required: true, schema: {type: string}}
+      - {name: user_id, in: query, required: false, schema: {type: string},
+         description: "whose history, when no token or X-Atelier-User names the caller (open local mode)"}
+    responses:
+      "200": {description: "the creation: the /creations item fields plus lineage {parent, remixes}"}
+      "404": {description: "no such creation for this user (another user's id is answered the same way)"}
+    """
     from memory.store import get_store
 
-    view = get_store().get(request.path_params["creation_id"], user_id=request_user(request))
+    store, user = get_store(), request_user(request)
+    view = store.get(_creation_id(request), user_id=user)
     if view is None:
         raise HTTPException(404, "no such creation")
-    return JSONResponse(_creation_json(view))
+    parent = store.get(view.parent_id, user_id=user) if view.parent_id else None
+    remixes = [c for c in store.children(view.id) if c.user_id == user]
+    return JSONResponse({**_creation_json(view), "lineage": {"parent": _summary(parent) if parent else None,
+                                                             "remixes": [_summary(c) for c in remixes]}})
+
+
+def delete_creation(request: Request):
+    """Forget one of the caller's creations.
+    ---
+    summary: Forget a creation
+    tags: [Atelier history]
+    description: >
+      Removes the creation's rows, its vector (recall no longer finds it) and its asset files that no other
+      creation uses (files are shared by content hash). Its remixes stay, without a parent. The same as
+      `atelier forget ID --user U`.
+    parameters:
+      - {name: creation_id, in: path, required: true, schema: {type: string}}
+      - {name: user_id, in: query, required: false, schema: {type: string}}
+    responses:
+      "200": {description: "{id, user_id, files_removed, files_kept, remixes_orphaned}"}
+      "404": {description: "no such creation for this user: nothing changed"}
+    """
+    from memory.store import get_store
+
+    user = request_user(request)
+    result = get_store().forget(_creation_id(request), user)
+    if result is None:
+        raise HTTPException(404, "no such creation")
+    return JSONResponse(result)
+
+
+def time_bound(value: str | None, field: str) -> datetime | None:
+    """?since= / ?until=: an ISO date or date-time (a date alone is that whole day, a time without an offset is
+    UTC) or a time phrase recall understands ("yesterday", "last week", "3 days ago"): since = its start,
+    until = its end."""
+    from memory.timeparse import split_time
+
+    text = (value or "").strip()
+    if not text:
+        return None
+    if len(text) > 100:
+        raise InvalidInput(field, "is longer than 100 characters")
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        parsed = None
+    if parsed is not None:
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        whole_day = re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) is not None
+        return parsed + timedelta(days=1) if whole_day and field == "until" else parsed
+    rest, window = split_time(text)
+    if window is None or rest:
+        raise InvalidInput(field, f"must be an ISO date (2026-11-30), a date-time (2026-11-30T14:00Z) or a time phrase "
+                                  f"such as 'yesterday' or 'last week', not {shown(text)}")
+    return window.start if field == "since" else window.end
 
 
 def list_creations(request: Request):
+    """The caller's creations: newest first, or by meaning with ?q=, within ?since= / ?until=.
+    ---
+    summary: Search and page through the caller's creations
+    tags: [Atelier history]
+    description: >
+      Without `q`, the caller's creations newest first. With `q`, recall_similar's search (memory/recall.py):
+      the words by meaning (Chroma), a time phrase in them ("the castle from last week") as a window, filler
+      alone ("what I made") by recency; each item then carries a `score`, and only the best 100 are ranked.
+      `since` / `until` narrow either to a time window.
+    parameters:
+      - {name: q, in: query, required: false, schema: {type: string, maxLength: 300}}
+      - {name: since, in: query, required: false, schema: {type: string},
+         description: "ISO date / date-time (UTC when no offset) or a phrase: yesterday, last week, 3 days ago"}
+      - {name: until, in: query, required: false, schema: {type: string},
+         description: "exclusive end; a date alone includes that day; a phrase ends where it ends"}
+      - {name: limit, in: query, required: false, schema: {type: integer, minimum: 1, maximum: 100, default: 20}}
+      - {name: offset, in: query, required: false, schema: {type: integer, minimum: 0, default: 0}}
+      - {name: user_id, in: query, required: false, schema: {type: string}}
+    responses:
+      "200": {description: "{user_id, q, mode (recent | semantic | recency), since, until, limit, offset, creations: [...]}"}
+      "422": {description: "a parameter breaks its rule (the message names it)"}
+    """
+    from memory.recall import recall
     from memory.store import get_store
 
     try:
         limit = parse_bounded_int(request.query_params.get("limit"), "limit", 20, 1, 100)
         offset = parse_bounded_int(request.query_params.get("offset"), "offset", 0, 0, MAX_OFFSET)
+        since = time_bound(request.query_params.get("since"), "since")
+        until = time_bound(request.query_params.get("until"), "until")
+        q = " ".join((request.query_params.get("q") or "").split())
+        if len(q) > 300:
+            raise InvalidInput("q", "is longer than 300 characters")
+        if since and until and since >= until:
+            raise InvalidInput("since", "must be before until")
     except InvalidInput as exc:
         raise HTTPException(422, str(exc)) from None
     user = request_user(request)
-    views = get_store().list(user, limit=limit, offset=offset)
-    return JSONResponse({"user_id": user, "creations": [_creation_json(v) for v in views]})
+    store = get_store()
+    started = time.perf_counter()
+    if q:
+        # recall ranks at most 100; a window from since/until is applied to what it ranked
+        found = recall(store, q, user, limit=100 if (since or until) else min(100, offset + limit))
+        views = [v for v in found.creations if (since is None or v.created >= since) and (until is None or v.created < until)]
+        views, mode = views[offset:offset + limit], found.mode
+    else:
+        views, mode = store.list(user, limit=limit, offset=offset, since=since, until=until), "recent"
+    log.info("step=list_creations user=%s mode=%s results=%d seconds=%.3f", user, mode, len(views), time.perf_counter() - started)
+    return JSONResponse({"user_id": user, "q": q, "mode": mode, "since": since.isoformat() if since else None,
+                         "until": until.isoformat() if until else None, "limit": limit, "offset": offset,
+                         "creations": [_creation_json(v) for v in views]})
 
 
 def health(request: Request):
@@ -394,6 +524,7 @@ app = Starlette(lifespan=lifespan, middleware=[Middleware(RequestGuard)], routes
     Route("/assets/{sha256}", get_asset, methods=["GET", "HEAD"]),
     Route("/creations", list_creations, methods=["GET"]),
     Route("/creations/{creation_id}", get_creation, methods=["GET"]),
+    Route("/creations/{creation_id}", delete_creation, methods=["DELETE"]),
     Route("/atelier/health", health, methods=["GET"]),
 ])
 

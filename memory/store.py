@@ -371,6 +371,38 @@ class MemoryStore:
             records = session.scalars(select(CreationRecord).where(CreationRecord.id.in_(ids)))
             return {r.id: self._view(r) for r in records if r.user_id == user_id}
 
+    # -- forgetting ---------------------------------------------------------------------------------
+    def forget(self, creation_id: str, user_id: str) -> dict | None:
+        """Remove one of the user's creations: its rows (prompt, assets, vector rows), its vector, and the asset
+        files no other creation uses. Its remixes stay, without a parent. None (and nothing changed) when there
+        is no such creation for this user: another user's id looks the same as an unknown one."""
+        started = time.perf_counter()
+        with self.sessions.begin() as session:
+            record = session.get(CreationRecord, creation_id)
+            if record is None or record.user_id != user_id:
+                return None
+            paths = sorted({a.path for a in record.assets})
+            orphaned = session.execute(update(CreationRecord).where(CreationRecord.parent_id == creation_id)
+                                       .values(parent_id=None)).rowcount
+            session.delete(record)  # cascades to the prompt, asset and vector_embeddings rows
+        removed, kept = [], []
+        with self.sessions() as session:
+            for rel in paths:  # content-addressed: the same bytes in another creation share the file
+                if session.scalar(select(func.count()).select_from(Asset).where(Asset.path == rel)):
+                    kept.append(rel)
+                else:
+                    (self.data_dir / rel).unlink(missing_ok=True)
+                    removed.append(rel)
+        try:
+            self.index.delete([creation_id])
+        except Exception as exc:  # SQL is the truth: the next index check drops a vector with no row
+            with self._index_lock:
+                self._index_checked = False
+            log.warning("step=forget_vector creation=%s status=failed reason=%s", creation_id, exc)
+        log.info("step=forget creation=%s user=%s files_removed=%d files_kept=%d remixes_orphaned=%d seconds=%.3f",
+                 creation_id, user_id, len(removed), len(kept), orphaned, time.perf_counter() - started)
+        return {"id": creation_id, "user_id": user_id, "files_removed": removed, "files_kept": kept, "remixes_orphaned": orphaned}
+
     def _view(self, record: CreationRecord) -> CreationView:
         status, reason = record.status, record.status_reason
         if status == "in_progress" and (broken := _lease_broken(record.lease_owner, record.lease_until)):
