@@ -42,3 +42,101 @@ def test_transcribe_cli_json(tmp_path):
     assert out.returncode == 0, out.stderr.decode()
     text = json.loads(out.stdout)["text"].lower()
     assert "dragon" in text and "cliff" in text and "sunset" in text
+
+
+# -- accuracy: beam search and the vocabulary bias (benchmarks/voice_wer.py has the full table) ----------------
+WER_BOUND = 0.30
+
+
+def test_vocabulary_reaches_the_model_and_fixes_a_known_bad_phrase(tmp_path, monkeypatch):
+    from agent import speech
+
+    wav = speak("a brass owl automaton", tmp_path / "owl.wav")
+    seen = []
+    model = speech._load()
+    real = model.transcribe
+    monkeypatch.setattr(model, "transcribe", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    before = speech.transcribe(wav, options=speech.LEGACY, prompts=["a brass owl automaton"]).text.lower()
+    after = speech.transcribe(wav, prompts=["a castle at night", "a brass owl automaton", "a castle at night"]).text.lower()
+    assert "hotwords" not in seen[0] and "initial_prompt" not in seen[0] and seen[0]["beam_size"] == 1
+    assert seen[1]["hotwords"] == "A castle at night. A brass owl automaton." and seen[1]["initial_prompt"] == speech.TOOL_PROMPT
+    assert seen[1]["beam_size"] == 5
+    assert "brass owl automaton" not in before  # tiny.en alone: "and rest, I will talk to you soon"
+    assert "brass owl automaton" in after
+
+
+def test_hotwords_are_the_users_own_newest_prompts_and_stay_short(store, monkeypatch):
+    from agent import speech
+    from tools.backends.base import GeneratedAsset
+
+    png = b"\x89PNG\r\n\x1a\n"
+    for user, idea in [("ann", "a brass owl automaton"), ("bob", "a secret submarine base"),
+                       ("ann", "a castle on a hill at night"), ("ann", "a castle on a hill at night")]:
+        store.create(user_id=user, thread_id="t", original_prompt=idea, enhanced_prompt=idea,
+                     assets=[GeneratedAsset(kind="image", data=idea.encode() + png, mime="image/png", backend="test")])
+    monkeypatch.setattr("memory.store.get_store", lambda *a, **kw: store)
+    assert speech.build_hotwords(speech.past_prompts("ann")) == "A castle on a hill at night. A brass owl automaton."
+    assert speech.past_prompts("nobody") == [] and speech.build_hotwords([]) == ""
+    many = [f"idea number {i} " + "word " * 30 for i in range(40)]
+    bias = speech.build_hotwords(many)
+    assert len(bias) <= speech.MAX_HOTWORD_CHARS and bias.count(".") <= speech.MAX_PAST_PROMPTS
+    assert all(len(s.split()) <= speech.MAX_WORDS_PER_PROMPT for s in bias.split(".") if s.strip())
+
+
+def test_new_settings_bring_held_out_speech_under_a_wer_bound_the_old_ones_miss(tmp_path):
+    """benchmarks/voice_wer.py's held-out phrases in a held-out voice (neither was tuned on), the same simulated
+    user history as the benchmark."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from voice_wer import PAST_PROMPTS, PHRASES, wer
+
+    from agent import speech
+
+    wavs = []
+    for i, phrase in enumerate(PHRASES["held_out"]):
+        wavs.append(tmp_path / f"held-{i}.wav")
+        subprocess.run(["espeak-ng", "-v", "en-us+m3", "-s", "185", "-w", str(wavs[-1]), phrase], check=True)
+    legacy = wer([(p, speech.transcribe(w, options=speech.LEGACY).text) for p, w in zip(PHRASES["held_out"], wavs)])
+    new = wer([(p, speech.transcribe(w, prompts=PAST_PROMPTS).text) for p, w in zip(PHRASES["held_out"], wavs)])
+    print(f"held-out WER: legacy {legacy:.3f}, new {new:.3f}")
+    assert new <= WER_BOUND < legacy, (legacy, new)
+
+
+def test_silence_is_still_nothing_with_the_vocabulary_bias(tmp_path):
+    """The prompt must not be 'heard' in silence or noise (Whisper likes to repeat its context)."""
+    from agent import speech
+
+    silence, noise = tmp_path / "silence.wav", tmp_path / "noise.wav"
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", str(silence), "trim", "0", "3"], check=True)
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", str(noise), "synth", "3", "brownnoise", "vol", "0.05"], check=True)
+    for wav in (silence, noise):
+        assert speech.transcribe(wav, prompts=["a brass owl automaton"]).heard_nothing, wav.name
+
+
+def test_whisper_model_switch_picks_a_folder_from_models_dir(tmp_path, monkeypatch):
+    from agent import speech
+    from agent.settings import get_settings
+    from models.registry import ModelMissing, whisper_model_path
+
+    packaged = whisper_model_path()
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "tiny-copy.en").symlink_to(packaged, target_is_directory=True)
+    (models / "not-whisper").mkdir()
+    monkeypatch.setenv("ATELIER_MODELS_DIR", str(models))
+    monkeypatch.setenv("ATELIER_WHISPER_MODEL", "tiny-copy.en")
+    get_settings.cache_clear()
+    monkeypatch.setattr(speech, "_model", None)  # a fresh load, then the packaged one again after the test
+    monkeypatch.setattr(speech, "_model_path", None)
+    try:
+        assert whisper_model_path() == models / "tiny-copy.en"
+        result = speech.transcribe(speak("make one like before, but with wings", tmp_path / "w.wav"))
+        assert speech.loaded_model_path() == models / "tiny-copy.en" and "wings" in result.text.lower()
+        monkeypatch.setenv("ATELIER_WHISPER_MODEL", str(models / "tiny-copy.en"))  # a path works too
+        get_settings.cache_clear()
+        assert whisper_model_path() == models / "tiny-copy.en"
+        monkeypatch.setenv("ATELIER_WHISPER_MODEL", "small.en")
+        get_settings.cache_clear()
+        with pytest.raises(ModelMissing, match=r"small\.en.*Whisper folders in .*: tiny-copy\.en$"):
+            whisper_model_path()
+    finally:
+        get_settings.cache_clear()
