@@ -22,10 +22,15 @@ serve: setup
 test: setup
 	bash scripts/test.sh
 
+# Only the unit tests (in-process; markers assigned in tests/conftest.py): seconds, not the suite's minutes.
+test-fast: setup
+	bash scripts/test.sh -m unit
+
 bench: setup
 	.venv/bin/python benchmarks/run_all.py
 
-# Re-resolve the dependency set and write requirements.lock (then `make setup` builds a new cached venv).
+# Re-resolve the dependency set, the dev extra (pytest, selenium) included, and write requirements.lock (then
+# `make setup` builds a new cached venv).
 lock:
-	python3.11 -m venv /tmp/atelier-lock && /tmp/atelier-lock/bin/pip install -q -c constraints.txt -e . && \
+	python3.11 -m venv /tmp/atelier-lock && /tmp/atelier-lock/bin/pip install -q -c constraints.txt -e '.[dev]' && \
 	/tmp/atelier-lock/bin/pip freeze --exclude-editable | grep -v '^-e' | grep -viE '^($$(grep -E '^[a-z]' requirements-nodeps.txt | cut -d= -f1 | paste -sd'|'))==' > requirements.lock && rm -rf /tmp/atelier-lock

@@ -59,3 +59,24 @@ def shots(tmp_path_factory) -> Path:
     if os.environ.get("ATELIER_UI_UPDATE_SCREENSHOTS") == "1":
         return ROOT / "docs" / "screenshots"
     return tmp_path_factory.mktemp("screenshots")
+
+
+# -- test levels: `pytest -m unit` (fast, in-process), `-m integration`, `-m e2e`; `make test` runs all ----------
+# e2e: a browser, the API server, compose. integration: real llama.cpp, Chroma, Postgres, Whisper or subprocesses.
+# A file not listed here is unit; a new file that starts a process or loads a model belongs in this table.
+E2E = {"test_ui_studio.py", "test_ui_users.py", "test_api_server.py", "test_api_load.py", "test_history_api.py",
+       "test_compose.py", "test_concurrent_writers.py", "test_idempotency.py", "test_llm_server.py"}
+INTEGRATION = {"test_cli.py", "test_graph.py", "test_enhance.py", "test_decisions.py", "test_llm_sharing.py",
+               "test_model_decides.py", "test_memory.py", "test_memory_backends.py", "test_faults.py", "test_index_faults.py",
+               "test_recall_scale.py", "test_speech.py", "test_embeddings_onnx.py", "test_validation.py", "test_models_cli.py",
+               "test_openfabric_client.py", "test_openfabric_marshmallow.py", "test_openfabric_real.py",
+               "test_backend_diffusers.py", "test_backend_hunyuan3d.py", "test_backend_plugins.py"}
+
+
+def level_of(filename: str) -> str:
+    return "e2e" if filename in E2E else "integration" if filename in INTEGRATION else "unit"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker(getattr(pytest.mark, level_of(item.path.name)))

@@ -533,13 +533,6 @@ def _random_seed(schema: dict) -> int:
 # ----------------------------------------------------------------------------- building
 
 
-def _set_path(body: dict, path: tuple[str, ...], value: Any) -> None:
-    node = body
-    for part in path[:-1]:
-        node = node.setdefault(part, {})
-    node[path[-1]] = value
-
-
 def build_input(schema: Any, values: ToolValues, *, kind: str) -> MappedInput:
     """Map `values` onto `schema`; raise SchemaUnsatisfiable/BadSchema with the exact reason."""
     if not isinstance(schema, dict):
