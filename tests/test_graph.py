@@ -1,4 +1,5 @@
-"""The agent graph end to end: real llama.cpp (hybrid policy), real memory, offline backends."""
+"""The agent graph end to end: real llama.cpp, real memory, offline backends. Default policy auto: the packaged
+model measures far below the router, so the router decides (test_model_policy_... makes the model decide)."""
 from __future__ import annotations
 
 import json
@@ -116,3 +117,8 @@ def test_model_policy_runs_the_real_model_decisions_end_to_end(graph):
     assert set(called) <= {"enhance_prompt", "text_to_image", "image_to_3d", "recall_similar"}
     last = result["state"]["messages"][-1]
     assert isinstance(last, AIMessage) and not last.tool_calls and last.content
+    from agent.cli import turn_decisions
+
+    decisions = turn_decisions(result["state"])  # every step was the model's (or a guard's veto of it)
+    assert decisions and {d["decided_by"] for d in decisions} <= {"model", "guard"}
+    assert [d["tool"] for d in decisions if d["tool"]] == called

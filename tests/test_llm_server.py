@@ -87,3 +87,26 @@ def test_graph_uses_the_llm_server(llm, tmp_path):
     finally:
         api.stop()
     assert requests_served(llm) > before
+
+
+def test_the_graph_decides_by_tool_calls_from_the_llm_server(llm, data_dir, monkeypatch):
+    """Policy model against llama_cpp.server (chatml-function-calling): the decide step sends the standard
+    tools, and whatever the 135M model calls runs (or the guard vetoes it); the turn ends with a reply."""
+    import agent.llm as llm_module
+    from agent.cli import run_turn, turn_report
+    from agent.graph import build_graph
+    from agent.settings import get_settings
+    from memory.session import checkpointer
+
+    monkeypatch.setenv("ATELIER_LLM_URL", f"{llm.url}/v1")
+    get_settings.cache_clear()
+    monkeypatch.setattr(llm_module, "_llm", None)
+    before = requests_served(llm)
+    config = {"configurable": {"thread_id": "served", "user_id": "u", "decision_policy": "model", "enhance": False}}
+    report = turn_report(run_turn(build_graph(checkpointer=checkpointer()), "a paper boat on a pond", config), config)
+    called = report["tool_calls"]
+    assert len(called) == len(set(called)) and set(called) <= {"text_to_image", "image_to_3d", "recall_similar"}
+    assert report["decisions"] and {d["decided_by"] for d in report["decisions"]} <= {"model", "guard"}
+    assert report["reply"] and requests_served(llm) > before
+    assert not llm_module.llm_loaded() or isinstance(llm_module.get_llm(), llm_module.ServerLLM)  # never in-process
+
