@@ -19,6 +19,14 @@ def supported_by(knob: str, backends: list[str]) -> list[str]:
     return supporting(knob, backends)
 
 
+# Who decides under each policy, in the words the panel shows (agent/decision.py has the details).
+POLICY_WORDS = ("auto (default): the model decides if its measured accuracy (`atelier eval decisions`) is within 2 points of the "
+                "router's; otherwise the router decides and asks the model only when unsure — the packaged SmolLM2-135M measures "
+                "far below the router, so with it the router decides · model: the LLM decides every step, the router only vetoes "
+                "impossible calls · router: the intent router decides, the LLM is not asked · hybrid: the router decides, the LLM "
+                "where the router is unsure.")
+
+
 def defaults() -> dict[str, Any]:
     s = get_settings()
     return {"image_backend": AUTO, "model_backend": AUTO, "enhance": True, "auto_3d": True, "review_prompt": False,
@@ -57,7 +65,7 @@ def widgets(values: dict[str, Any] | None = None) -> list:
                                placeholder="e.g. 42", description="The same seed and prompt give the same picture."))
     items.append(Select(id="decision_policy", label="Who decides the next step", values=list(POLICIES),
                         initial_value=v["decision_policy"] if v["decision_policy"] in POLICIES else s.decision_policy,
-                        description="model: the local LLM · router: the intent router · hybrid: the LLM, checked by the router."))
+                        description=POLICY_WORDS))
     return items
 
 
