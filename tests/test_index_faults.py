@@ -131,7 +131,7 @@ def test_a_really_corrupt_index_is_rebuilt_from_sqlite(data_dir, monkeypatch, da
     from memory import vectors
     from memory.store import MemoryStore
 
-    # Chroma writes a collection's graph files every sync_threshold additions (1000 by default); a small threshold
+    # Chroma writes a collection's graph files every sync_threshold additions (100 here); a smaller threshold
     # makes this test's few creations reach those files.
     monkeypatch.setitem(vectors.HNSW_CONFIGURATION, "sync_threshold", 2)
     monkeypatch.setitem(vectors.HNSW_CONFIGURATION, "batch_size", 2)
