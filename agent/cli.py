@@ -183,73 +183,8 @@ def _checked_configuration(configurable: dict[str, Any]) -> None:
         raise UsageError(str(exc)) from None
 
 
-def run_turn(graph, text: str, config: dict, on_event=None, review=None) -> dict[str, Any]:
-    """Run one request through the graph, streaming events; returns what the turn did."""
-    from langchain_core.messages import HumanMessage
-    from langgraph.types import Command
-
-    started = time.perf_counter()
-    events: list[dict] = []
-    payload: Any = {"messages": [HumanMessage(text)]}
-    while True:
-        interrupted = None
-        for mode, chunk in graph.stream(payload, config, stream_mode=["updates", "custom"]):
-            if mode == "custom":
-                events.append(chunk)
-                if on_event:
-                    on_event(chunk)
-            elif mode == "updates" and "__interrupt__" in chunk:
-                interrupted = chunk["__interrupt__"][0].value
-        if interrupted is None:
-            break
-        payload = Command(resume=review(interrupted) if review else {"action": "accept"})
-    state = graph.get_state(config).values
-    steps = [e for e in events if e.get("event") == "step_end"]
-    return {"state": state, "steps": steps, "seconds": round(time.perf_counter() - started, 3)}
-
-
-def turn_report(result: dict, config: dict) -> dict[str, Any]:
-    state, steps = result["state"], result["steps"]
-    done = [s["tool"] for s in steps]
-    image = state.get("image") if "text_to_image" in done or "image_to_3d" in done or "recall_similar" in done else None
-    model = state.get("model") if image else None
-    stage_seconds: dict[str, float] = {}
-    for s in steps:
-        stage_seconds[s["tool"]] = round(stage_seconds.get(s["tool"], 0) + s["seconds"], 3)
-    stage_seconds["total"] = result["seconds"]
-    reply = state["messages"][-1].content if state.get("messages") else ""
-    return {
-        "creation_id": state.get("creation_id") if done else None,
-        "thread_id": config["configurable"]["thread_id"],
-        "user_id": config["configurable"]["user_id"],
-        "original_prompt": state.get("idea"),
-        "enhanced_prompt": state.get("enhanced_prompt"),
-        "image": image and image["path"],
-        "model": model and model["path"],
-        "backends": {"image": image and image["backend"], "model": model and model["backend"]},
-        "tool_calls": done,
-        "fallbacks": [{"tool": s["tool"], **a} for s in steps for a in s.get("attempts", []) if not a["ok"]],
-        "recalled": [c["id"] for c in state.get("recalled") or []] if "recall_similar" in done else [],
-        "seconds": stage_seconds,
-        "reply": reply,
-        "decisions": turn_decisions(state),
-    }
-
-
-def turn_decisions(state: dict) -> list[dict[str, Any]]:
-    """Who decided each step of the latest turn (model, router, or guard = a vetoed model call)."""
-    from langchain_core.messages import AIMessage, HumanMessage
-
-    out: list[dict[str, Any]] = []
-    for message in reversed(state.get("messages") or []):
-        if isinstance(message, HumanMessage):
-            break
-        kwargs = getattr(message, "additional_kwargs", None) or {}
-        if isinstance(message, AIMessage) and kwargs.get("decision"):
-            tool = message.tool_calls[0]["name"] if message.tool_calls else None
-            out.append({"tool": tool, "decided_by": kwargs["decision"], "policy": kwargs.get("policy"),
-                        "arguments_from": kwargs.get("arguments_from"), "reason": kwargs.get("decision_reason")})
-    return list(reversed(out))
+# The one run loop and its report live in agent/run.py; re-exported here for the tests and benchmarks.
+from agent.run import run_turn, turn_decisions, turn_report  # noqa: E402,F401
 
 
 def cmd_create(args) -> int:

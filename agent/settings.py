@@ -63,6 +63,11 @@ class Settings(BaseSettings):
 
     max_idea_chars: int = 4000
 
+    # The studio as a client (ui/runner.py, docs/ui.md "Client mode")
+    api_url: str | None = Field(None, description="Base URL of `atelier serve` (http://host:2024): when set, the Chainlit "
+                                "studio runs its threads on that LangGraph API server (RemoteGraph, X-Atelier-User = the "
+                                "signed-in user) and shows its assets; unset, the studio runs the graph in-process.")
+
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'atelier.db').resolve()}"
