@@ -166,9 +166,11 @@ def test_settings_panel_and_views_read_the_plugin_declarations(plugin, monkeypat
 
 def test_atelier_create_uses_the_plugin_from_its_entry_point(tmp_path):
     site = write_plugin(tmp_path / "site")
-    env = cli_env(tmp_path / "data", ATELIER_IMAGE_BACKENDS="stripes,sketch",
-                  PYTHONPATH=f"{site}{':'}{ROOT}")
-    out = subprocess.run([sys.executable, "-m", "agent.cli", "create", "a blue bicycle", "--json", "--user", "pat", "--no-3d"],
+    # (the router decides and the prompt is not enhanced: the LLM is not what this test is about)
+    env = cli_env(tmp_path / "data", ATELIER_IMAGE_BACKENDS="stripes,sketch", ATELIER_DECISION_POLICY="router",
+                  PYTHONPATH=f"{site}:{ROOT}")
+    out = subprocess.run([sys.executable, "-m", "agent.cli", "create", "a blue bicycle", "--json", "--user", "pat", "--no-3d",
+                          "--no-enhance"],
                          cwd=ROOT, env=env, capture_output=True, timeout=240)
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     report = json.loads(out.stdout)
