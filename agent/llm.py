@@ -274,8 +274,14 @@ def current_model_key() -> str:
 
     settings = get_settings()
     if settings.llm_url:
-        return f"served:{served_model_id(settings.llm_url)}"
+        cached = _served_cache.get(settings.llm_url)
+        if cached is None or time.monotonic() - cached[1] > 60:  # one /v1/models call a minute, not one per step
+            cached = _served_cache[settings.llm_url] = (f"served:{served_model_id(settings.llm_url)}", time.monotonic())
+        return cached[0]
     return gguf_key(llm_path())
+
+
+_served_cache: dict[str, tuple[str, float]] = {}
 
 
 # -- a LangChain chat model over either adapter ---------------------------------------------------------------
