@@ -381,7 +381,8 @@ class MemoryStore:
             record = session.get(CreationRecord, creation_id)
             if record is None or record.user_id != user_id:
                 return None
-            paths = sorted({a.path for a in record.assets})
+            digests = {a.path: a.sha256 for a in record.assets}
+            paths = sorted(digests)
             orphaned = session.execute(update(CreationRecord).where(CreationRecord.parent_id == creation_id)
                                        .values(parent_id=None)).rowcount
             session.delete(record)  # cascades to the prompt, asset and vector_embeddings rows
@@ -393,6 +394,9 @@ class MemoryStore:
                 else:
                     (self.data_dir / rel).unlink(missing_ok=True)
                     removed.append(rel)
+                    # derived copies named by the content hash (the studio's thumbnails) go with the file
+                    for derived in (self.data_dir / "ui_cache").rglob(f"{digests[rel][:40]}-*"):
+                        derived.unlink(missing_ok=True)
         try:
             self.index.delete([creation_id])
         except Exception as exc:  # SQL is the truth: the next index check drops a vector with no row

@@ -3,6 +3,8 @@ GET /creations/{id} with lineage both ways, DELETE /creations/{id} (rows, vector
 caller; and `atelier forget ID --user U`, the same from the CLI."""
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from services import ROOT, atelier_env, start_api
 
@@ -178,5 +181,14 @@ def test_atelier_forget_cli(tmp_path):
     assert recalled.returncode == 0, recalled.stderr
     found = [c["id"] for c in json.loads(recalled.stdout)["creations"]]
     assert ids["copy"] not in found and ids["lighthouse"] in found
+    # the studio's thumbnail of the kite (ui/routes.py names it by the picture's hash) goes with the picture
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (20, 160, 40)).save(buf, "PNG")  # the seed's kite picture, byte for byte
+    kite_sha = hashlib.sha256(buf.getvalue()).hexdigest()
+    assert next((data_dir / "assets" / kite_sha[:2]).glob(kite_sha + ".*")).exists()
+    thumb = data_dir / "ui_cache" / "thumbs" / f"{kite_sha[:40]}-256.jpg"
+    thumb.parent.mkdir(parents=True)
+    thumb.write_bytes(b"jpeg")
     out = atelier(data_dir, "forget", ids["kite"], "--user", "alice")
     assert out.returncode == 0 and out.stdout.startswith(f"forgot {ids['kite']}: 1 file(s) removed, 0 kept"), out.stdout
+    assert not thumb.exists() and not list((data_dir / "assets" / kite_sha[:2]).glob(kite_sha + ".*"))
