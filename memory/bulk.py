@@ -20,7 +20,8 @@ from .models import Asset, CreationRecord, Prompt, VectorEmbedding, new_id
 
 log = logging.getLogger("atelier.memory")
 
-BATCH = 1000
+BATCH = 1000  # creations per SQL transaction
+INDEX_BATCH = 10000  # creations per index write: Chroma is written per user, so many users need big batches
 
 # Recall's "what did I make lately" and the listing both ask for one user's newest creations: with an index on
 # user_id alone SQLite reads all of that user's rows and sorts them (tens of ms at 100k).
@@ -60,6 +61,8 @@ def import_creations(store, creations: Sequence[NewCreation], vectors: np.ndarra
         if not c.assets:
             raise ValueError(f"creation {c.id}: a creation needs at least one asset")
     ids: list[str] = []
+    pending: list[tuple[str, str, dict]] = []  # indexed every INDEX_BATCH creations, and at the end
+    pending_from = 0
     for start in range(0, len(creations), BATCH):
         started = time.perf_counter()
         batch = creations[start:start + BATCH]
@@ -83,9 +86,12 @@ def import_creations(store, creations: Sequence[NewCreation], vectors: np.ndarra
             session.execute(insert(CreationRecord), creation_rows)
             session.execute(insert(Prompt), prompt_rows)
             session.execute(insert(Asset), asset_rows)
-        items = [(c.id, _index_text(SimpleNamespace(original_prompt=c.original_prompt, enhanced_prompt=c.enhanced_prompt)),
-                  {"user_id": c.user_id, "created_ts": (c.created_at or now).timestamp()}) for c in batch]
-        _index_batch(store, items, None if vectors is None else vectors[start:start + len(batch)])
+        pending += [(c.id, _index_text(SimpleNamespace(original_prompt=c.original_prompt, enhanced_prompt=c.enhanced_prompt)),
+                     {"user_id": c.user_id, "created_ts": (c.created_at or now).timestamp()}) for c in batch]
+        if len(pending) >= INDEX_BATCH or start + BATCH >= len(creations):
+            _index_batch(store, pending, None if vectors is None else vectors[pending_from:pending_from + len(pending)])
+            pending_from += len(pending)
+            pending = []
         ids.extend(c.id for c in batch)
         log.info("step=bulk_import creations=%d seconds=%.2f", len(batch), time.perf_counter() - started)
         if progress:
