@@ -40,10 +40,13 @@ HNSW_CONFIGURATION = {"space": "cosine", "ef_search": 128, "ef_construction": 20
 # answered by exact search over their stored vectors: a graph search restricted to a small allow-list can miss.
 EXACT_WINDOW_LIMIT = 5000
 # A user with at most this many vectors is searched exactly, over a copy of their vectors this process keeps
-# (loaded once per generation, ~1.5 MB per 1000 vectors; 20k take ~2 ms per query). HNSW graphs over many similar
-# prompts leave a few vectors without in-links (about 1 in 2000 in tests/test_recall_scale.py, whatever M and
-# ef_construction): a graph search can never return those, exact search always does. Above the limit the graph.
-EXACT_USER_LIMIT = int(os.environ.get("ATELIER_RECALL_EXACT_LIMIT") or 20000)
+# (loaded once per generation, 1.5 MB per 1000 vectors; ~20 ms per query at 100k on 2 cores). Measured with
+# benchmarks/recall_scale.py, the HNSW graph is not good enough for recall: a query in other words than any stored
+# prompt lands on a plateau of many similar prompts, and at 90k vectors the graph returned the planted record first
+# for 0 of 10 queries where exact search found 9; and over many similar prompts some vectors get no in-links at all
+# (about 1 in 2000 in tests/test_recall_scale.py, whatever M and ef_construction), so no search can return them.
+# Above the limit (and with a Chroma server, whose other writers we cannot hear of) the graph is used.
+EXACT_USER_LIMIT = int(os.environ.get("ATELIER_RECALL_EXACT_LIMIT") or 150000)
 ADD_BATCH = 1000  # below Chroma's max batch size; one graph write per batch
 
 
@@ -113,7 +116,9 @@ class _Handle:
         self.collections: dict[str, object] = {}  # user id -> open collection
         self.generation = b""  # the generation the open client has seen
         self.counts: dict[str, int] | None = None  # user id -> vectors, valid for `generation`
-        self.exact: dict[str, tuple[list[str], np.ndarray, np.ndarray]] = {}  # user id -> (ids, vectors, created_ts)
+        # user id -> (Chroma's id of the collection it copies, (ids, vectors, created_ts)); a collection dropped and
+        # made anew (`atelier reindex` here or in another process) has another id, so its copy is not trusted
+        self.exact: dict[str, tuple[str, tuple[list[str], np.ndarray, np.ndarray]]] = {}
         self.migrated = False
         self.wrote = False  # something changed the files under a read (migration, rebuild): tell the others
 
@@ -248,7 +253,7 @@ class VectorIndex:
         client, self._handle.client = self._handle.client, None
         self._handle.collections = {}
         self._handle.counts = None
-        self._handle.exact = {}
+        # The exact copies stay: _exact() checks them against the fresh counts and fetches only what is new.
         if client is not None:
             try:
                 client.close()  # the last handle on a folder stops Chroma's system
@@ -340,6 +345,7 @@ class VectorIndex:
                     client.delete_collection(collection.name)
             self._handle.collections = {}
             self._handle.counts = {}
+            self._handle.exact = {}
 
         try:
             self._call(drop, writes=True)
@@ -375,11 +381,12 @@ class VectorIndex:
                         collection.add(ids=[items[i][0] for i in new], documents=[items[i][1] for i in new],
                                        metadatas=[items[i][2] for i in new], embeddings=vectors[new])
                         added += len(new)
-                        if user_id in self._handle.exact:
-                            ids, matrix, created = self._handle.exact[user_id]
-                            self._handle.exact[user_id] = (
+                        copy = self._handle.exact.get(user_id)
+                        if copy is not None and copy[0] == str(collection.id):
+                            ids, matrix, created = copy[1]
+                            self._handle.exact[user_id] = (copy[0], (
                                 ids + [items[i][0] for i in new], np.vstack([matrix, vectors[new]]),
-                                np.concatenate([created, [float(items[i][2].get("created_ts", 0.0)) for i in new]]))
+                                np.concatenate([created, [float(items[i][2].get("created_ts", 0.0)) for i in new]])))
                         if self._handle.counts is not None:
                             self._handle.counts[user_id] = self._handle.counts.get(user_id, 0) + len(new)
             return added
@@ -483,14 +490,42 @@ class VectorIndex:
         (whose writers we cannot hear of)."""
         if self._lock_path is None:
             return None
-        cached = self._handle.exact.get(user_id)
+        copy = self._handle.exact.get(user_id)
+        cached = copy[1] if copy is not None and copy[0] == str(collection.id) else None
+        count = self._counts().get(user_id, 0)
+        if cached is not None and len(cached[0]) != count:
+            cached = self._exact_catch_up(user_id, collection, cached, count)
         if cached is None:
-            if self._counts().get(user_id, 0) > EXACT_USER_LIMIT:
+            self._handle.exact.pop(user_id, None)
+            if count > EXACT_USER_LIMIT:
                 return None
             started = time.perf_counter()
             stored = collection.get(include=["embeddings", "metadatas"])
-            matrix = np.asarray(stored["embeddings"], dtype=np.float32).reshape(len(stored["ids"]), embeddings.DIM)
-            created = np.asarray([float((m or {}).get("created_ts", 0.0)) for m in stored["metadatas"]], dtype=np.float64)
-            cached = self._handle.exact[user_id] = (list(stored["ids"]), matrix, created)
+            cached = _exact_copy(stored)
+            self._handle.exact[user_id] = (str(collection.id), cached)
             log.info("step=load_exact user_vectors=%d seconds=%.3f", len(stored["ids"]), time.perf_counter() - started)
         return cached
+
+    def _exact_catch_up(self, user_id: str, collection, cached, count: int):
+        """Another process added to this user: fetch only the vectors newer than our copy's newest. If that does not
+        account for the new count (something was deleted), None: the caller loads the copy afresh."""
+        ids, matrix, created = cached
+        self._handle.exact.pop(user_id, None)
+        newest = float(created.max()) if len(created) else float("-inf")
+        newer = collection.get(where={"created_ts": {"$gte": newest}}, include=["embeddings", "metadatas"])
+        known = set(ids)
+        fresh = [i for i, cid in enumerate(newer["ids"]) if cid not in known]
+        if len(ids) + len(fresh) != count:
+            return None
+        more = _exact_copy({"ids": [newer["ids"][i] for i in fresh], "embeddings": [newer["embeddings"][i] for i in fresh],
+                            "metadatas": [newer["metadatas"][i] for i in fresh]})
+        cached = (ids + more[0], np.vstack([matrix, more[1]]), np.concatenate([created, more[2]]))
+        self._handle.exact[user_id] = (str(collection.id), cached)
+        log.info("step=catch_up_exact user_vectors=%d added=%d", len(cached[0]), len(fresh))
+        return cached
+
+
+def _exact_copy(stored: dict) -> tuple[list[str], np.ndarray, np.ndarray]:
+    matrix = np.asarray(stored["embeddings"], dtype=np.float32).reshape(len(stored["ids"]), embeddings.DIM)
+    created = np.asarray([float((m or {}).get("created_ts", 0.0)) for m in stored["metadatas"]], dtype=np.float64)
+    return list(stored["ids"]), matrix, created
