@@ -39,7 +39,8 @@ class Run:
 
 
 def environment(data_dir: Path, root: Path = ROOT, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
+    # the caller's ATELIER_* settings pass through (e.g. ATELIER_EMBEDDING_BACKEND, ATELIER_LLM_N_CTX), not its data dir
+    env = {k: v for k, v in os.environ.items() if k != "ATELIER_DATA_DIR"}
     env.update({"ATELIER_DATA_DIR": str(data_dir), "ATELIER_IMAGE_BACKENDS": "sketch", "ATELIER_MODEL_BACKENDS": "relief",
                 "ATELIER_LOG_LEVEL": "INFO", "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                 "ANONYMIZED_TELEMETRY": "False"})
