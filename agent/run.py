@@ -16,6 +16,7 @@ The reply is the graph's own final message (`reply(state)`); nothing here writes
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 import threading
@@ -113,7 +114,7 @@ class TurnStream:
 
     The graph's stream is synchronous (llama.cpp, SQLite; RemoteGraph's sync client), so run_turn runs in a
     thread of its own and hands each ("custom" | "updates", chunk) to the loop through a queue; the review
-    callback (a coroutine function or a plain one) is awaited on the event loop while the thread waits for it.
+    callback (a coroutine function or a plain one) is awaited by the iterating task while the thread waits.
     An exception in the graph is raised from the iteration.
     """
 
@@ -139,7 +140,11 @@ class TurnStream:
         def review(value: Any) -> Any:
             if self.review is None:
                 return ACCEPT
-            return asyncio.run_coroutine_threadsafe(self._ask(value), loop).result()
+            # Asked by the iterating task itself (below), so the reviewer runs in the caller's context (Chainlit's
+            # session lives in context variables); this thread waits for the answer.
+            answer: concurrent.futures.Future = concurrent.futures.Future()
+            put(("__review__", value, answer))
+            return answer.result()
 
         def work() -> None:
             try:
@@ -157,6 +162,14 @@ class TurnStream:
                 return
             if item[0] == "__error__":
                 raise item[1]
+            if item[0] == "__review__":
+                _, value, answer = item
+                try:
+                    answer.set_result(await self._ask(value))
+                except BaseException as exc:  # the reviewer failed or was cancelled: the turn stops with it
+                    answer.set_exception(exc)
+                    raise
+                continue
             yield item
 
 

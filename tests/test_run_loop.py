@@ -119,3 +119,42 @@ def test_async_stream_raises_the_graphs_error(data_dir):
         return seen
 
     assert asyncio.run(main()) == [("custom", {"event": "step_start", "tool": "text_to_image"})]
+
+
+def test_async_reviewer_runs_in_the_callers_context():
+    """The studio's reviewer needs Chainlit's session, kept in context variables: it must run in the iterating task."""
+    import contextvars
+
+    from agent.run import TurnStream
+
+    session = contextvars.ContextVar("session")
+
+    class Pausing:  # pauses once, then finishes with what the resume carried
+        def __init__(self):
+            self.resumed = None
+
+        def stream(self, payload, config, stream_mode=None):
+            if getattr(payload, "resume", None) is None:
+                yield "updates", {"__interrupt__": [{"value": {"type": "review_prompt"}, "id": "i"}]}
+            else:
+                self.resumed = payload.resume
+                yield "custom", {"event": "step_end", "tool": "text_to_image", "seconds": 0.1}
+
+        def get_state(self, config):
+            return type("Snapshot", (), {"values": {"messages": [{"type": "ai", "content": "done"}]}})()
+
+    graph = Pausing()
+
+    async def review(payload):
+        return {"prompt": f"edited in {session.get()}"}
+
+    async def main():
+        session.set("session-1")
+        stream = TurnStream(graph, "x", {"configurable": {}}, review=review)
+        seen = [item async for item in stream]
+        return stream.result, seen
+
+    result, seen = asyncio.run(main())
+    assert graph.resumed == {"prompt": "edited in session-1"}
+    assert seen == [("custom", {"event": "step_end", "tool": "text_to_image", "seconds": 0.1})]
+    assert result["steps"][0]["tool"] == "text_to_image" and result["state"]["messages"][-1].content == "done"

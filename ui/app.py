@@ -22,13 +22,15 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 import chainlit as cl  # noqa: E402
+from fastapi import APIRouter, Depends, HTTPException, Request  # noqa: E402  (module level: FastAPI resolves the
+from fastapi.responses import Response  # noqa: E402                          route's string annotations here)
 from chainlit.server import app as server_app  # noqa: E402
 
 from agent.settings import get_settings  # noqa: E402
 from ui import history, routes, settings_panel  # noqa: E402
 from ui.auth import AuthConfigError, check_password, ensure_secret, local_user_name, parse_users  # noqa: E402
 from ui.datalayer import SQLiteDataLayer  # noqa: E402
-from ui.runner import Turn, get_graph, in_thread  # noqa: E402
+from ui.runner import Turn, api_url, get_graph, identity_headers, in_thread, remote_creation, remote_history  # noqa: E402
 from ui.voice import DIDNT_CATCH, VoiceBuffer  # noqa: E402
 
 log = logging.getLogger("atelier.ui")
@@ -75,8 +77,51 @@ def _data_layer():
 routes.install(server_app)
 
 
+# -- client mode (ATELIER_API_URL): the server's assets, fetched with the signed-in user's identity -------------
+def _install_api_assets(app) -> None:
+    """GET /atelier/api-asset/{sha256}: the API server's GET /assets/{sha256} through the studio, so the browser
+    never needs the server's address or an identity of its own, and the studio needs no share of its data dir."""
+    import re
+
+    import httpx
+
+    router = APIRouter()
+
+    @router.get("/atelier/api-asset/{sha256}")
+    async def api_asset(sha256: str, request: Request, user: str = Depends(routes._identifier)):
+        if api_url() is None or not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise HTTPException(status_code=404, detail="no such asset")
+        download = {"download": 1} if request.query_params.get("download") else None
+        try:
+            async with httpx.AsyncClient(base_url=api_url(), headers=identity_headers(user), timeout=120) as client:
+                answer = await client.get(f"/assets/{sha256}", params=download)
+        except httpx.HTTPError as exc:
+            log.warning("step=api_asset status=unreachable sha256=%s reason=%s", sha256[:12], exc)
+            raise HTTPException(status_code=502, detail="the API server did not answer") from None
+        if answer.status_code in (400, 404):  # unknown, or another user's: the server answers both the same way
+            raise HTTPException(status_code=404, detail="no such asset")
+        if answer.status_code != 200:
+            raise HTTPException(status_code=502, detail=f"the API server answered {answer.status_code}")
+        keep = {k: answer.headers[k] for k in ("etag", "cache-control", "content-disposition") if k in answer.headers}
+        return Response(answer.content, media_type=answer.headers.get("content-type"), headers=keep)
+
+    routes_list = app.router.routes
+    before = len(routes_list)
+    app.include_router(router)
+    added = routes_list[before:]
+    del routes_list[before:]
+    routes_list[0:0] = added  # ahead of Chainlit's catch-all page route, as ui/routes.install does
+
+
+if api_url() is not None:
+    _install_api_assets(server_app)
+    log.info("step=studio mode=client api=%s", api_url())
+
+
 def _warm_up() -> None:
     """Load the graph, memory and router in the background so the first request does not wait for them."""
+    if api_url() is not None:  # client mode: the server holds the graph, the memory and the router
+        return
     try:
         get_graph()
         from agent.router import get_router
@@ -197,7 +242,10 @@ async def _on_message(message: cl.Message):
 
 async def show_history(query: str) -> None:
     user = current_user()
-    props = await in_thread(history.search, user, query) if query.strip() else await in_thread(history.page, user)
+    if api_url() is not None:
+        props = await in_thread(remote_history, user, query)
+    else:
+        props = await in_thread(history.search, user, query) if query.strip() else await in_thread(history.page, user)
     await cl.Message(content="", author=AUTHOR,
                      elements=[cl.CustomElement(name="History", props=props, display="inline")]).send()
 
@@ -206,6 +254,8 @@ async def show_history(query: str) -> None:
 @cl.action_callback("history_search")
 async def _history_search(action: cl.Action):
     query = str((action.payload or {}).get("query") or "")
+    if api_url() is not None:
+        return await in_thread(remote_history, current_user(), query)
     if query.strip():
         return await in_thread(history.search, current_user(), query)
     return await in_thread(history.page, current_user())
@@ -217,13 +267,18 @@ async def _history_page(action: cl.Action):
         offset = int((action.payload or {}).get("offset") or 0)
     except (TypeError, ValueError):
         offset = 0
+    if api_url() is not None:
+        return await in_thread(remote_history, current_user(), "", offset)
     return await in_thread(history.page, current_user(), offset)
 
 
 @cl.action_callback("open_creation")
 async def _open_creation(action: cl.Action):
     cid = str((action.payload or {}).get("id") or "")
-    props = await in_thread(history.detail, current_user(), cid)
+    if api_url() is not None:
+        props = await in_thread(remote_creation, current_user(), cid, detail=True)
+    else:
+        props = await in_thread(history.detail, current_user(), cid)
     if props is None:
         await cl.Message(content="That creation is not in your memory.", author=AUTHOR).send()
         return {"ok": False}
@@ -234,7 +289,10 @@ async def _open_creation(action: cl.Action):
 @cl.action_callback("remix")
 async def _remix(action: cl.Action):
     payload = action.payload or {}
-    text = await in_thread(history.remix_request, current_user(), str(payload.get("id") or ""), str(payload.get("change") or ""))
+    if api_url() is not None:
+        text = await in_thread(_remote_remix_request, current_user(), str(payload.get("id") or ""), str(payload.get("change") or ""))
+    else:
+        text = await in_thread(history.remix_request, current_user(), str(payload.get("id") or ""), str(payload.get("change") or ""))
     if text is None:
         await cl.Message(content="That creation is not in your memory.", author=AUTHOR).send()
         return {"ok": False}
@@ -242,6 +300,18 @@ async def _remix(action: cl.Action):
     await msg.send()
     asyncio.get_running_loop().create_task(_run_remix(text))
     return {"ok": True, "request": text}
+
+
+def _remote_remix_request(user: str, creation_id: str, change: str) -> str | None:
+    """history.remix_request's words, for a creation read from the API server."""
+    import re
+
+    props = remote_creation(user, creation_id)
+    if props is None:
+        return None
+    change = re.sub(r"\s+", " ", (change or "").strip())[:300].rstrip(" .")
+    change = re.sub(r"^but\s+", "", change, flags=re.I) or "as a new variation"
+    return f"Remix the one I made before, “{props['prompt']}”, but {change}"
 
 
 async def _run_remix(text: str) -> None:

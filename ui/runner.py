@@ -1,9 +1,11 @@
 """One request through the agent graph, shown live: a Chainlit Step per tool (which tool, who chose it,
 progress, backend, seconds), the creation card as soon as the image exists, the 3D model when it is ready,
-the review pause when it is on, and a kind, specific reply at the end — never a stack trace.
+the review pause when it is on, and the graph's reply at the end — never a stack trace.
 
-The graph is synchronous (LangGraph + llama.cpp); it runs in a worker thread and its stream is handed to
-the event loop through a queue.
+The loop itself (stream, interrupt, resume) is agent/run.py's, shared with the CLI; this module only shows
+its events. The graph is the in-process one by default, or — with ATELIER_API_URL set (client mode) — a
+langgraph RemoteGraph on `atelier serve`: the thread, its checkpoints and the creations then live on the
+server, the studio's thread id is the server's thread id, and cards and assets are read through its API.
 """
 from __future__ import annotations
 
@@ -13,10 +15,13 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator
+from typing import Any
 
 import chainlit as cl
 from chainlit.utils import utc_now
+
+from agent.run import TurnStream, reply as graph_reply
+from agent.settings import get_settings
 
 from . import history, views
 
@@ -25,12 +30,27 @@ log = logging.getLogger("atelier.ui")
 _executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="atelier-turn")
 _graph = None
 _graph_lock = threading.Lock()
-_DONE = object()
+_remote: dict[str, Any] = {}  # user -> RemoteGraph (its clients carry the user's identity header)
+USER_HEADER = "X-Atelier-User"
+ASSISTANT = "atelier"  # the graph's name in langgraph.json
 
 
-def get_graph():
-    """The compiled graph with the SQLite (or Postgres) checkpointer: threads resume after a restart."""
+def api_url() -> str | None:
+    url = (get_settings().api_url or "").strip().rstrip("/")
+    return url or None
+
+
+def get_graph(user: str | None = None):
+    """The graph a turn runs on: in-process (SQLite / Postgres checkpointer: threads resume after a restart),
+    or in client mode the user's RemoteGraph on the API server."""
     global _graph
+    if (url := api_url()) is not None:
+        with _graph_lock:
+            if user not in _remote:
+                from langgraph.pregel.remote import RemoteGraph
+
+                _remote[user] = RemoteGraph(ASSISTANT, url=url, headers=identity_headers(user))
+            return _remote[user]
     with _graph_lock:
         if _graph is None:
             from agent.graph import build_graph
@@ -44,25 +64,93 @@ async def in_thread(fn, *args, **kwargs):
     return await asyncio.get_running_loop().run_in_executor(_executor, lambda: fn(*args, **kwargs))
 
 
-async def stream_graph(graph, payload, config) -> AsyncIterator[tuple[str, Any]]:
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
+# -- client mode: the API server's threads and creations ------------------------------------------------
+def identity_headers(user: str | None) -> dict[str, str]:
+    return {USER_HEADER: user} if user else {}
 
-    def work() -> None:
-        try:
-            for item in graph.stream(payload, config, stream_mode=["updates", "custom"]):
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-        except BaseException as exc:  # handed to the event loop, shown kindly there
-            loop.call_soon_threadsafe(queue.put_nowait, ("__error__", exc))
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, _DONE)
 
-    loop.run_in_executor(_executor, work)
-    while True:
-        item = await queue.get()
-        if item is _DONE:
-            return
-        yield item
+def api_client(user: str, timeout: float = 60):
+    import httpx
+
+    return httpx.Client(base_url=api_url(), headers=identity_headers(user), timeout=timeout)
+
+
+def ensure_remote_thread(user: str, thread_id: str) -> dict:
+    """The server thread this Chainlit thread runs on: the same id, created through the API on first use (the
+    server stamps its owner from the identity header; an existing one of the user's is kept as it is)."""
+    graph = get_graph(user)
+    return graph.sync_client.threads.create(thread_id=thread_id, if_exists="do_nothing",
+                                            metadata={"user_id": user, "source": "studio"})
+
+
+def api_asset_url(sha256: str) -> str:
+    """The studio's proxy for the server's GET /assets/{sha256} (ui/app.py), fetched with the user's identity."""
+    return f"/atelier/api-asset/{sha256}"
+
+
+def _view(data: dict):
+    """A memory.store.CreationView from the API's JSON of a creation (no server paths: assets go by sha256)."""
+    from memory.store import AssetView, CreationView
+
+    assets = [AssetView(kind=a["kind"], path="", rel_path=a.get("rel_path", ""), sha256=a["sha256"], mime=a["mime"],
+                        backend=a["backend"], bytes=a.get("bytes", 0), meta=a.get("meta") or {}) for a in data["assets"]]
+    return CreationView(id=data["id"], user_id=data["user_id"], thread_id=data.get("thread_id"), parent_id=data.get("parent_id"),
+                        created_at=data["created_at"], status=data["status"], original_prompt=data["original_prompt"],
+                        enhanced_prompt=data["enhanced_prompt"], assets=assets, score=data.get("score"),
+                        status_reason=data.get("status_reason"))
+
+
+def remote_history(user: str, query: str = "", offset: int = 0, limit: int = history.PAGE) -> dict:
+    """History.jsx props from the server's GET /creations (newest first, or by meaning with q)."""
+    query = (query or "").strip()[:300]
+    params: dict[str, Any] = {"limit": limit + 1, "offset": max(0, int(offset))}
+    if query:
+        params["q"] = query
+    with api_client(user) as client:
+        response = client.get("/creations", params=params)
+    response.raise_for_status()
+    found = [_view(c) for c in response.json()["creations"]]
+    if query:
+        title = f"{len(found[:limit])} creations for “{query}”" if found else f"Nothing in your memory matches “{query}”"
+    else:
+        title = "Your creations" if found or offset else "No creations yet — describe an idea to make your first one."
+    props = views.history_props(found[:limit], title=title, query=query, mode="search" if query else "history",
+                                offset=offset, has_more=len(found) > limit)
+    by_id = {v.id: v for v in found}
+    for item in props["items"]:
+        image = by_id[item["id"]].image
+        item["thumb_url"] = api_asset_url(image.sha256) if image else None
+    return props
+
+
+def remote_creation(user: str, creation_id: str, notes: list[str] | None = None, status: str | None = None,
+                    detail: bool = False) -> dict | None:
+    """Creation.jsx props for one of the user's creations on the API server (GET /creations/{id})."""
+    if not re.fullmatch(r"[A-Za-z0-9]{1,64}", creation_id or ""):
+        return None
+    with api_client(user) as client:
+        response = client.get(f"/creations/{creation_id}")
+    if response.status_code == 404:
+        return None
+    response.raise_for_status()
+    data = response.json()
+    view = _view(data)
+    parent = (data.get("lineage") or {}).get("parent")
+    props = views.creation_props(view, notes=notes or [], status=status, detail=detail)
+    props["parent"] = {"id": parent["id"], "prompt": parent["original_prompt"]} if parent else None
+    props["children"] = [{"id": c["id"], "prompt": c["original_prompt"]} for c in (data.get("lineage") or {}).get("remixes") or []]
+    for kind in ("image", "model"):
+        asset = view.asset(kind)
+        if asset is not None:
+            props[f"{kind}_url"] = api_asset_url(asset.sha256)
+    return props
+
+
+def creation_card(user: str, creation_id: str, notes: list[str] | None = None, status: str | None = None) -> dict | None:
+    """A creation card's props, from the server in client mode, else from this process's memory."""
+    if api_url() is not None:
+        return remote_creation(user, creation_id, notes, status)
+    return history.creation(user, creation_id, notes, status)
 
 
 _PATH_TAIL = re.compile(r":\s*/\S+\.(png|jpe?g|webp|glb|gltf|obj|ply)\b")
@@ -94,44 +182,32 @@ class Turn:
 
     # -- running ------------------------------------------------------------------------------------
     async def run(self, text: str) -> None:
-        from langchain_core.messages import HumanMessage
-        from langgraph.types import Command
-
-        graph = await in_thread(get_graph)
-        payload: Any = {"messages": [HumanMessage(text)]}
         try:
-            while True:
-                interrupted = None
-                async for mode, chunk in stream_graph(graph, payload, self.config):
-                    if mode == "__error__":
-                        raise chunk
-                    if mode == "custom" and isinstance(chunk, dict):
-                        await self.on_event(chunk)
-                    elif mode == "updates" and isinstance(chunk, dict):
-                        if "__interrupt__" in chunk:
-                            interrupted = chunk["__interrupt__"][0].value
-                        else:
-                            self.on_update(chunk)
-                if interrupted is None:
-                    break
-                answer = await self.ask_review(interrupted)
-                if answer is None:  # no answer in time: leave the request paused (a new message starts afresh)
-                    await self.close_open_steps("")
-                    await cl.Message(content="The prompt is still waiting for your review, so no image was made. "
-                                             "Send a new request whenever you like.", author=self.author).send()
-                    return
-                payload = Command(resume=answer)
-            state = (await in_thread(graph.get_state, self.config)).values
+            graph = await in_thread(get_graph, self.user)
+            if api_url() is not None:
+                await in_thread(ensure_remote_thread, self.user, self.thread_id)
+            run = TurnStream(graph, text, self.config, review=self.ask_review)
+            async for mode, chunk in run:
+                if mode == "custom":
+                    await self.on_event(chunk)
+                else:
+                    self.on_update(chunk)
+            result = run.result
         except Exception as exc:
             log.warning("step=turn status=failed thread=%s user=%s reason=%s", self.thread_id, self.user, exc, exc_info=True)
             await self.close_open_steps("stopped: something went wrong")
             await self.settle_cards()
             await cl.Message(content=views.unexpected_error(exc), author=self.author).send()
             return
+        if result["paused"] is not None:  # no answer in time: leave the request paused (a new message starts afresh)
+            await self.close_open_steps("")
+            await cl.Message(content="The prompt is still waiting for your review, so no image was made. "
+                                     "Send a new request whenever you like.", author=self.author).send()
+            return
         await self.close_open_steps("")
-        await self.finish(state)
-        log.info("step=turn thread=%s user=%s tools=%s seconds=%.2f", self.thread_id, self.user, ",".join(self.done) or "-",
-                 time.perf_counter() - self.started)
+        await self.finish(result["state"])
+        log.info("step=turn thread=%s user=%s tools=%s remote=%s seconds=%.2f", self.thread_id, self.user,
+                 ",".join(self.done) or "-", api_url() is not None, time.perf_counter() - self.started)
 
     def on_update(self, chunk: dict) -> None:
         for node, update in chunk.items():
@@ -217,14 +293,14 @@ class Turn:
             self.notes[cid] = views.fallback_notes(tool, event.get("attempts") or [], event.get("backend"))
             # With auto 3D on, the card says the model is on its way until image_to_3d reports back.
             status = "making3d" if self.config["configurable"].get("auto_3d", True) else "image"
-            props = await in_thread(history.creation, self.user, cid, self.notes[cid], status)
+            props = await in_thread(creation_card, self.user, cid, self.notes[cid], status)
             if props:
                 await self.send_card(cid, props)
         elif tool == "image_to_3d" and cid and not result.get("error"):
             self.modelled = cid
             notes = self.notes.setdefault(cid, []) + views.fallback_notes(tool, event.get("attempts") or [], event.get("backend"))
             self.notes[cid] = notes
-            props = await in_thread(history.creation, self.user, cid, notes, None)
+            props = await in_thread(creation_card, self.user, cid, notes, None)
             if props:
                 if cid in self.cards:
                     msg, element = self.cards[cid]
@@ -274,45 +350,28 @@ class Turn:
     async def settle_cards(self) -> None:
         for cid, (_, element) in self.cards.items():  # no model came after all (image-only request, or it failed)
             if element.props.get("status") == "making3d":
-                props = await in_thread(history.creation, self.user, cid, self.notes.get(cid), None)
+                props = await in_thread(creation_card, self.user, cid, self.notes.get(cid), None)
                 if props:
                     element.props = props
                     await element.update()
 
     async def finish(self, state: dict) -> None:
+        """The graph's reply (agent/nodes.respond — the same words the CLI and the API give), shown without the
+        server's file paths (the card holds the files), with the card's fallback notes and where to find it."""
         await self.settle_cards()
-        messages = state.get("messages") or []
-        reply = str(messages[-1].content) if messages else ""
-        if self.failed:
+        if self.failed:  # the tool's own error, in a sentence (views.failure_message names the step kindly)
             text = views.failure_message(*self.failed)
-        elif self.made:
-            text = await in_thread(self.creation_summary, self.made, state)
-        elif self.modelled:
-            props = await in_thread(history.creation, self.user, self.modelled, None, None)
-            text = f"Turned “{props['prompt'] if props else 'the image'}” into a 3D model"
-            text += f" with {props['model_backend']}." if props and props.get("model_backend") else "."
-            text += "".join(f"\n\n⚠ {n}" for n in self.notes.get(self.modelled, []))
         else:
-            text = _PATH_TAIL.sub("", reply).strip() or "Done."
+            text = _PATH_TAIL.sub("", graph_reply(state)).strip() or "Done."
+            cid = self.made or self.modelled
+            text += "".join(f"\n\n⚠ {n}" for n in self.notes.get(cid, [])) if cid else ""
+            if self.made:
+                text += (f"\n\nSaved as creation `{self.made}` — find it in **/history**, ask for it later, "
+                         "or press **Remix** on the card.")
         await cl.Message(content=text, author=self.author).send()
-        if self.recalled and not self.made:
+        if self.recalled and not self.made and api_url() is None:  # client mode: the reply lists what was found
             found = await in_thread(history.views_of, self.user, self.recalled)
             if found:
                 props = views.history_props(found, title=f"From your memory ({len(found)})", mode="recall")
                 await cl.Message(content="", author=self.author,
                                  elements=[cl.CustomElement(name="History", props=props, display="inline")]).send()
-
-    def creation_summary(self, cid: str, state: dict) -> str:
-        props = history.creation(self.user, cid)
-        if not props:
-            return "Done."
-        lines = [f"Made **{props['prompt']}**."]
-        if props.get("parent"):
-            lines[0] = f"Made **{props['prompt']}** — a remix of “{props['parent']['prompt']}”."
-        image = f"Image by **{props['image_backend']}**"
-        if props.get("is_sketch"):
-            image += " (a placeholder sketch — no image model is configured)"
-        lines.append(image + (f"; 3D model by **{props['model_backend']}**." if props.get("model_backend") else "."))
-        lines += [f"⚠ {n}" for n in self.notes.get(cid, [])]
-        lines.append(f"Saved as creation `{cid}` — find it in **/history**, ask for it later, or press **Remix** on the card.")
-        return "\n\n".join(lines)
