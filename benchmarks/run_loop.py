@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from agent.run import TurnStream, run_turn
 
     local = build_graph(checkpointer=InMemorySaver())
+    (data_dir / "api").mkdir(parents=True)
     server = LocalServer(jobs=2, data_dir=data_dir / "api")
     try:
         asyncio.run(server.wait())
