@@ -1,4 +1,7 @@
-"""Atelier's agent graph: the LLM (checked by the intent router) decides each step; tools do the work.
+"""Atelier's agent graph: decide picks each step — the LLM by standard tool calling, or the intent router, as
+the decision policy says (agent/decision.py; under the default `auto` the model decides only if its measured
+accuracy is within 2 points of the router's, so with the packaged 135M model the router decides, and the
+router always vetoes impossible calls); tools do the work.
 
     START → decide ─┬─ tool call → tools ─┬─ enhance_prompt + review on → review → decide
                     │                      └─ otherwise → decide
