@@ -39,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
+from memory.vectors import get_all  # noqa: E402
+
 PLANTED = [  # (stored prompt, recall query in other words)
     ("an axolotl playing a golden saxophone on an iceberg", "that axolotl with the sax"),
     ("a hedgehog knitting a scarf inside a teacup", "the hedgehog who knits"),
@@ -149,7 +151,7 @@ def measure_recall(store, planted: dict, rounds: int) -> dict:
             store.index.query_vector(vector, MAIN_USER, 20)
             searches.append((time.perf_counter() - started) * 1000)
     # The same queries by exact search over every vector the user has in the index: what a perfect index finds.
-    stored = store.index._call(lambda: store.index._user_collection(MAIN_USER).get(include=["embeddings"]))
+    stored = store.index._call(lambda: get_all(store.index._user_collection(MAIN_USER), ["embeddings"]))
     matrix = np.asarray(stored["embeddings"], dtype=np.float32)
     exact_first = 0
     for prompt, query in PLANTED:
@@ -232,7 +234,7 @@ def forgotten(store, sample: int) -> str:
     """Of a sample of the big user's records, how many their own stored vector does not find first through the
     index's search (what recall uses): records recall can never return."""
     index = store.index
-    stored = index._call(lambda: index._user_collection(MAIN_USER).get(include=["embeddings"]))
+    stored = index._call(lambda: get_all(index._user_collection(MAIN_USER), ["embeddings"]))
     picks = random.Random(1).sample(range(len(stored["ids"])), min(sample, len(stored["ids"])))
     missed = sum(index.query_vector(stored["embeddings"][i], MAIN_USER, 1)[0][0] != stored["ids"][i] for i in picks)
     return f"{missed}/{len(picks)}"

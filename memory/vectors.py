@@ -420,7 +420,7 @@ class VectorIndex:
         def all_ids():
             out: set[str] = set()
             for collection in self._user_collections().values():
-                out.update(collection.get(include=[])["ids"])
+                out.update(get_all(collection, [], page=30000)["ids"])
             return out
 
         return self._call(all_ids)
@@ -431,7 +431,7 @@ class VectorIndex:
         def check():
             bad = []
             for collection in self._user_collections().values():
-                stored = collection.get(include=["embeddings"])
+                stored = get_all(collection, ["embeddings"])
                 for cid, vector in zip(stored["ids"], stored["embeddings"]):
                     if collection.query(query_embeddings=[vector], n_results=1, include=[])["ids"][0] != [cid]:
                         bad.append(cid)
@@ -500,7 +500,7 @@ class VectorIndex:
             if count > EXACT_USER_LIMIT:
                 return None
             started = time.perf_counter()
-            stored = collection.get(include=["embeddings", "metadatas"])
+            stored = get_all(collection, ["embeddings", "metadatas"])
             cached = _exact_copy(stored)
             self._handle.exact[user_id] = (str(collection.id), cached)
             log.info("step=load_exact user_vectors=%d seconds=%.3f", len(stored["ids"]), time.perf_counter() - started)
@@ -512,7 +512,7 @@ class VectorIndex:
         ids, matrix, created = cached
         self._handle.exact.pop(user_id, None)
         newest = float(created.max()) if len(created) else float("-inf")
-        newer = collection.get(where={"created_ts": {"$gte": newest}}, include=["embeddings", "metadatas"])
+        newer = get_all(collection, ["embeddings", "metadatas"], where={"created_ts": {"$gte": newest}})
         known = set(ids)
         fresh = [i for i, cid in enumerate(newer["ids"]) if cid not in known]
         if len(ids) + len(fresh) != count:
@@ -523,6 +523,20 @@ class VectorIndex:
         self._handle.exact[user_id] = (str(collection.id), cached)
         log.info("step=catch_up_exact user_vectors=%d added=%d", len(cached[0]), len(fresh))
         return cached
+
+
+def get_all(collection, include: list[str], where: dict | None = None, page: int = 10000) -> dict:
+    """collection.get() in pages: one call for 90k records fails in Chroma 1.5 ("too many SQL variables")."""
+    out: dict[str, list] = {"ids": [], **{key: [] for key in include}}
+    offset = 0
+    while True:
+        got = collection.get(where=where, include=include, limit=page, offset=offset)
+        out["ids"].extend(got["ids"])
+        for key in include:
+            out[key].extend(got[key] if got[key] is not None else [])
+        if len(got["ids"]) < page:
+            return out
+        offset += page
 
 
 def _exact_copy(stored: dict) -> tuple[list[str], np.ndarray, np.ndarray]:
