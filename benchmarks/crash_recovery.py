@@ -122,6 +122,10 @@ def one_round(point: str, env: dict) -> dict:
 def flush_cost(api_dir: Path) -> dict:
     """What one flush writes: every pickle the runtime keeps, loaded and dumped again (PersistentDict.sync does
     pickle.dump(dict(self)) into a temp file and renames it)."""
+    # unpickling imports langgraph_api, which reads what `langgraph dev` sets for the in-memory runtime
+    for name, value in {"LANGGRAPH_RUNTIME_EDITION": "inmem", "DATABASE_URI": ":memory:", "REDIS_URI": "fake",
+                        "MIGRATIONS_PATH": "__inmem"}.items():
+        os.environ.setdefault(name, value)
     files = sorted(api_dir.glob("*.pckl"))
     total = sum(f.stat().st_size for f in files)
     dicts = [pickle.loads(f.read_bytes()) for f in files]
