@@ -39,12 +39,19 @@ def flush_all() -> None:
     from langgraph_runtime_inmem import _persistence
 
     started = time.perf_counter()
+    failed = []
     for ref in list(_persistence._stores.values()):
         store = ref()
-        if store is not None:
+        if store is None:
+            continue
+        try:
             store.sync()
+        except Exception as exc:  # one dict failing (e.g. a full disk) must not keep the others from being written
+            failed.append(f"{getattr(store, 'filename', '?')}: {exc}")
     stats["flushes"] += 1
     stats["seconds"] += time.perf_counter() - started
+    if failed:
+        raise OSError("; ".join(failed))
 
 
 def _flushing(method):
