@@ -42,6 +42,13 @@ def test_example_pool_has_no_shared_phrases_and_the_nearest_is_chosen():
     assert nearest_examples("a gray wolf howling in snowy woods", k=2)[0][0] == "a wolf in a winter forest"
 
 
+def test_repairs_never_copy_the_example_pool():
+    from tools.enhance import FALLBACK_STYLES
+
+    phrases = [p.strip() for _, choices in FALLBACK_STYLES for options in choices for o in options for p in o.split(",")]
+    assert copied_phrases(phrases, ENHANCE_EXAMPLES) == []
+
+
 def test_repair_varies_by_idea():
     ideas = ("a red sports car", "a haunted lighthouse", "a vintage typewriter covered in ivy", "an old pirate map")
     additions = [", ".join(additions_of(idea, repair(idea))) for idea in ideas]

@@ -52,12 +52,14 @@ FALLBACK_STYLES = [
       ["cinematic neon glow", "cool rim light", "starlit ambience"], ["sharp focus, centered composition", "dynamic diagonal framing", "orthographic view"]]),
     (r"cat|dog|fox|owl|bird|frog|animal|lion|horse|whale|leopard|puppy|koi|hummingbird|jellyfish",
      [["charming wildlife illustration", "naturalist field sketch", "soft pastel drawing"],
-      ["soft natural light", "warm afternoon glow", "gentle backlight"], ["close-up, shallow depth of field", "eye-level portrait", "full body profile"]]),
+      ["soft natural light", "warm afternoon glow", "gentle backlight"], ["close-up, soft bokeh", "eye-level portrait", "full body profile"]]),
     (r"forest|mountain|lake|ocean|sea|landscape|island|desert|river|cave|reef|garden",
      [["sweeping landscape painting", "luminous plein-air study", "atmospheric digital matte"],
-      ["golden hour light", "misty dawn light", "moonlit shimmer"], ["wide angle, rule of thirds", "distant vantage point", "layered foreground and depth"]]),
-    (r"", [["highly detailed digital art", "clean product illustration", "textured gouache painting"],
-           ["soft studio lighting", "warm ambient light", "crisp daylight"], ["centered composition, clean background", "three-quarter view", "tight crop"]]),
+      ["golden hour light", "misty dawn light", "moonlit shimmer"], ["wide angle, balanced horizon", "distant vantage point", "layered foreground and depth"]]),
+    (r"", [["highly detailed digital art", "clean product illustration", "textured gouache painting", "ink and wash drawing",
+            "vivid pop art print", "muted editorial illustration"],
+           ["soft studio lighting", "warm ambient light", "crisp daylight", "candlelit warmth", "cool moonlight", "hazy dusk light"],
+           ["centered, plain backdrop", "three-quarter view", "tight crop", "low vantage point", "symmetrical framing", "off-center subject"]]),
 ]
 # Recent accepted additions (idea, phrases): a phrase reused for an unrelated idea is a copy, not a choice.
 RECENT: deque[tuple[str, list[str]]] = deque(maxlen=32)
