@@ -52,7 +52,7 @@ FALLBACK_STYLES = [
       ["cinematic neon glow", "cool rim light", "starlit ambience"], ["sharp focus, centered composition", "dynamic diagonal framing", "orthographic view"]]),
     (r"cat|dog|fox|owl|bird|frog|animal|lion|horse|whale|leopard|puppy|koi|hummingbird|jellyfish",
      [["charming wildlife illustration", "naturalist field sketch", "soft pastel drawing"],
-      ["soft natural light", "warm afternoon glow", "gentle backlight"], ["close-up, soft bokeh", "eye-level portrait", "full body profile"]]),
+      ["soft natural light", "warm afternoon glow", "gentle backlight"], ["tight portrait, soft bokeh", "eye-level portrait", "full body profile"]]),
     (r"forest|mountain|lake|ocean|sea|landscape|island|desert|river|cave|reef|garden",
      [["sweeping landscape painting", "luminous plein-air study", "atmospheric digital matte"],
       ["golden hour light", "misty dawn light", "moonlit shimmer"], ["wide angle, balanced horizon", "distant vantage point", "layered foreground and depth"]]),
