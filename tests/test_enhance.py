@@ -80,7 +80,9 @@ def test_pass_rate_over_ideas_with_the_real_model():
     print(f"\nrubric pass {len(IDEAS) - len(failures)}/{len(IDEAS)}; model additions used for {from_model}/{len(IDEAS)}")
     assert len(IDEAS) >= 30
     assert not failures
-    assert from_model / len(IDEAS) >= 0.8  # the repair is a safety net, not the main path
+    # The repair is a safety net, not the main path. Since copies of the example shown are rejected, the 135M
+    # model's own additions are kept for about 70 % of the ideas (benchmarks/enhance_rubric.py), not 100 %.
+    assert from_model / len(IDEAS) >= 0.6
     for idea, r in results:
         assert set(content_words(idea)) <= set(content_words(r.prompt))
     # No phrase from any worked example in the pool, and few phrases reused across the ideas.
