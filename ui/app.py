@@ -391,7 +391,8 @@ async def _finish_voice() -> None:
         Path(dump).mkdir(parents=True, exist_ok=True)
         (Path(dump) / f"voice-{int(time.time() * 1000)}.wav").write_bytes(buffer.wav_bytes())
     try:
-        transcript = await in_thread(transcribe, buffer.wav_bytes())
+        # the signed-in user's own past prompts bias Whisper toward their words (agent/speech.py, docs/voice.md)
+        transcript = await in_thread(transcribe, buffer.wav_bytes(), user_id=current_user())
     except TranscriptionError as exc:
         log.warning("step=transcribe status=failed reason=%s", exc)
         await cl.Message(content="I couldn't read the recording — please try the microphone again, or type your idea.", author=AUTHOR).send()
