@@ -34,10 +34,31 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import pytest
 import socketio
 from aiohttp import web
 
 from tools.openfabric.node import RunningServer
+
+
+def fast_settings(**overrides):
+    """Openfabric client settings with short timeouts and backoff, so fault tests take milliseconds."""
+    from tools.openfabric.config import OpenfabricSettings
+
+    values = dict(connect_timeout=1.0, request_timeout=2.0, execution_timeout=8.0, retries=3, backoff_initial=0.01,
+                  backoff_max=0.05, breaker_failures=3, breaker_reset_seconds=30.0, schema_ttl=60.0)
+    values.update(overrides)
+    return OpenfabricSettings(**values)
+
+
+@pytest.fixture(autouse=True)
+def fresh_openfabric_state():
+    """Each test starts with no cached schemas and closed circuits (imported by the Openfabric test modules)."""
+    from tools.openfabric.client import reset_state
+
+    reset_state()
+    yield
+    reset_state()
 
 
 def png_bytes(size: int = 8, colour: tuple[int, int, int] = (200, 40, 40)) -> bytes:

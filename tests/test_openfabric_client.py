@@ -11,7 +11,9 @@ import jsonschema
 import pytest
 
 from agent.settings import get_settings
-from openfabric_fakes import (
+from openfabric_fakes import (  # noqa: F401 (fresh_openfabric_state is an autouse fixture)
+    fast_settings,
+    fresh_openfabric_state,
     IMAGE_OUTPUT,
     FakeApp,
     Faults,
@@ -33,18 +35,7 @@ pytestmark = pytest.mark.timeout(60)
 PROMPT = ToolValues(prompt="a paper crane on a desk", negative_prompt="text", seed=7, width=256, height=256)
 
 
-def fast(**overrides) -> OpenfabricSettings:
-    values = dict(connect_timeout=1.0, request_timeout=2.0, execution_timeout=8.0, retries=3, backoff_initial=0.01,
-                  backoff_max=0.05, breaker_failures=3, breaker_reset_seconds=30.0, schema_ttl=60.0)
-    values.update(overrides)
-    return OpenfabricSettings(**values)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_state():
-    reset_state()
-    yield
-    reset_state()
+fast = fast_settings
 
 
 def run(app_url: str, kind: str = "image", values: ToolValues = PROMPT, progress=None, **settings):

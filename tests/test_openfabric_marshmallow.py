@@ -20,7 +20,9 @@ import httpx
 import pytest
 
 from agent.settings import get_settings
-from openfabric_fakes import (
+from openfabric_fakes import (  # noqa: F401 (fresh_openfabric_state is an autouse fixture)
+    fast_settings,
+    fresh_openfabric_state,
     EMPTY_SHA256,
     MARSHMALLOW_3D_INPUT,
     MARSHMALLOW_3D_OUTPUT,
@@ -50,17 +52,8 @@ TOKEN = "s3cret-token"
 
 
 def fast(**overrides) -> OpenfabricSettings:
-    values = dict(connect_timeout=2.0, request_timeout=5.0, execution_timeout=30.0, retries=3, backoff_initial=0.01,
-                  backoff_max=0.05, breaker_failures=3, breaker_reset_seconds=30.0, schema_ttl=60.0)
-    values.update(overrides)
-    return OpenfabricSettings(**values)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_state():
-    reset_state()
-    yield
-    reset_state()
+    # whole creations through the graph: more headroom than the client's fault tests
+    return fast_settings(**{"connect_timeout": 2.0, "request_timeout": 5.0, "execution_timeout": 30.0, **overrides})
 
 
 def use_apps(monkeypatch, image_url: str, model_url: str, transport: str, token: str | None = None) -> None:
