@@ -197,7 +197,9 @@ def summary(state: dict, done: list[str], steps: list[dict]) -> str:
             else:
                 lines.append("There is no image to turn into 3D yet.")
     if state.get("creation_id") and ({"text_to_image", "image_to_3d"} & set(done)):
-        lines.append(f"Creation {state['creation_id']} is saved; ask for it any time.")
+        parent = next((c for c in recalled if c["id"] == state.get("parent_id")), None) if "text_to_image" in done else None
+        remix = f" — a remix of “{parent['original_prompt']}”" if parent else ""
+        lines.append(f"Creation {state['creation_id']} is saved{remix}; ask for it any time.")
     return "\n".join(lines) or "Done."
 
 

@@ -66,6 +66,7 @@ def test_remix_recalls_first_and_records_lineage(graph, store):
     assert state["idea"] == "a stone castle on a hill, at night"
     child = store.get(state["creation_id"])
     assert child.parent_id == base and [c.id for c in store.children(base)] == [child.id]
+    assert "a remix of “a stone castle on a hill”" in state["messages"][-1].content  # the graph's reply says so
 
 
 def test_thread_survives_a_restart(data_dir):
