@@ -304,14 +304,8 @@ async def _remix(action: cl.Action):
 
 def _remote_remix_request(user: str, creation_id: str, change: str) -> str | None:
     """history.remix_request's words, for a creation read from the API server."""
-    import re
-
     props = remote_creation(user, creation_id)
-    if props is None:
-        return None
-    change = re.sub(r"\s+", " ", (change or "").strip())[:300].rstrip(" .")
-    change = re.sub(r"^but\s+", "", change, flags=re.I) or "as a new variation"
-    return f"Remix the one I made before, “{props['prompt']}”, but {change}"
+    return None if props is None else history.remix_text(props["prompt"], change)
 
 
 async def _run_remix(text: str) -> None:

@@ -65,8 +65,11 @@ def views_of(user: str, ids: list[str]) -> list:
 def remix_request(user: str, creation_id: str, change: str) -> str | None:
     """The request text that remixes a creation: the agent recalls it by these words and applies the change."""
     view = get_store().get(creation_id, user_id=user) if _ID.match(creation_id or "") else None
-    if view is None:
-        return None
+    return None if view is None else remix_text(view.original_prompt, change)
+
+
+def remix_text(original_prompt: str, change: str) -> str:
+    """The words of a remix request (in-process and client mode alike): the recall cue, then the change."""
     change = re.sub(r"\s+", " ", (change or "").strip())[:300].rstrip(" .")
     change = re.sub(r"^but\s+", "", change, flags=re.I) or "as a new variation"
-    return f"Remix the one I made before, “{view.original_prompt}”, but {change}"
+    return f"Remix the one I made before, “{original_prompt}”, but {change}"
