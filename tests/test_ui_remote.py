@@ -55,14 +55,7 @@ def test_client_mode_review_steps_image_viewer_from_the_server(api, studio, shot
         assert "enhance_prompt" in h.page_text(d)  # the step streamed from the server's custom events
         assert h.count(d, "[data-atelier-image]") == 0  # paused before any image is made
         edited = "a lantern made of folded paper, warm glow, edited in the studio"
-        from selenium.webdriver.common.keys import Keys
-
-        area = d.find_element("css selector", "[data-atelier-review-text]")
-        area.click()
-        area.send_keys(Keys.CONTROL, "a")
-        area.send_keys(edited)
-        h.wait_until(lambda: d.find_element("css selector", "[data-atelier-edit]").is_enabled(), 10, message="the edit button")
-        h.click(d, d.find_element("css selector", "[data-atelier-edit]"))
+        h.edit_review(d, edited)
 
         h.wait_until(lambda: h.image_loaded(d, "[data-atelier-image]"), 180, message="the image from the server")
         h.wait_until(lambda: h.viewer_loaded(d), 180, message="the 3D viewer from the server")

@@ -178,14 +178,7 @@ def test_settings_review_prompt_pauses_for_an_edit(studio, browser, shots):
     time.sleep(0.5)
     h.save_screenshot(d, "06-review-prompt", directory=shots)
     edited = "a ceramic teapot shaped like a blue whale, watercolor"
-    from selenium.webdriver.common.keys import Keys
-
-    area = d.find_element("css selector", "[data-atelier-review-text]")
-    area.click()
-    area.send_keys(Keys.CONTROL, "a")
-    area.send_keys(edited)
-    h.wait_until(lambda: d.find_element("css selector", "[data-atelier-edit]").is_enabled(), 10, message="the edit button")
-    h.click(d, d.find_element("css selector", "[data-atelier-edit]"))
+    h.edit_review(d, edited)
     h.wait_until(lambda: h.viewer_loaded(d), 90, message="the creation after review")
     h.wait_idle(d)
     card = d.find_elements("css selector", "[data-atelier-creation]")[-1]

@@ -340,3 +340,15 @@ def dump_browser_log(driver) -> str:
         return json.dumps(driver.get_log("browser")[-30:], indent=1)
     except Exception:
         return ""
+
+
+def edit_review(driver, text: str) -> None:
+    """Replace the paused prompt in the review card with `text` and press Edit."""
+    from selenium.webdriver.common.keys import Keys
+
+    area = driver.find_element("css selector", "[data-atelier-review-text]")
+    area.click()
+    area.send_keys(Keys.CONTROL, "a")
+    area.send_keys(text)
+    wait_until(lambda: driver.find_element("css selector", "[data-atelier-edit]").is_enabled(), 10, message="the edit button")
+    click(driver, driver.find_element("css selector", "[data-atelier-edit]"))
