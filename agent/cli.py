@@ -357,9 +357,10 @@ def cmd_models(args) -> int:
     from agent.settings import get_settings
     from models import catalogue
 
-    models_dir = get_settings().models_dir
+    settings = get_settings()
+    models_dir = settings.models_dir
     if args.models_command == "list":
-        rows = catalogue.inventory()
+        rows = catalogue.inventory(models_dir, settings.llm_url)
         known = [asdict_entry(e) for e in catalogue.CATALOGUE.values()] if args.catalogue else None
         if args.json:
             print(json.dumps({"models_dir": str(models_dir), "roles": rows, **({"catalogue": known} if known else {})}))

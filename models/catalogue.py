@@ -287,12 +287,10 @@ ROLES: dict[str, tuple[str, str, str]] = {
 }
 
 
-def inventory() -> list[dict]:
+def inventory(models_dir: Path, llm_url: str | None = None) -> list[dict]:
     """One row per role: what is configured, where, how big, which backend uses it, present or not."""
-    from agent.settings import get_settings
     from models import registry
 
-    settings = get_settings()
     rows = []
     for role, (fn_name, used_by, otherwise) in ROLES.items():
         row = {"role": role, "used_by": used_by, "present": False, "path": None, "size_bytes": 0, "note": ""}
@@ -306,10 +304,10 @@ def inventory() -> list[dict]:
                 path = Path(path)
                 row.update(present=path.exists(), path=str(path), size_bytes=folder_size(path) if path.exists() else 0)
             else:
-                row["note"] = f"none configured or found in {settings.models_dir}: uses {otherwise}"
-        if role == "llm" and settings.llm_url:
-            row["note"] = f"served by {settings.llm_url} (ATELIER_LLM_URL); the in-process model is not loaded"
-        pulled = [f.name for f in pulled_folders(settings.models_dir) if _manifest_role(f) == role]
+                row["note"] = f"none configured or found in {models_dir}: uses {otherwise}"
+        if role == "llm" and llm_url:
+            row["note"] = f"served by {llm_url} (ATELIER_LLM_URL); the in-process model is not loaded"
+        pulled = [f.name for f in pulled_folders(models_dir) if _manifest_role(f) == role]
         row["pulled"] = pulled
         rows.append(row)
     return rows
