@@ -337,7 +337,7 @@ def cmd_setup(args) -> int:
 
     settings = get_settings()
     steps = [("data dir", lambda: settings.data_dir.mkdir(parents=True, exist_ok=True)),
-             ("embedded LLM", lambda: __import__("agent.llm", fromlist=["get_llm"]).get_llm()),
+             ("embedded LLM", lambda: __import__("models.llm", fromlist=["get_llm"]).get_llm()),
              # once: later processes embed with onnxruntime and never import torch
              ("embeddings ONNX export", lambda: __import__("memory.embeddings", fromlist=["export_onnx"]).export_onnx()),
              ("embeddings", lambda: __import__("memory.embeddings", fromlist=["embed"]).embed(["warm up"])),
@@ -448,7 +448,7 @@ def cmd_eval(args) -> int:
     if args.eval_command != "decisions":
         raise UsageError("say what to evaluate: `atelier eval decisions`")
     from agent import calibration
-    from agent.llm import LocalLLM, ServerLLM, get_llm
+    from models.llm import LocalLLM, ServerLLM, get_llm
 
     if args.model:
         if not os.path.isfile(args.model):

@@ -28,7 +28,7 @@ from typing import Any, Callable
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 from .intent_examples import PLANS
-from .llm import ChatLLM, LLMError, ToolChatModel
+from models.llm import ChatLLM, LLMError, ToolChatModel
 from .prompts import DECISION_SYSTEM
 from .router import Intent
 

@@ -16,7 +16,7 @@ from memory.store import get_store
 from .configuration import Configuration
 from . import calibration
 from .decision import MODIFICATION, TurnContext, decide as choose, model_messages, remix_idea
-from .llm import current_model_key, get_llm
+from models.llm import current_model_key, get_llm
 from .prompts import REPLY_SYSTEM
 from .router import Intent, get_router
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent import calibration  # noqa: E402
-from agent.llm import get_llm  # noqa: E402
+from models.llm import get_llm  # noqa: E402
 
 DATASET = calibration.DATASET
 

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.llm import get_llm  # noqa: E402
+from models.llm import get_llm  # noqa: E402
 from agent.prompts import ENHANCE_EXAMPLES  # noqa: E402
 from tools.clip_tokens import count_tokens  # noqa: E402
 from tools.enhance import additions_of, copied_phrases, enhance, rubric, unrelated  # noqa: E402

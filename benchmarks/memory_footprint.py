@@ -44,7 +44,7 @@ def embedder():
     out.append({"stage": "  embedding backend: " + embeddings._load().__class__.__name__})
 stage("embedding model", embedder)
 stage("memory store + Chroma", lambda: __import__("memory.store", fromlist=["x"]).get_store().ensure_index())
-stage("LLM (llama.cpp)", lambda: __import__("agent.llm", fromlist=["x"]).get_llm())
+stage("LLM (llama.cpp)", lambda: __import__("models.llm", fromlist=["x"]).get_llm())
 stage("whisper", lambda: __import__("agent.speech", fromlist=["x"])._load())
 print(json.dumps(out))
 """

@@ -37,7 +37,7 @@ def main() -> int:
 
     from agent.cli import run_turn
     from agent.graph import build_graph
-    from agent.llm import get_llm
+    from models.llm import get_llm
     from memory import embeddings
     from memory.session import checkpointer
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.decision import TurnContext, decide, idea_from_request, next_from_plan, plan_for, plausible, remix_idea, validate_call, veto
-from agent.llm import LLMError
+from models.llm import LLMError
 from agent.router import Intent, cue_intent
 
 DATASET = Path(__file__).parent / "data" / "decisions.jsonl"

@@ -71,7 +71,7 @@ def test_long_ideas_are_compressed_to_fit():
 
 
 def test_pass_rate_over_ideas_with_the_real_model():
-    from agent.llm import get_llm
+    from models.llm import get_llm
 
     llm = get_llm()
     results = [(idea, enhance(idea, llm)) for idea in IDEAS]

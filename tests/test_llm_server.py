@@ -52,7 +52,7 @@ def test_openai_compatible_streaming_and_tool_calls(llm):
 
 
 def test_server_llm_adapter_gets_schema_constrained_json(llm):
-    from agent.llm import ServerLLM, parse_json
+    from models.llm import ServerLLM, parse_json
 
     adapter = ServerLLM(llm.url)  # a bare base URL gets /v1 appended
     schema = {"type": "object", "properties": {"tool": {"type": "string", "enum": ["text_to_image", "recall_similar", "none"]}},
@@ -92,7 +92,7 @@ def test_graph_uses_the_llm_server(llm, tmp_path):
 def test_the_graph_decides_by_tool_calls_from_the_llm_server(llm, data_dir, monkeypatch):
     """Policy model against llama_cpp.server (chatml-function-calling): the decide step sends the standard
     tools, and whatever the 135M model calls runs (or the guard vetoes it); the turn ends with a reply."""
-    import agent.llm as llm_module
+    import models.llm as llm_module
     from agent.cli import run_turn, turn_report
     from agent.graph import build_graph
     from agent.settings import get_settings

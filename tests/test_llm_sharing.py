@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from agent.llm import get_llm
+from models.llm import get_llm
 
 
 def test_concurrent_requests_queue_on_the_shared_model(monkeypatch):

@@ -20,7 +20,7 @@ from conftest import ROOT, cli_env
 
 @pytest.fixture
 def served(data_dir, monkeypatch):
-    import agent.llm as llm_module
+    import models.llm as llm_module
     from agent.settings import get_settings
 
     with ScriptedLLMServer() as server:

@@ -18,7 +18,7 @@ import zlib
 from collections import deque
 from dataclasses import dataclass, field
 
-from agent.llm import ChatLLM, LLMError, parse_json
+from models.llm import ChatLLM, LLMError, parse_json
 from agent.prompts import ENHANCE_EXAMPLES, ENHANCE_SYSTEM
 
 from .clip_tokens import CLIP_CONTEXT, count_tokens, truncate_phrases

@@ -23,7 +23,7 @@ from langchain_core.tools import InjectedToolCallId
 from langgraph.types import Command
 
 from agent.configuration import Configuration
-from agent.llm import get_llm
+from models.llm import get_llm
 from memory.recall import recall
 from memory.session import last_creation_cache
 from memory.store import CreationView, get_store
