@@ -28,7 +28,7 @@ _lock = threading.Lock()
 
 
 def calibration_path() -> Path:
-    from agent.settings import get_settings
+    from memory.settings import get_settings
 
     return get_settings().data_dir / "decision_accuracy.json"
 

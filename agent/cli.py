@@ -10,8 +10,10 @@ import time
 import uuid
 from typing import Any
 
-# The user's own choice, before the default below: `atelier models pull` is the one command that goes online.
-USER_HUB_OFFLINE = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+from models.settings import ModelSettings
+
+# The user's own choice, read before the default below: `atelier models pull` is the one command that goes online.
+USER_HUB_OFFLINE = ModelSettings().hf_hub_offline
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing else here may reach for a model hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
@@ -332,7 +334,7 @@ def cmd_reindex(args) -> int:
 def cmd_setup(args) -> int:
     from tqdm import tqdm
 
-    from agent.settings import get_settings
+    from memory.settings import get_settings
     from models.registry import describe
 
     settings = get_settings()
@@ -354,8 +356,8 @@ def cmd_setup(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from agent.settings import get_settings
     from models import catalogue
+    from models.settings import get_settings
 
     settings = get_settings()
     models_dir = settings.models_dir
@@ -375,7 +377,7 @@ def cmd_models(args) -> int:
     if args.models_command == "pull":
         try:
             result = catalogue.pull(args.name, models_dir, accept_licence=args.accept_licence, revision=args.revision,
-                                    offline=USER_HUB_OFFLINE, token=os.environ.get("HF_TOKEN"),
+                                    offline=USER_HUB_OFFLINE, token=settings.hf_token,
                                     progress=lambda msg: print(msg, file=sys.stderr))
         except catalogue.CatalogueError as exc:
             raise UsageError(str(exc)) from None
@@ -421,7 +423,7 @@ def terminal_chat(user: str) -> int:
     from agent.settings import get_settings
     from memory.session import checkpointer
 
-    graph = build_graph(checkpointer=checkpointer(get_settings()))
+    graph = build_graph(checkpointer=checkpointer())
     config = {"configurable": {"thread_id": uuid.uuid4().hex, "user_id": user}}
     print("Atelier — type an idea (\"a glowing dragon on a cliff at sunset\"), or 'quit'.")
     while True:
@@ -453,7 +455,7 @@ def cmd_eval(args) -> int:
     if args.model:
         if not os.path.isfile(args.model):
             raise UsageError(f"--model {args.model} is not a file")
-        from agent.settings import get_settings
+        from models.settings import get_settings
 
         s = get_settings()
         llm = LocalLLM(args.model, n_ctx=s.llm_n_ctx, n_threads=s.llm_threads, n_gpu_layers=s.llm_n_gpu_layers)

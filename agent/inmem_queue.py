@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import threading
 
 log = logging.getLogger("atelier.api")
@@ -63,7 +62,9 @@ def install() -> bool:
     global _installed
     if _installed:
         return True
-    if os.environ.get("ATELIER_API_WAKE_QUEUE", "1") == "0":
+    from agent.settings import get_settings
+
+    if not get_settings().api_wake_queue:
         log.info("step=api_wake_queue status=off")
         return False
     try:

@@ -40,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
+from agent.settings import AgentSettings, get_settings
 from memory.validation import InvalidInput, parse_bounded_int, shown, validate_idea, validate_user_id
 
 log = logging.getLogger("atelier.api")
@@ -50,7 +51,7 @@ ANONYMOUS = "~anonymous"  # no identity was presented (never a real user: the ti
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Request bodies are JSON of one message (ATELIER_MAX_IDEA_CHARS, 4000 by default: at most ~24 kB even with
 # \uXXXX escapes) or a resume; anything far larger is refused before it is read (413).
-DEFAULT_MAX_BODY_BYTES = 256 * 1024
+DEFAULT_MAX_BODY_BYTES = AgentSettings.model_fields["api_max_body_bytes"].default
 MAX_OFFSET = 1_000_000_000  # /creations?offset=: far beyond any real history, far inside SQLite's 64-bit range
 
 
@@ -58,7 +59,7 @@ MAX_OFFSET = 1_000_000_000  # /creations?offset=: far beyond any real history, f
 def api_keys() -> dict[str, str]:
     """token -> user from ATELIER_API_KEYS ("alice:tok1,bob:tok2"); empty = no tokens required."""
     keys: dict[str, str] = {}
-    for item in (os.environ.get("ATELIER_API_KEYS") or "").split(","):
+    for item in get_settings().api_keys.split(","):
         user, sep, token = item.strip().partition(":")
         if sep and user.strip() and token.strip():
             try:
@@ -73,11 +74,11 @@ def admins() -> frozenset[str]:
     who they are (ATELIER_API_KEYS); a header identity is a claim anyone on the network can make."""
     if not api_keys():
         return frozenset()
-    return frozenset(u.strip() for u in (os.environ.get("ATELIER_API_ADMINS") or "").split(",") if u.strip())
+    return get_settings().api_admin_set
 
 
 def max_body_bytes() -> int:
-    return int(os.environ.get("ATELIER_API_MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES)
+    return get_settings().api_max_body_bytes
 
 
 def _valid_user(value: Any, status: int = 400) -> str:
@@ -172,7 +173,6 @@ def check_run_input(kwargs: dict, configurable: dict) -> None:
     shares (agent.configuration / memory.validation): nothing is made or stored for it. The graph checks again
     on its own input, for callers that do not come through here."""
     from agent.configuration import Configuration
-    from agent.settings import get_settings
 
     try:
         Configuration.from_runnable_config({"configurable": configurable})
@@ -443,12 +443,13 @@ def list_creations(request: Request):
 
 
 def health(request: Request):
-    from agent.settings import get_settings
+    from memory.settings import get_settings as memory_settings
+    from models.settings import get_settings as model_settings
 
-    settings = get_settings()
+    settings = memory_settings()
     return JSONResponse({"ok": True, "data_dir": str(Path(settings.data_dir).resolve()),
                          "database": "postgres" if (settings.database_url or "").startswith("postgres") else "sqlite",
-                         "chroma": "server" if settings.chroma_url else "embedded", "llm": "server" if settings.llm_url else "in-process",
+                         "chroma": "server" if settings.chroma_url else "embedded", "llm": "server" if model_settings().llm_url else "in-process",
                          "auth": "token" if api_keys() else "header-or-config"})
 
 
@@ -503,11 +504,12 @@ async def lifespan(_app):
     and marks creations that a dead process left in_progress as interrupted (docs/durability.md)."""
     import asyncio
 
-    if os.environ.get("LANGGRAPH_RUNTIME_EDITION") == "inmem" and os.environ.get("ATELIER_API_FLUSH_ON_COMMIT", "1") != "0":
+    settings = get_settings()
+    if settings.runtime_edition == "inmem" and settings.api_flush_on_commit:
         from agent.inmem_durability import install
 
         install()
-    if os.environ.get("LANGGRAPH_RUNTIME_EDITION", "inmem") == "inmem":
+    if settings.runtime_edition == "inmem":
         from agent.inmem_queue import install as start_runs_when_created
 
         start_runs_when_created()  # a new run starts at once, not at the runtime's next 0.5 s poll
@@ -541,17 +543,20 @@ def prepare_environment(data_dir: str | os.PathLike | None = None) -> Path:
         from dotenv import load_dotenv
 
         load_dotenv(env_file, override=False)  # pydantic-settings would not find .env after the chdir
-    from agent.settings import get_settings
+    from memory.settings import get_settings as memory_settings
+    from models.settings import get_settings as model_settings, reset_settings
 
     if data_dir is not None:
         os.environ["ATELIER_DATA_DIR"] = str(data_dir)
-        get_settings.cache_clear()
-    resolved = Path(get_settings().data_dir).resolve()
+        reset_settings()
+    resolved = Path(memory_settings().data_dir).resolve()
     os.environ["ATELIER_DATA_DIR"] = str(resolved)
-    for name in ("ATELIER_LLM_PATH", "ATELIER_EMBEDDING_MODEL_PATH", "ATELIER_WHISPER_MODEL_PATH"):
-        if os.environ.get(name):
-            os.environ[name] = str(Path(os.environ[name]).resolve())
-    get_settings.cache_clear()
+    models = model_settings()
+    for name, value in (("ATELIER_LLM_PATH", models.llm_path), ("ATELIER_EMBEDDING_MODEL_PATH", models.embedding_model_path),
+                        ("ATELIER_WHISPER_MODEL_PATH", models.whisper_model_path)):
+        if value:  # the graph reads them again in the state dir the server changes into
+            os.environ[name] = str(Path(value).resolve())
+    reset_settings()
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
@@ -560,7 +565,7 @@ def prepare_environment(data_dir: str | os.PathLike | None = None) -> Path:
 
 def state_dir(data_dir: Path) -> Path:
     """Where the in-memory runtime keeps its .langgraph_api/ (threads, runs, checkpoints)."""
-    return Path(os.environ.get("ATELIER_API_STATE_DIR") or data_dir / "api").resolve()
+    return Path(get_settings().api_state_dir or data_dir / "api").resolve()
 
 
 def serve(host: str = "127.0.0.1", port: int = 2024, *, jobs: int | None = None, data_dir: str | None = None,
@@ -571,7 +576,7 @@ def serve(host: str = "127.0.0.1", port: int = 2024, *, jobs: int | None = None,
     where = state_dir(resolved)
     where.mkdir(parents=True, exist_ok=True)
     os.chdir(where)  # before langgraph_runtime_inmem is imported: it opens ./.langgraph_api at import time
-    jobs = jobs or int(os.environ.get("ATELIER_API_JOBS") or os.environ.get("N_JOBS_PER_WORKER") or 8)
+    jobs = jobs or get_settings().api_jobs or 8
     print(f"Atelier API on http://{host}:{port} (data {resolved}, threads in {where / '.langgraph_api'}, {jobs} concurrent runs)",
           file=sys.stderr, flush=True)
     # The runtime's own body cap (langgraph_api.route.ApiRequest), read when langgraph_api.config is imported:
@@ -585,7 +590,7 @@ def serve(host: str = "127.0.0.1", port: int = 2024, *, jobs: int | None = None,
                # Sync graph nodes run in worker threads; blocking checks (blockbuster) would only flag the
                # dev runtime, never the production image, so run like production.
                allow_blocking=True,
-               server_level=(log_level or os.environ.get("ATELIER_API_LOG_LEVEL") or "WARNING").upper())
+               server_level=(log_level or get_settings().api_log_level).upper())
     return 0
 
 

@@ -4,7 +4,7 @@ prompt's own worked examples, and how distinct the additions are across the idea
     .venv/bin/python benchmarks/enhance_rubric.py [--limit N] [--free-form] [--json]
 
 copied_phrase_rate: share of ideas whose final prompt contains a phrase (whole, or a run of three words) from
-any example in agent/prompts.py's pool — not only the one shown (target 0 %).
+any example in tools/prompts.py's pool — not only the one shown (target 0 %).
 distinct_additions: unique addition phrases / all addition phrases over the ideas (1.0 = no phrase reused).
 repeated_across_unrelated: phrases that appear for two or more ideas sharing no content word.
 --free-form also asks the same model for a free-form rewrite, to show why the constrained design exists.
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from models.llm import get_llm  # noqa: E402
-from agent.prompts import ENHANCE_EXAMPLES  # noqa: E402
+from tools.prompts import ENHANCE_EXAMPLES  # noqa: E402
 from tools.clip_tokens import count_tokens  # noqa: E402
 from tools.enhance import additions_of, copied_phrases, enhance, rubric, unrelated  # noqa: E402
 

@@ -100,12 +100,12 @@ def _rss_peak_mb() -> float:
 def measure(folder: Path, width: int, height: int, steps: int | None, repeat: int) -> dict:
     import torch
 
-    from agent.settings import get_settings
+    from models.settings import reset_settings
     from tools.backends.base import ImageRequest
     from tools.backends.diffusers import DiffusersBackend
 
     os.environ["ATELIER_IMAGE_MODEL"] = str(folder)
-    get_settings.cache_clear()
+    reset_settings()
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()

@@ -86,9 +86,9 @@ def main() -> int:
     os.environ["ATELIER_MESH_MAX_FACES"] = str(args.max_faces)
     if args.steps:
         os.environ["ATELIER_MESH_STEPS"] = str(args.steps)
-    from agent.settings import get_settings
+    from models.settings import reset_settings
 
-    get_settings.cache_clear()
+    reset_settings()
     from tools.backends.base import MeshRequest
     from tools.backends.hunyuan3d import Hunyuan3DBackend
 

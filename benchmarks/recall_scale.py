@@ -241,12 +241,12 @@ def forgotten(store, sample: int) -> str:
 
 
 def one(n: int, layout: str, args) -> dict:
-    from agent.settings import Settings
+    from memory.settings import MemorySettings
     from memory.store import MemoryStore
 
     data = Path(tempfile.mkdtemp(prefix=f"atelier-recall-{n}-{layout}-"))
     try:
-        store = MemoryStore(Settings(data_dir=data))
+        store = MemoryStore(MemorySettings(data_dir=data))
         import_s, planted = build(store, n, layout, args.cache, args.embed_all)
         store.index._close()  # measure what a freshly started process sees: the index as read back from disk
         store.ensure_index()

@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from sqlalchemy import Index, insert, inspect, select
 
-from tools.backends.base import GeneratedAsset
+from .types import GeneratedAsset
 
 from . import embeddings
 from .models import Asset, CreationRecord, Prompt, VectorEmbedding, new_id

@@ -80,7 +80,7 @@ class SentenceTransformerEmbedder:
 
 
 def _configured_backend() -> str:
-    from agent.settings import get_settings
+    from models.settings import get_settings
 
     choice = get_settings().embedding_backend
     if choice not in BACKENDS:

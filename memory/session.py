@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from agent.settings import Settings, get_settings
+from .settings import MemorySettings, get_settings
 
 
 class LastCreationCache:
@@ -45,7 +45,7 @@ def last_creation_cache() -> LastCreationCache:
     return _cache
 
 
-def sqlite_checkpointer(settings: Settings | None = None):
+def sqlite_checkpointer(settings: MemorySettings | None = None):
     """A SqliteSaver under the data dir, so a thread survives a restart of the process."""
     from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -60,7 +60,7 @@ def sqlite_checkpointer(settings: Settings | None = None):
     return saver
 
 
-def checkpointer(settings: Settings | None = None):
+def checkpointer(settings: MemorySettings | None = None):
     """Postgres saver when ATELIER_DATABASE_URL points at Postgres, SQLite otherwise."""
     settings = settings or get_settings()
     url = settings.database_url or ""

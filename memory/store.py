@@ -28,8 +28,8 @@ from sqlalchemy import create_engine, event, func, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from agent.settings import Settings, get_settings
-from tools.backends.base import GeneratedAsset
+from .settings import MemorySettings, get_settings
+from .types import GeneratedAsset
 
 from .models import Asset, Base, CreationRecord, Prompt, VectorEmbedding, new_id
 from .validation import validate_user_id
@@ -97,7 +97,7 @@ def validate_user(user_id: str) -> str:
 
 
 class MemoryStore:
-    def __init__(self, settings: Settings | None = None):
+    def __init__(self, settings: MemorySettings | None = None):
         self.settings = settings or get_settings()
         self.data_dir = Path(self.settings.data_dir).resolve()
         self.assets_dir = self.data_dir / "assets"
@@ -116,7 +116,7 @@ class MemoryStore:
         self._index_lock = threading.Lock()
         # How long a run may go without a heartbeat before its in_progress creation counts as interrupted (a run
         # on another host; on this host a dead process is noticed at once).
-        self.lease_seconds = float(os.environ.get("ATELIER_CREATION_LEASE_SECONDS") or 900)
+        self.lease_seconds = self.settings.creation_lease_seconds
         self._quietly("sweep_temp_files", self.sweep_temp_files)  # what a process killed mid-write left behind
         self._quietly("recover_interrupted", self.recover_interrupted)
 
@@ -608,7 +608,7 @@ _stores: dict[str, MemoryStore] = {}
 _stores_lock = threading.Lock()
 
 
-def get_store(settings: Settings | None = None) -> MemoryStore:
+def get_store(settings: MemorySettings | None = None) -> MemoryStore:
     """One store per (data dir, database url) per process."""
     settings = settings or get_settings()
     key = f"{Path(settings.data_dir).resolve()}|{settings.sqlalchemy_url}|{settings.chroma_url}"

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from models.settings import get_settings
+
 MANIFEST = ".atelier-manifest.json"
 
 
@@ -155,7 +157,7 @@ def pull(name: str, models_dir: Path, *, accept_licence: bool = False, revision:
 
     target = models_dir.resolve() / item.target
     started = time.perf_counter()
-    endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
+    endpoint = endpoint or get_settings().hf_endpoint or None
     try:
         # The file list (with sizes and LFS sha256) first: offline or a wrong name fails here in seconds.
         info = HfApi(endpoint=endpoint, token=token).model_info(item.repo_id, revision=revision, files_metadata=True,

@@ -269,8 +269,8 @@ def served_model_id(base_url: str, client=None) -> str:
 
 def current_model_key() -> str:
     """The configured model's calibration key, without loading it: served:<id> or gguf:<file hash>."""
-    from agent.settings import get_settings
     from models.registry import llm_path
+    from models.settings import get_settings
 
     settings = get_settings()
     if settings.llm_url:
@@ -335,8 +335,8 @@ def get_llm() -> ChatLLM:
     global _llm
     with _llm_lock:
         if _llm is None:
-            from agent.settings import get_settings
             from models.registry import llm_path
+            from models.settings import get_settings
 
             settings = get_settings()
             if settings.llm_url:

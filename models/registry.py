@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from agent.settings import get_settings
+from models.settings import get_settings
 
 MODELS_DIR = Path(__file__).resolve().parent
 

@@ -27,15 +27,15 @@ def _session_data_dir(tmp_path_factory):
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
     """A fresh data dir with offline backends; settings re-read so everything uses it."""
-    from agent.settings import get_settings
+    from models.settings import reset_settings
 
     path = tmp_path / "data"
     monkeypatch.setenv("ATELIER_DATA_DIR", str(path))
     monkeypatch.setenv("ATELIER_IMAGE_BACKENDS", "sketch")
     monkeypatch.setenv("ATELIER_MODEL_BACKENDS", "relief")
-    get_settings.cache_clear()
+    reset_settings()
     yield path
-    get_settings.cache_clear()
+    reset_settings()
 
 
 @pytest.fixture
@@ -80,3 +80,13 @@ def level_of(filename: str) -> str:
 def pytest_collection_modifyitems(config, items):
     for item in items:
         item.add_marker(getattr(pytest.mark, level_of(item.path.name)))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings():
+    """Every test starts and ends with settings read from the environment it sees (each layer caches its own)."""
+    from models.settings import reset_settings
+
+    reset_settings()
+    yield
+    reset_settings()

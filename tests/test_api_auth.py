@@ -8,6 +8,7 @@ import pytest
 from langgraph_sdk import Auth
 
 from agent import webapp
+from models.settings import reset_settings
 
 
 def ctx(identity: str):
@@ -27,6 +28,7 @@ def status(exc_info) -> int:
 
 def test_header_or_anonymous(monkeypatch):
     monkeypatch.delenv("ATELIER_API_KEYS", raising=False)
+    reset_settings()
     assert webapp.identify({b"x-atelier-user": b"alice"}, None)["identity"] == "alice"
     anonymous = webapp.identify({}, None)
     assert anonymous["identity"] == webapp.ANONYMOUS and anonymous["is_authenticated"] is False
@@ -38,6 +40,7 @@ def test_header_or_anonymous(monkeypatch):
 
 def test_tokens_when_configured(monkeypatch):
     monkeypatch.setenv("ATELIER_API_KEYS", "alice:s3cret-a, bob:s3cret-b")
+    reset_settings()
     assert webapp.identify({}, "Bearer s3cret-b")["identity"] == "bob"
     # A header claim means nothing once tokens are on.
     assert webapp.identify({b"x-atelier-user": b"alice"}, "Bearer s3cret-b")["identity"] == "bob"
@@ -95,7 +98,10 @@ def test_assistants_are_read_only_except_for_token_admins(monkeypatch):
         return asyncio.run(webapp.on_assistants(SimpleNamespace(user=SimpleNamespace(identity=identity), action=action), {}))
 
     monkeypatch.delenv("ATELIER_API_KEYS", raising=False)
+
+    reset_settings()
     monkeypatch.setenv("ATELIER_API_ADMINS", "ops")
+    reset_settings()
     for identity in ("bob", "ops", webapp.ANONYMOUS):  # without tokens nobody is an admin (a header is only a claim)
         assert attempt(identity, "read") is None and attempt(identity, "search") is None
         for action in ("create", "update", "delete"):
@@ -103,6 +109,7 @@ def test_assistants_are_read_only_except_for_token_admins(monkeypatch):
                 attempt(identity, action)
             assert status(e) == 403
     monkeypatch.setenv("ATELIER_API_KEYS", "ops:tok-o,bob:tok-b")
+    reset_settings()
     assert attempt("ops", "update") is None and attempt("ops", "delete") is None
     with pytest.raises(Auth.exceptions.HTTPException):
         attempt("bob", "update")
@@ -110,6 +117,7 @@ def test_assistants_are_read_only_except_for_token_admins(monkeypatch):
 
 def test_request_guard_checks_headers_before_anything_parses_them(monkeypatch):
     monkeypatch.delenv("ATELIER_API_MAX_BODY_BYTES", raising=False)
+    reset_settings()
     check = webapp.RequestGuard.check
     assert check([(b"x-atelier-user", b"alice"), (b"content-length", b"120")]) is None
     assert check([(b"x-atelier-user", b"alice"), (b"X-Atelier-User", b"bob")])[0] == 400
@@ -117,6 +125,7 @@ def test_request_guard_checks_headers_before_anything_parses_them(monkeypatch):
     assert check([(b"content-length", b"20000000")])[0] == 413
     assert check([(b"content-length", str(webapp.DEFAULT_MAX_BODY_BYTES).encode())]) is None
     monkeypatch.setenv("ATELIER_API_MAX_BODY_BYTES", "1000")
+    reset_settings()
     assert check([(b"content-length", b"1001")])[0] == 413
 
 
@@ -140,6 +149,7 @@ def test_runs_are_checked_before_they_are_queued():
 
 def test_token_users_follow_the_user_id_rule(monkeypatch):
     monkeypatch.setenv("ATELIER_API_KEYS", "alice:tok-a,~root:tok-r,ev\x1bil:tok-e")
+    reset_settings()
     assert webapp.api_keys() == {"tok-a": "alice"}
     with pytest.raises(Auth.exceptions.HTTPException):
         webapp.identify({}, "Bearer tok-r")

@@ -47,7 +47,7 @@ def distilled_sd(models_dir, tmp_path_factory) -> Path:
 @pytest.fixture
 def use_models(models_dir, monkeypatch):
     """Point the settings at a models dir (and optionally one image model); settings re-read for each change."""
-    from agent.settings import get_settings
+    from models.settings import reset_settings
 
     def choose(image_model: str | None = None, root: Path | None = None) -> None:
         monkeypatch.setenv("ATELIER_MODELS_DIR", str(root or models_dir))
@@ -55,10 +55,10 @@ def use_models(models_dir, monkeypatch):
             monkeypatch.delenv("ATELIER_IMAGE_MODEL", raising=False)
         else:
             monkeypatch.setenv("ATELIER_IMAGE_MODEL", image_model)
-        get_settings.cache_clear()
+        reset_settings()
 
     yield choose
-    get_settings.cache_clear()
+    reset_settings()
 
 
 @pytest.fixture(scope="module")
@@ -264,10 +264,10 @@ def test_without_a_model_the_fallback_costs_nothing_and_keeps_the_reason(tmp_pat
 
 
 def test_the_default_order_tries_diffusers_between_openfabric_and_sketch(monkeypatch):
-    from agent.settings import Settings
+    from tools.settings import ToolSettings
 
     monkeypatch.delenv("ATELIER_IMAGE_BACKENDS", raising=False)
-    assert Settings(_env_file=None).image_backend_list == ["openfabric", "diffusers", "sketch"]
+    assert ToolSettings(_env_file=None).image_backend_list == ["openfabric", "diffusers", "sketch"]
 
 
 # ---------------------------------------------------------------- family table, size rounding (JSON / arithmetic only)
@@ -414,12 +414,12 @@ def test_denoising_progress_reaches_the_graph_stream(models_dir, data_dir, monke
     """The events the studio's step (ui/runner.py) and the CLI consume: text_to_image progress, one per step."""
     from agent.cli import run_turn
     from agent.graph import build_graph
-    from agent.settings import get_settings
+    from models.settings import reset_settings
     from memory.session import checkpointer
     from ui import views
 
     monkeypatch.setenv("ATELIER_IMAGE_MODEL", str(models_dir / "tiny-sd"))
-    get_settings.cache_clear()
+    reset_settings()
     events: list[dict] = []
     config = {"configurable": {"thread_id": "t-diffusers", "user_id": "u", "image_backends": ["diffusers"], "enhance": False,
                                "auto_3d": False, "decision_policy": "router", "width": 64, "height": 64, "steps": 3, "seed": 5}}
@@ -448,15 +448,15 @@ def test_atelier_create_uses_diffusers_and_makes_3d_from_its_picture(distilled_s
     assert report["fallbacks"][0]["backend"] == "openfabric"  # tried first, as the default order says
     assert Path(report["model"]).read_bytes()[:4] == b"glTF" and report["backends"]["model"] == "relief"
     # the 3D step ran on this picture: the model belongs to the same creation as the image
-    from agent.settings import get_settings
+    from models.settings import reset_settings
     from memory.store import MemoryStore
 
     monkeypatch.setenv("ATELIER_DATA_DIR", str(data))
-    get_settings.cache_clear()
+    reset_settings()
     try:
         view = MemoryStore().get(report["creation_id"], user_id="local")
         assert view.image.path == str(image) and view.model.path == report["model"]
         assert view.image.backend == "diffusers" and view.image.meta["seed"] == 7
         assert (view.image.meta["family"], view.image.meta["steps"]) == ("sd-turbo", 1)
     finally:
-        get_settings.cache_clear()
+        reset_settings()

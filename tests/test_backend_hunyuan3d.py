@@ -15,7 +15,8 @@ import torch
 import trimesh
 from PIL import Image, ImageDraw
 
-from agent.settings import Settings, get_settings
+from models.settings import reset_settings
+from tools.settings import ToolSettings
 from tiny_hunyuan3d import tiny_config, write_shape_folder
 from tools.backends import generate_with_fallback
 from tools.backends._torchvision_standin import CenterCrop, Compose, Normalize, Resize, conditioner_module
@@ -53,9 +54,9 @@ def mesh_env(models_dir, monkeypatch):
     monkeypatch.setenv("ATELIER_MESH_OCTREE_RESOLUTION", str(OCTREE))
     monkeypatch.setenv("ATELIER_MESH_STEPS", "3")
     monkeypatch.setenv("ATELIER_MESH_MAX_FACES", str(BUDGET))
-    get_settings.cache_clear()
+    reset_settings()
     yield models_dir
-    get_settings.cache_clear()
+    reset_settings()
 
 
 def _quadrants() -> Image.Image:
@@ -196,7 +197,7 @@ def test_same_seed_same_mesh_and_another_seed_another(mesh_env):
 def test_turbo_folder_runs_five_steps_with_flashvdm_decoding(mesh_env, monkeypatch):
     monkeypatch.setenv("ATELIER_MESH_MODEL", str(mesh_env / "hunyuan3d-2mini" / "hunyuan3d-dit-v2-mini-turbo"))
     monkeypatch.delenv("ATELIER_MESH_STEPS")
-    get_settings.cache_clear()
+    reset_settings()
     events: list[str] = []
     asset = Hunyuan3DBackend().generate(MeshRequest(image=_png(_quadrants()), seed=2), lambda f, m: events.append(m))[0]
     md = asset.metadata
@@ -217,11 +218,11 @@ def test_undecodable_picture_is_a_clear_non_transient_error(mesh_env):
 
 def test_a_named_model_that_is_not_there_says_so(mesh_env, monkeypatch, tmp_path):
     monkeypatch.setenv("ATELIER_MESH_MODEL", str(tmp_path / "nowhere"))
-    get_settings.cache_clear()
+    reset_settings()
     with pytest.raises(BackendError, match="ATELIER_MESH_MODEL=.*nowhere is neither a folder"):
         Hunyuan3DBackend().generate(MeshRequest(image=_png(_quadrants())))
     monkeypatch.setenv("ATELIER_MESH_MODEL", str(mesh_env / "hunyuan3d-2mini"))  # two shape folders inside: name one
-    get_settings.cache_clear()
+    reset_settings()
     with pytest.raises(BackendError, match="holds 2 shape folders"):
         Hunyuan3DBackend().generate(MeshRequest(image=_png(_quadrants())))
 
@@ -237,7 +238,7 @@ def test_a_config_that_would_fetch_the_image_encoder_is_refused(mesh_env, monkey
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     (folder / "model.fp16.safetensors").symlink_to(source / "model.fp16.safetensors")
     monkeypatch.setenv("ATELIER_MESH_MODEL", str(folder))
-    get_settings.cache_clear()
+    reset_settings()
     with pytest.raises(BackendError, match="never downloads at run time"):
         Hunyuan3DBackend().generate(MeshRequest(image=_png(_quadrants())))
 
@@ -250,7 +251,7 @@ def test_without_a_mesh_model_the_attempt_is_fast_clear_and_relief_is_used(tmp_p
     empty.mkdir()
     script = (
         "import json, sys, io\n"
-        "import numpy, agent.settings\n"
+        "import numpy, tools.settings\n"
         "from PIL import Image\n"
         "from tools.backends import generate_with_fallback\n"
         "from tools.backends.base import MeshRequest\n"
@@ -275,7 +276,7 @@ def test_without_a_mesh_model_the_attempt_is_fast_clear_and_relief_is_used(tmp_p
 
 def test_default_order_tries_the_learned_mesh_backend_before_relief(monkeypatch):
     monkeypatch.delenv("ATELIER_MODEL_BACKENDS", raising=False)
-    assert Settings(_env_file=None).model_backend_list == ["openfabric", "hunyuan3d", "relief"]
+    assert ToolSettings(_env_file=None).model_backend_list == ["openfabric", "hunyuan3d", "relief"]
 
 
 def test_fallback_runner_uses_hunyuan3d_when_its_model_is_there(mesh_env):

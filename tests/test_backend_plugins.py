@@ -142,7 +142,7 @@ def test_a_constructor_type_error_surfaces(plugin):
 
 
 def test_settings_panel_and_views_read_the_plugin_declarations(plugin, monkeypatch):
-    from agent.settings import get_settings
+    from models.settings import reset_settings
     from ui import settings_panel, views
 
     assert views.backend_label("stripes", "image") == "the Stripes plugin"
@@ -152,11 +152,11 @@ def test_settings_panel_and_views_read_the_plugin_declarations(plugin, monkeypat
     assert notes and notes[0].startswith("The Stripes plugin ") and notes[0].endswith("used the local sketch backend")
 
     monkeypatch.setenv("ATELIER_IMAGE_BACKENDS", "stripes,sketch")
-    get_settings.cache_clear()
+    reset_settings()
     try:
         widgets = {w.id: w for w in settings_panel.widgets()}
     finally:
-        get_settings.cache_clear()
+        reset_settings()
     assert widgets["image_backend"].values[1:] == ["stripes", "sketch"]
     assert "stripes, sketch" in widgets["size"].description or "sketch, stripes" in widgets["size"].description
     assert widgets["steps"].description == "Used by: stripes."  # sketch declares no steps; the plugin does

@@ -21,7 +21,7 @@ N = 20  # creations per process
 
 RACER = r"""
 import os, sys, time, traceback
-from agent.settings import Settings
+from memory.settings import MemorySettings
 from memory.store import MemoryStore
 go, targets = sys.argv[1], sys.argv[2:]
 print("ready", flush=True)
@@ -31,9 +31,9 @@ errors = 0
 for target in targets:
     try:
         if target.startswith("postgresql"):
-            MemoryStore(Settings(data_dir=os.environ["ATELIER_DATA_DIR"], database_url=target))
+            MemoryStore(MemorySettings(data_dir=os.environ["ATELIER_DATA_DIR"], database_url=target))
         else:
-            MemoryStore(Settings(data_dir=target))
+            MemoryStore(MemorySettings(data_dir=target))
     except Exception as exc:
         errors += 1
         print("SCHEMA-ERROR", type(exc).__name__, str(exc).splitlines()[0], flush=True)
@@ -99,11 +99,11 @@ def check_store(data_dir: Path, expected: dict[str, int]) -> None:
     """Counts per user, no duplicates, and every creation found again by its own words (index intact)."""
     from sqlalchemy import select
 
-    from agent.settings import Settings
+    from memory.settings import MemorySettings
     from memory.models import CreationRecord
     from memory.store import MemoryStore
 
-    store = MemoryStore(Settings(data_dir=data_dir))
+    store = MemoryStore(MemorySettings(data_dir=data_dir))
     with store.sessions() as session:
         rows = [(r.id, r.user_id, r.prompt.original) for r in session.scalars(select(CreationRecord))]
     assert len(rows) == len({r[0] for r in rows}) == sum(expected.values())
@@ -159,10 +159,10 @@ def test_two_processes_create_the_schema_at_once(tmp_path, database):
 
 
 def test_two_processes_commit_at_once(tmp_path):
-    from agent.settings import Settings
+    from memory.settings import MemorySettings
     from memory.store import MemoryStore
 
-    MemoryStore(Settings(data_dir=tmp_path))  # the schema exists (its creation race is the test above)
+    MemoryStore(MemorySettings(data_dir=tmp_path))  # the schema exists (its creation race is the test above)
     go = tmp_path / "go"
     writers = [start_writer(tmp_path, tag, N, go) for tag in ("chat", "api")]
     try:

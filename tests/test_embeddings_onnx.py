@@ -47,20 +47,20 @@ def test_onnx_export_matches_sentence_transformers(onnx_file, data_dir):
 
 
 def test_backend_choice(onnx_file, data_dir, monkeypatch, tmp_path):
-    from agent.settings import get_settings
+    from models.settings import reset_settings
     from memory.embeddings import load_embedder
     from models.registry import ModelMissing
 
     monkeypatch.setenv("ATELIER_EMBEDDING_ONNX_PATH", str(onnx_file))
-    get_settings.cache_clear()
+    reset_settings()
     assert load_embedder().backend == "onnx"
     monkeypatch.setenv("ATELIER_EMBEDDING_ONNX_PATH", str(tmp_path / "absent.onnx"))
-    get_settings.cache_clear()
+    reset_settings()
     assert load_embedder().backend == "sentence-transformers"  # the fallback when setup has not exported
     with pytest.raises(ModelMissing, match="atelier setup"):
         load_embedder("onnx")
     monkeypatch.setenv("ATELIER_EMBEDDING_BACKEND", "tensorflow")
-    get_settings.cache_clear()
+    reset_settings()
     with pytest.raises(ValueError, match="ATELIER_EMBEDDING_BACKEND"):
         load_embedder()
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tools.clip_tokens import count_tokens
-from agent.prompts import ENHANCE_EXAMPLES
+from tools.prompts import ENHANCE_EXAMPLES
 from tools.enhance import additions_of, assemble, content_words, copied_phrases, enhance, fit_idea, nearest_examples, repair, rubric
 
 IDEAS = [line.strip() for line in (Path(__file__).parent / "data" / "enhance_ideas.txt").read_text().splitlines() if line.strip()]

@@ -90,7 +90,7 @@ def _mount_tmpfs(path: Path, size: str) -> str | None:
 def test_real_full_disk_on_a_tiny_tmpfs(tmp_path, monkeypatch):
     """The assets dir on a 64 KiB tmpfs: a 200 KB image fails with ENOSPC from the kernel; no temp file, no row;
     after the file system grows (space returns) the same write succeeds."""
-    from agent.settings import get_settings
+    from models.settings import reset_settings
     from memory.store import MemoryStore
 
     data_dir = tmp_path / "data"
@@ -101,7 +101,7 @@ def test_real_full_disk_on_a_tiny_tmpfs(tmp_path, monkeypatch):
         pytest.skip(why)
     try:
         monkeypatch.setenv("ATELIER_DATA_DIR", str(data_dir))
-        get_settings.cache_clear()
+        reset_settings()
         store = MemoryStore()
         big = PNG + os.urandom(200_000)
         with pytest.raises(OSError) as raised:
@@ -115,7 +115,7 @@ def test_real_full_disk_on_a_tiny_tmpfs(tmp_path, monkeypatch):
         store.engine.dispose()
     finally:
         subprocess.run(["umount", "-l", str(assets)], capture_output=True)
-        get_settings.cache_clear()
+        reset_settings()
 
 
 def test_stale_temp_files_are_swept_when_a_store_opens(data_dir):

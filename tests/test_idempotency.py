@@ -91,19 +91,19 @@ def postgres(tmp_path_factory):
 def test_concurrent_replays_commit_once_on_postgres(postgres, tmp_path, monkeypatch):
     """The production database: the unique key holds under concurrent replays (the losers' INSERTs fail on the
     constraint and they return the winner's creation)."""
-    from agent.settings import get_settings
+    from models.settings import reset_settings
     from memory.store import MemoryStore
 
     monkeypatch.setenv("ATELIER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("ATELIER_DATABASE_URL", postgres.extra["sqlalchemy_url"])
-    get_settings.cache_clear()
+    reset_settings()
     try:
         store = MemoryStore()
         ids = commit_replays(store, f"run:{uuid.uuid4()}:text_to_image", 6)
         assert len(ids) == 1 and store.count() == 1
         store.engine.dispose()
     finally:
-        get_settings.cache_clear()
+        reset_settings()
 
 
 # -- the graph replaying a run (what the API server does when it retries one) ---------------------------------------

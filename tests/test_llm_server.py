@@ -95,11 +95,11 @@ def test_the_graph_decides_by_tool_calls_from_the_llm_server(llm, data_dir, monk
     import models.llm as llm_module
     from agent.cli import run_turn, turn_report
     from agent.graph import build_graph
-    from agent.settings import get_settings
+    from models.settings import reset_settings
     from memory.session import checkpointer
 
     monkeypatch.setenv("ATELIER_LLM_URL", f"{llm.url}/v1")
-    get_settings.cache_clear()
+    reset_settings()
     monkeypatch.setattr(llm_module, "_llm", None)
     before = requests_served(llm)
     config = {"configurable": {"thread_id": "served", "user_id": "u", "decision_policy": "model", "enhance": False}}

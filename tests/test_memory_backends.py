@@ -40,14 +40,15 @@ def backend(request, tmp_path_factory):
         mp.delenv(key)
     for key, value in env.items():
         mp.setenv(key, value)
-    from agent.settings import get_settings
+    from memory.settings import get_settings
+    from models.settings import reset_settings
 
-    get_settings.cache_clear()
+    reset_settings()
     try:
         yield {"name": request.param, "settings": get_settings(), "services": services, "base": base}
     finally:
         mp.undo()
-        get_settings.cache_clear()
+        reset_settings()
         for service in reversed(services):
             service.stop()
 

@@ -21,14 +21,14 @@ from conftest import ROOT, cli_env
 @pytest.fixture
 def served(data_dir, monkeypatch):
     import models.llm as llm_module
-    from agent.settings import get_settings
+    from models.settings import reset_settings
 
     with ScriptedLLMServer() as server:
         monkeypatch.setenv("ATELIER_LLM_URL", server.url)
-        get_settings.cache_clear()
+        reset_settings()
         monkeypatch.setattr(llm_module, "_llm", None)  # the process-wide LLM is the scripted server for this test
         yield server
-    get_settings.cache_clear()
+    reset_settings()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import time
 import jsonschema
 import pytest
 
-from agent.settings import get_settings
+from models.settings import reset_settings
 from openfabric_fakes import (  # noqa: F401 (fresh_openfabric_state is an autouse fixture)
     fast_settings,
     fresh_openfabric_state,
@@ -344,13 +344,13 @@ def test_fallback_to_sketch_records_the_openfabric_reason(monkeypatch):
     monkeypatch.setenv("ATELIER_OPENFABRIC_RETRIES", "2")
     monkeypatch.setenv("ATELIER_OPENFABRIC_BACKOFF_INITIAL", "0.01")
     monkeypatch.setenv("ATELIER_OPENFABRIC_CONNECT_TIMEOUT", "1")
-    get_settings.cache_clear()
+    reset_settings()
     try:
         messages = []
         assets, attempts = generate_with_fallback("image", ["openfabric", "sketch"], ImageRequest(prompt="a red kite", width=128, height=128),
                                                   lambda f, m: messages.append(m))
     finally:
-        get_settings.cache_clear()
+        reset_settings()
     assert assets[0].backend == "sketch" and assets[0].data.startswith(b"\x89PNG")
     assert [(a.backend, a.ok) for a in attempts] == [("openfabric", False), ("sketch", True)]
     assert "cannot connect" in attempts[0].reason and "after 2 attempts" in attempts[0].reason
@@ -362,12 +362,12 @@ def test_backend_class_serves_both_kinds(monkeypatch, image_node, model_node):
     _, model_server = model_node
     monkeypatch.setenv("ATELIER_TEXT_TO_IMAGE_APP", image_server.url)
     monkeypatch.setenv("ATELIER_IMAGE_TO_3D_APP", model_server.url)
-    get_settings.cache_clear()
+    reset_settings()
     try:
         image = load_backend("openfabric", "image").generate(ImageRequest(prompt="a teapot", width=128, height=128, seed=1))
         model = load_backend("openfabric", "model").generate(MeshRequest(image=image[0].data))
     finally:
-        get_settings.cache_clear()
+        reset_settings()
     assert image[0].backend == "openfabric" and image[0].kind == "image"
     assert model[0].backend == "openfabric" and model[0].kind == "model" and model[0].data[:4] == b"glTF"
     with pytest.raises(BackendError, match="got a MeshRequest"):

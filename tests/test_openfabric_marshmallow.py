@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.settings import get_settings
+from models.settings import reset_settings
+from tools.settings import get_settings
 from openfabric_fakes import (  # noqa: F401 (fresh_openfabric_state is an autouse fixture)
     fast_settings,
     fresh_openfabric_state,
@@ -70,7 +71,7 @@ def use_apps(monkeypatch, image_url: str, model_url: str, transport: str, token:
         monkeypatch.setenv("ATELIER_OPENFABRIC_TOKEN", token)
     else:
         monkeypatch.delenv("ATELIER_OPENFABRIC_TOKEN", raising=False)
-    get_settings.cache_clear()
+    reset_settings()
 
 
 def create(text: str, thread: str) -> dict:
@@ -128,7 +129,7 @@ def test_whole_creation_through_marshmallow_apps(monkeypatch, data_dir, transpor
     assert image_app.authorizations and all(seen in (f"Bearer {TOKEN}", TOKEN) for _, seen in image_app.authorizations)
     assert model_app.authorizations and all(seen in (f"Bearer {TOKEN}", TOKEN) for _, seen in model_app.authorizations)
     assert not image_app.refused and not model_app.refused
-    get_settings.cache_clear()
+    reset_settings()
 
 
 def test_empty_resource_falls_back_to_the_local_backend_with_the_reason(monkeypatch, data_dir):
@@ -148,7 +149,7 @@ def test_empty_resource_falls_back_to_the_local_backend_with_the_reason(monkeypa
     assert state["model"]["backend"] == "openfabric" and sha(stored(state["model"]["path"])) == sha(model_app.made[0])
     # the reply tells the user why
     assert "generation failed" in state["messages"][-1].content
-    get_settings.cache_clear()
+    reset_settings()
 
 
 def test_sdk_proxy_transport_runs_the_creation(monkeypatch):
@@ -162,7 +163,7 @@ def test_sdk_proxy_transport_runs_the_creation(monkeypatch):
                                                                  lambda f, m: events.append((f, m)))
             model = load_backend("openfabric", "model").generate(MeshRequest(image=image[0].data, image_mime=image[0].mime))
         finally:
-            get_settings.cache_clear()
+            reset_settings()
         assert image_app.executions[0][0] == "socket" and model_app.executions[0][0] == "socket"
     assert image[0].metadata["transport"] == "sdk" and sha(image[0].data) == sha(image_app.made[0])
     assert model_app.received == [image[0].data] and sha(model[0].data) == sha(model_app.made[0])
@@ -183,7 +184,7 @@ def test_locked_app_without_a_token_is_unauthorized_and_not_retried(monkeypatch)
         try:
             assets, attempts = generate_with_fallback("image", ["openfabric", "sketch"], ImageRequest(prompt="a red kite", width=64, height=64))
         finally:
-            get_settings.cache_clear()
+            reset_settings()
         assert sum(app.refused.values()) == 1 and app.counts["execution"] == 0  # one refused call, no retry, nothing executed
     assert assets[0].backend == "sketch"
     reason = attempts[0].reason

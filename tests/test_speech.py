@@ -114,7 +114,7 @@ def test_silence_is_still_nothing_with_the_vocabulary_bias(tmp_path):
 
 def test_whisper_model_switch_picks_a_folder_from_models_dir(tmp_path, monkeypatch):
     from agent import speech
-    from agent.settings import get_settings
+    from models.settings import reset_settings
     from models.registry import ModelMissing, whisper_model_path
 
     packaged = whisper_model_path()
@@ -124,7 +124,7 @@ def test_whisper_model_switch_picks_a_folder_from_models_dir(tmp_path, monkeypat
     (models / "not-whisper").mkdir()
     monkeypatch.setenv("ATELIER_MODELS_DIR", str(models))
     monkeypatch.setenv("ATELIER_WHISPER_MODEL", "tiny-copy.en")
-    get_settings.cache_clear()
+    reset_settings()
     monkeypatch.setattr(speech, "_model", None)  # a fresh load, then the packaged one again after the test
     monkeypatch.setattr(speech, "_model_path", None)
     try:
@@ -132,11 +132,11 @@ def test_whisper_model_switch_picks_a_folder_from_models_dir(tmp_path, monkeypat
         result = speech.transcribe(speak("make one like before, but with wings", tmp_path / "w.wav"))
         assert speech.loaded_model_path() == models / "tiny-copy.en" and "wings" in result.text.lower()
         monkeypatch.setenv("ATELIER_WHISPER_MODEL", str(models / "tiny-copy.en"))  # a path works too
-        get_settings.cache_clear()
+        reset_settings()
         assert whisper_model_path() == models / "tiny-copy.en"
         monkeypatch.setenv("ATELIER_WHISPER_MODEL", "small.en")
-        get_settings.cache_clear()
+        reset_settings()
         with pytest.raises(ModelMissing, match=r"small\.en.*Whisper folders in .*: tiny-copy\.en$"):
             whisper_model_path()
     finally:
-        get_settings.cache_clear()
+        reset_settings()

@@ -116,11 +116,11 @@ def test_secret_is_made_once_and_kept(tmp_path, monkeypatch):
 
 # -- settings -------------------------------------------------------------------------------------
 def test_settings_become_configuration(monkeypatch):
-    from agent.settings import get_settings
+    from models.settings import reset_settings
 
     monkeypatch.setenv("ATELIER_IMAGE_BACKENDS", "openfabric,sketch")
     monkeypatch.setenv("ATELIER_MODEL_BACKENDS", "relief")
-    get_settings.cache_clear()
+    reset_settings()
     try:
         ids = [w.id for w in settings_panel.widgets()]
         assert "image_backend" in ids and "model_backend" not in ids  # a choice only where several are configured
@@ -140,7 +140,7 @@ def test_settings_become_configuration(monkeypatch):
 
         Configuration(**{k: v for k, v in settings_panel.to_configurable({})[0].items()})  # always a valid configuration
     finally:
-        get_settings.cache_clear()
+        reset_settings()
 
 
 # -- thread store ---------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 The model does not rewrite the idea (a 135M model drops words and chats); it fills a JSON schema of
 additions — details, style, lighting, composition — which are sanitised and appended to the idea.
-It is shown one worked example, the nearest to the idea by meaning from a pool (agent/prompts.py), because
+It is shown one worked example, the nearest to the idea by meaning from a pool (tools/prompts.py), because
 a small model copies what it is shown: the rubric rejects additions copied from the example shown and
 phrases already used for an unrelated recent idea. A failing result is retried with the next-nearest
 example and another seed, then repaired with keyword-chosen additions that vary by idea, so the tool never
@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from models.llm import ChatLLM, LLMError, parse_json
-from agent.prompts import ENHANCE_EXAMPLES, ENHANCE_SYSTEM
+from tools.prompts import ENHANCE_EXAMPLES, ENHANCE_SYSTEM
 
 from .clip_tokens import CLIP_CONTEXT, count_tokens, truncate_phrases
 

@@ -22,7 +22,6 @@ from langgraph.prebuilt import InjectedState
 from langchain_core.tools import InjectedToolCallId
 from langgraph.types import Command
 
-from agent.configuration import Configuration
 from models.llm import get_llm
 from memory.recall import recall
 from memory.session import last_creation_cache
@@ -30,6 +29,7 @@ from memory.store import CreationView, get_store
 
 from .backends import generate_with_fallback
 from .backends.base import ImageRequest, MeshRequest
+from .configuration import ToolConfiguration
 from .enhance import enhance
 
 log = logging.getLogger("atelier.tools")
@@ -78,7 +78,7 @@ def settle_turn(state: dict, config: RunnableConfig) -> None:
     step attached a model, image_only when no 3D was asked for)."""
     from langchain_core.messages import HumanMessage
 
-    cfg = Configuration.from_runnable_config(config)
+    cfg = ToolConfiguration.from_runnable_config(config)
     for message in reversed(state.get("messages") or []):
         if isinstance(message, HumanMessage):
             break
@@ -122,7 +122,7 @@ def enhance_prompt(idea: str, tool_call_id: Annotated[str, InjectedToolCallId], 
 def text_to_image(prompt: str, state: Annotated[dict, InjectedState], tool_call_id: Annotated[str, InjectedToolCallId],
                   config: RunnableConfig) -> Command:
     """Make an image from an image prompt and remember it as a new creation."""
-    cfg = Configuration.from_runnable_config(config)
+    cfg = ToolConfiguration.from_runnable_config(config)
     started = time.perf_counter()
     store = get_store()
     key = call_key("text_to_image", tool_call_id, config)
@@ -151,7 +151,7 @@ def text_to_image(prompt: str, state: Annotated[dict, InjectedState], tool_call_
 def image_to_3d(creation_id: str, state: Annotated[dict, InjectedState], tool_call_id: Annotated[str, InjectedToolCallId],
                 config: RunnableConfig) -> Command:
     """Turn an image into a 3D model (GLB). creation_id is a creation id, or "latest" for the most recent image."""
-    cfg = Configuration.from_runnable_config(config)
+    cfg = ToolConfiguration.from_runnable_config(config)
     started = time.perf_counter()
     store = get_store()
     key = call_key("image_to_3d", tool_call_id, config)
@@ -183,7 +183,7 @@ def image_to_3d(creation_id: str, state: Annotated[dict, InjectedState], tool_ca
     return _model_done(view, attempts, tool_call_id, started, cfg)
 
 
-def _model_done(view: CreationView, attempts: list, tool_call_id: str, started: float, cfg: Configuration) -> Command:
+def _model_done(view: CreationView, attempts: list, tool_call_id: str, started: float, cfg: ToolConfiguration) -> Command:
     last_creation_cache().put(cfg.user_id, view.id)
     model = _asset_dict(view, "model")
     backend = model["backend"] if model else ""
@@ -197,7 +197,7 @@ def _model_done(view: CreationView, attempts: list, tool_call_id: str, started: 
 @tool
 def recall_similar(query: str, tool_call_id: Annotated[str, InjectedToolCallId], config: RunnableConfig, limit: int = 3) -> Command:
     """Find the user's earlier creations by meaning and time ("the castle from last Thursday", "like before")."""
-    cfg = Configuration.from_runnable_config(config)
+    cfg = ToolConfiguration.from_runnable_config(config)
     started = time.perf_counter()
     emit({"event": "step_start", "tool": "recall_similar", "input": query})
     result = recall(get_store(), query, cfg.user_id, limit=max(1, min(int(limit), 20)))

@@ -26,10 +26,12 @@ from fastapi import APIRouter, Depends, HTTPException, Request  # noqa: E402  (m
 from fastapi.responses import Response  # noqa: E402                          route's string annotations here)
 from chainlit.server import app as server_app  # noqa: E402
 
-from agent.settings import get_settings  # noqa: E402
+from agent.settings import get_settings as agent_settings  # noqa: E402
+from memory.settings import get_settings as memory_settings  # noqa: E402
 from ui import history, routes, settings_panel  # noqa: E402
 from ui.auth import AuthConfigError, check_password, ensure_secret, local_user_name, parse_users  # noqa: E402
 from ui.datalayer import SQLiteDataLayer  # noqa: E402
+from ui.settings import get_settings as ui_settings  # noqa: E402
 from ui.runner import Turn, api_url, get_graph, identity_headers, in_thread, remote_creation, remote_history  # noqa: E402
 from ui.voice import DIDNT_CATCH, VoiceBuffer  # noqa: E402
 
@@ -41,14 +43,13 @@ try:
 except Exception:  # logging set-up is a nicety; the studio runs without it
     pass
 
-SETTINGS = get_settings()
-DATA_DIR = Path(SETTINGS.data_dir)
+DATA_DIR = Path(memory_settings().data_dir)
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 AUTHOR = "Atelier"
 
 # -- users ---------------------------------------------------------------------------------------
 try:
-    USERS = parse_users(os.environ.get("ATELIER_AUTH_USERS"))
+    USERS = parse_users(ui_settings().auth_users)
 except AuthConfigError as exc:
     log.error("step=auth status=invalid reason=%s", exc)
     raise SystemExit(f"atelier chat: {exc}") from None
@@ -210,7 +211,7 @@ async def handle_text(text: str, command: str | None = None) -> None:
         text = "turn the last image into a 3D model"
     if not text:
         return await cl.Message(content="Tell me an idea — for example “a glowing dragon on a cliff at sunset”.", author=AUTHOR).send()
-    limit = SETTINGS.max_idea_chars
+    limit = agent_settings().max_idea_chars
     if len(text) > limit:
         return await cl.Message(content=f"That is {len(text)} characters long; please keep a request under {limit}.", author=AUTHOR).send()
     configurable, problems = settings_panel.to_configurable(current_settings())
@@ -381,7 +382,7 @@ async def _finish_voice() -> None:
         return
     from agent.speech import TranscriptionError, transcribe
 
-    if dump := os.environ.get("ATELIER_UI_AUDIO_DUMP_DIR"):  # debugging aid: keep what the microphone sent
+    if dump := ui_settings().ui_audio_dump_dir:  # debugging aid: keep what the microphone sent
         Path(dump).mkdir(parents=True, exist_ok=True)
         (Path(dump) / f"voice-{int(time.time() * 1000)}.wav").write_bytes(buffer.wav_bytes())
     try:

@@ -17,6 +17,8 @@ import re
 import secrets
 from pathlib import Path
 
+from ui.settings import get_settings
+
 log = logging.getLogger("atelier.ui")
 
 _NAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
@@ -55,13 +57,13 @@ def check_password(users: dict[str, str], username: str, password: str) -> bool:
 
 
 def local_user_name() -> str:
-    name = os.environ.get("ATELIER_UI_USER", "local").strip() or "local"
+    name = get_settings().ui_user.strip() or "local"
     return name if _NAME.match(name) else "local"
 
 
 def ensure_secret(data_dir: Path) -> None:
     """Give Chainlit a cookie-signing secret when the environment has none."""
-    if os.environ.get("CHAINLIT_AUTH_SECRET"):
+    if get_settings().chainlit_auth_secret:
         return
     path = Path(data_dir) / "ui_auth_secret"
     try:

@@ -91,7 +91,7 @@ def _thumbnail(path: str, sha: str, cache_dir: Path) -> Path:
 
 @router.get("/atelier/thumb/{creation_id}")
 async def creation_thumb(creation_id: str, request: Request, user: str = Depends(_identifier)):
-    from agent.settings import get_settings
+    from memory.settings import get_settings
 
     asset = await asyncio.to_thread(_find, creation_id, user, "image")
     if asset is None or not Path(asset.path).is_file():

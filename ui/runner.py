@@ -21,7 +21,7 @@ import chainlit as cl
 from chainlit.utils import utc_now
 
 from agent.run import TurnStream, reply as graph_reply
-from agent.settings import get_settings
+from ui.settings import get_settings
 
 from . import history, views
 

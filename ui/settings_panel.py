@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 from agent.configuration import POLICIES
-from agent.settings import get_settings
+from agent.settings import get_settings as agent_settings
+from tools.settings import get_settings
 from memory.validation import InvalidInput, validate_seed, validate_size, validate_steps
 
 SIZES = ["256x256", "384x384", "512x512", "640x640", "768x768", "1024x1024", "768x512", "512x768"]
@@ -28,9 +29,8 @@ POLICY_WORDS = ("auto (default): the model decides if its measured accuracy (`at
 
 
 def defaults() -> dict[str, Any]:
-    s = get_settings()
     return {"image_backend": AUTO, "model_backend": AUTO, "enhance": True, "auto_3d": True, "review_prompt": False,
-            "size": "512x512", "steps": 0, "seed": "", "decision_policy": s.decision_policy}
+            "size": "512x512", "steps": 0, "seed": "", "decision_policy": agent_settings().decision_policy}
 
 
 def widgets(values: dict[str, Any] | None = None) -> list:

@@ -8,6 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Literal, Protocol
 
+from memory.types import GeneratedAsset  # what backends return is what the memory layer keeps
+
+__all__ = ["Backend", "BackendError", "GeneratedAsset", "ImageRequest", "MeshRequest", "ProgressFn", "no_progress"]
+
 # progress(fraction 0..1 or None if unknown, human message)
 ProgressFn = Callable[[float | None, str], None]
 
@@ -42,16 +46,6 @@ class MeshRequest:
     image_mime: str = "image/png"
     prompt: str | None = None
     seed: int | None = None
-
-
-@dataclass
-class GeneratedAsset:
-    kind: Literal["image", "model", "video"]
-    data: bytes
-    mime: str
-    backend: str
-    # Anything worth keeping in the creation record: app id/version/manifest, seed, is_sketch, mesh stats ...
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class Backend:

@@ -80,7 +80,7 @@ class Options:
 
 
 def _options() -> Options:
-    from agent.settings import get_settings  # read at each call, like the openfabric backend: a changed env applies
+    from tools.settings import get_settings
 
     s = get_settings()
     return Options(s.mesh_max_faces, s.mesh_steps, s.mesh_octree_resolution, s.mesh_num_chunks)

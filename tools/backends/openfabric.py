@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from agent.settings import get_settings
+from tools.settings import get_settings
 from tools.backends.base import Backend, BackendError, GeneratedAsset, ImageRequest, MeshRequest, ProgressFn, no_progress
 from tools.openfabric.client import generate_sync
 from tools.openfabric.config import get_openfabric_settings

@@ -1,7 +1,7 @@
 """Settings of the Openfabric client and the address rules for apps.
 
 Everything here is read from the environment (prefix ATELIER_OPENFABRIC_) or .env; the app ids themselves
-come from agent.settings (ATELIER_TEXT_TO_IMAGE_APP / ATELIER_IMAGE_TO_3D_APP).
+come from tools/settings.py (ATELIER_TEXT_TO_IMAGE_APP / ATELIER_IMAGE_TO_3D_APP).
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ class OpenfabricSettings(BaseSettings):
     max_repr_bytes: int = Field(16 * 1024 * 1024, description="Largest REST execution answer read as a Python literal (the apps answer "
                                                              "repr(output), not JSON); parsed with ast.literal_eval, never eval.")
     uid: str = Field("atelier", description="User id sent in the socket.io header.")
+    node_token: str = Field("", description="Bearer token a local node (`python -m tools.openfabric.node`) requires; empty = open.")
     verify_tls: bool = True
 
 

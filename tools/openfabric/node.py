@@ -38,7 +38,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -53,6 +52,7 @@ import socketio
 from aiohttp import web
 
 from tools.backends.base import BackendError, GeneratedAsset, ImageRequest, MeshRequest
+from tools.openfabric.config import get_openfabric_settings
 
 log = logging.getLogger("atelier.openfabric")
 
@@ -623,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default=None, help="local backend to serve (default: sketch for text-to-image, relief for image-to-3d)")
     parser.add_argument("--shape", choices=SHAPES, default=DEFAULT_SHAPE,
                         help="answer shape: marshmallow (as the real apps: $ref schemas, resource ids, repr on REST; default) or simple (plain JSON)")
-    parser.add_argument("--token", default=os.environ.get("ATELIER_OPENFABRIC_NODE_TOKEN", ""),
+    parser.add_argument("--token", default=get_openfabric_settings().node_token,
                         help="lock the node: require this bearer token (default: ATELIER_OPENFABRIC_NODE_TOKEN; empty = open)")
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:

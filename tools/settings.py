@@ -1,0 +1,39 @@
+"""Settings of the tools layer: which backends make images and 3D models, in what order, and how the learned
+mesh backend is tuned (models/settings.py says how layers own their settings; the Openfabric client's own
+connection settings are tools/openfabric/config.py, prefix ATELIER_OPENFABRIC_)."""
+from __future__ import annotations
+
+from pydantic import Field
+
+from models.settings import LayerSettings, cached
+
+
+def split_names(value: str | list[str]) -> list[str]:
+    """'a, b,,c' → ['a', 'b', 'c']: the comma-separated backend lists of the environment and of a run's config."""
+    items = value.split(",") if isinstance(value, str) else value
+    return [b.strip() for b in items if b and b.strip()]
+
+
+class ToolSettings(LayerSettings):
+    image_backends: str = Field("openfabric,diffusers,sketch", description="Comma-separated text->image backends, tried in order.")
+    model_backends: str = Field("openfabric,hunyuan3d,relief", description="Comma-separated image->3D backends, tried in order "
+                                "(hunyuan3d is skipped in milliseconds when no mesh model is in models_dir).")
+    text_to_image_app: str = Field("f0997a01-d6d3-a5fe-53d8-561300318557", description="Openfabric text-to-image app id or URL.")
+    image_to_3d_app: str = Field("69543f29-4d41-4afc-7f29-3d51591f11eb", description="Openfabric image-to-3D app id or URL.")
+    # Learned image -> 3D (tools/backends/hunyuan3d.py; docs/local-generation.md)
+    mesh_max_faces: int = Field(40000, ge=500, description="Face budget of a learned mesh; larger meshes are simplified to it.")
+    mesh_steps: int | None = Field(None, ge=1, le=200, description="Diffusion steps; default from the variant (turbo 5, else 30).")
+    mesh_octree_resolution: int | None = Field(None, ge=16, le=1024, description="Marching-cubes grid; default 256 on CUDA, "
+                                               "128 on CPU.")
+    mesh_num_chunks: int | None = Field(None, ge=1000, description="Query points per decoder call; default from the variant.")
+
+    @property
+    def image_backend_list(self) -> list[str]:
+        return split_names(self.image_backends)
+
+    @property
+    def model_backend_list(self) -> list[str]:
+        return split_names(self.model_backends)
+
+
+get_settings = cached(ToolSettings)
