@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import embeddings
+from .settings import get_settings
 
 log = logging.getLogger("atelier.vectors")
 
@@ -46,7 +47,7 @@ EXACT_WINDOW_LIMIT = 5000
 # for 0 of 10 queries where exact search found 9; and over many similar prompts some vectors get no in-links at all
 # (about 1 in 2000 in tests/test_recall_scale.py, whatever M and ef_construction), so no search can return them.
 # Above the limit (and with a Chroma server, whose other writers we cannot hear of) the graph is used.
-EXACT_USER_LIMIT = int(os.environ.get("ATELIER_RECALL_EXACT_LIMIT") or 150000)
+# (memory/settings.py recall_exact_limit, ATELIER_RECALL_EXACT_LIMIT)
 ADD_BATCH = 1000  # below Chroma's max batch size; one graph write per batch
 
 
@@ -486,7 +487,7 @@ class VectorIndex:
         return self._call(query)
 
     def _exact(self, user_id: str, collection):
-        """The user's (ids, vectors, created_ts) for exact search, or None above EXACT_USER_LIMIT or for a server
+        """The user's (ids, vectors, created_ts) for exact search, or None above the exact-search limit or for a server
         (whose writers we cannot hear of)."""
         if self._lock_path is None:
             return None
@@ -497,7 +498,7 @@ class VectorIndex:
             cached = self._exact_catch_up(user_id, collection, cached, count)
         if cached is None:
             self._handle.exact.pop(user_id, None)
-            if count > EXACT_USER_LIMIT:
+            if count > get_settings().recall_exact_limit:
                 return None
             started = time.perf_counter()
             stored = get_all(collection, ["embeddings", "metadatas"])

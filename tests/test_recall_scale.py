@@ -74,11 +74,12 @@ def test_the_planted_creation_comes_first_among_thousands(store, layout):
 def test_a_time_window_is_searched_exactly(store, monkeypatch, user_size):
     """'the chandelier from last month' over a user with many creations: the few in the window are compared one by
     one (a graph search restricted to a small allow-list can miss), and nothing outside the window comes back. A
-    user above EXACT_USER_LIMIT takes the window's vectors from Chroma for that."""
-    from memory import vectors
+    user above ATELIER_RECALL_EXACT_LIMIT takes the window's vectors from Chroma for that."""
+    from models.settings import reset_settings
 
     if user_size == "searched by graph":
-        monkeypatch.setattr(vectors, "EXACT_USER_LIMIT", 100)
+        monkeypatch.setenv("ATELIER_RECALL_EXACT_LIMIT", "100")
+        reset_settings()
     planted = build(store, 1200, lambda i: "main")
     jellyfish_at = datetime.now(timezone.utc) - timedelta(days=200) + timedelta(days=60)
     since, until = jellyfish_at - timedelta(days=1), jellyfish_at + timedelta(days=1)
