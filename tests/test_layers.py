@@ -100,3 +100,49 @@ def test_every_setting_is_described():
     assert missing == []
     names = [name for cls in classes for name in cls.model_fields]
     assert len(names) == len(set(names)), "one variable, one owner"
+
+
+def _settings_variables() -> dict[str, str]:
+    """ATELIER_* variable → the class that owns it (aliases included, e.g. ATELIER_API_JOBS)."""
+    import agent.settings
+    import memory.settings
+    import models.settings
+    import tools.openfabric.config
+    import tools.settings
+    import ui.settings
+
+    owners: dict[str, str] = {}
+    for cls in (models.settings.ModelSettings, memory.settings.MemorySettings, tools.settings.ToolSettings,
+                agent.settings.AgentSettings, ui.settings.UISettings, tools.openfabric.config.OpenfabricSettings):
+        prefix = cls.model_config.get("env_prefix", "")
+        for name, field in cls.model_fields.items():
+            aliases = getattr(field.validation_alias, "choices", None) or ([field.validation_alias] if field.validation_alias else [])
+            for variable in [a for a in aliases if isinstance(a, str)] or [f"{prefix}{name}".upper()]:
+                owners[variable.upper()] = cls.__name__
+    return owners
+
+
+def test_the_readme_names_every_variable_and_no_dead_one():
+    """The README's configuration is the operator's reference: every ATELIER_ variable a settings class reads is
+    in it, and every ATELIER_ variable it (or docs/) names is read by one (a renamed or removed setting fails here)."""
+    import re
+
+    owners = {v: c for v, c in _settings_variables().items() if v.startswith("ATELIER_")}
+    readme = (ROOT / "README.md").read_text()
+    configuration = readme[readme.index("## Configuration"):]
+    openfabric_doc = (ROOT / "docs" / "openfabric.md").read_text()
+    unlisted = sorted(v for v, c in owners.items() if v not in configuration
+                      and not (c == "OpenfabricSettings" and v in openfabric_doc))
+    assert unlisted == [], f"settings the README's Configuration section does not name: {unlisted}"
+    # Variables that are not settings on purpose: the test suite's knobs (read in tests/), the compose files' own
+    # (ports, replicas: ${ATELIER_...} there) and scripts/bootstrap.sh's cache folder.
+    not_settings = {"ATELIER_CACHE"}
+    for path in (ROOT / "tests").glob("*.py"):
+        not_settings |= {name for _, name in environment_reads(ast.parse(path.read_text()))}
+    for path in ROOT.glob("docker-compose*.yml"):
+        not_settings |= set(re.findall(r"\$\{(ATELIER_[A-Z0-9_]+)", path.read_text()))
+    named = set()
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        named |= set(re.findall(r"\bATELIER_[A-Z0-9_]*[A-Z0-9]\b", doc.read_text()))
+    dead = sorted(v for v in named - set(owners) - not_settings if not v.endswith("_"))
+    assert dead == [], f"variables the docs name but no settings class reads: {dead}"
