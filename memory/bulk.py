@@ -82,10 +82,11 @@ def import_creations(store, creations: Sequence[NewCreation], vectors: np.ndarra
             prompt_rows.append({"creation_id": c.id, "original": c.original_prompt, "enhanced": c.enhanced_prompt})
             asset_rows.extend({"creation_id": c.id, "kind": r.kind, "path": r.path, "sha256": r.sha256, "mime": r.mime,
                                "backend": r.backend, "bytes": r.bytes, "meta": r.meta, "created_at": now} for r in rows)
-        with store.sessions.begin() as session:
+        with store._counting_writes() as delta, store.sessions.begin() as session:
             session.execute(insert(CreationRecord), creation_rows)
             session.execute(insert(Prompt), prompt_rows)
             session.execute(insert(Asset), asset_rows)
+            delta["creations"] = len(creation_rows)
         pending += [(c.id, _index_text(SimpleNamespace(original_prompt=c.original_prompt, enhanced_prompt=c.enhanced_prompt)),
                      {"user_id": c.user_id, "created_ts": (c.created_at or now).timestamp()}) for c in batch]
         if len(pending) >= INDEX_BATCH or start + BATCH >= len(creations):
@@ -101,13 +102,14 @@ def import_creations(store, creations: Sequence[NewCreation], vectors: np.ndarra
 
 def _index_batch(store, items: list[tuple[str, str, dict]], vectors: np.ndarray | None) -> None:
     store.index.add(items, vectors=vectors)
-    with store.sessions.begin() as session:
+    with store._counting_writes() as delta, store.sessions.begin() as session:
         have = set(session.scalars(select(VectorEmbedding.creation_id).where(
             VectorEmbedding.creation_id.in_([cid for cid, _, _ in items]), VectorEmbedding.model_name == embeddings.MODEL_NAME)))
         rows = [{"creation_id": cid, "model_name": embeddings.MODEL_NAME, "dim": embeddings.DIM, "chroma_id": cid}
                 for cid, _, _ in items if cid not in have]
         if rows:
             session.execute(insert(VectorEmbedding), rows)
+            delta["vector_rows"] = len(rows)
 
 
 def index_ids(store, ids: Iterable[str], progress: Callable[[int], None] | None = None, batch: int = 256) -> int:

@@ -19,6 +19,7 @@ import socket
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Iterable
 
 from sqlalchemy import create_engine, event, func, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, lazyload, sessionmaker
 
 from .settings import MemorySettings, get_settings
 from .types import GeneratedAsset
@@ -114,6 +115,11 @@ class MemoryStore:
         self.index = VectorIndex(persist_dir=self.data_dir / "chroma", url=self.settings.chroma_url)
         self._index_checked = False
         self._index_lock = threading.Lock()
+        # SQL's counts for the index check before every recall and commit (two COUNTs, ~35 ms at 100k), kept while
+        # the index's epoch says no other process wrote; our own writes adjust them (_counting_writes).
+        self._sql_counted: tuple[int, int, int] | None = None  # (index epoch, creations, creations with a vector row)
+        self._sql_writes_in_flight = 0
+        self._sql_counts_lock = threading.Lock()
         # How long a run may go without a heartbeat before its in_progress creation counts as interrupted (a run
         # on another host; on this host a dead process is noticed at once).
         self.lease_seconds = self.settings.creation_lease_seconds
@@ -145,7 +151,7 @@ class MemoryStore:
         creation_id = creation_id or new_id()
         written, rows = self._write_files(assets)
         try:
-            with self.sessions.begin() as session:
+            with self._counting_writes() as delta, self.sessions.begin() as session:
                 if parent_id and session.get(CreationRecord, parent_id) is None:
                     parent_id = None  # a remix of something that no longer exists is just a creation
                 record = CreationRecord(id=creation_id, user_id=user_id, thread_id=thread_id, parent_id=parent_id,
@@ -155,6 +161,7 @@ class MemoryStore:
                 record.prompt = Prompt(original=original_prompt, enhanced=enhanced_prompt)
                 record.assets = rows
                 session.add(record)
+                delta["creations"] = 1  # counted once the transaction commits (_counting_writes)
         except IntegrityError:
             self._remove_unreferenced(written)
             # two replays of one tool call at the same moment: the other one's commit won, and it is the same creation
@@ -367,8 +374,10 @@ class MemoryStore:
         if not ids:
             return {}
         with self.sessions() as session:
-            # By primary key only: with the user in the WHERE clause SQLite may walk that user's whole index.
-            records = session.scalars(select(CreationRecord).where(CreationRecord.id.in_(ids)))
+            # By primary key only: with the user in the WHERE clause SQLite may walk that user's whole index. The
+            # vector rows are not needed for a view (one query less per recall).
+            records = session.scalars(select(CreationRecord).where(CreationRecord.id.in_(ids))
+                                      .options(lazyload(CreationRecord.embeddings)))
             return {r.id: self._view(r) for r in records if r.user_id == user_id}
 
     # -- forgetting ---------------------------------------------------------------------------------
@@ -377,10 +386,11 @@ class MemoryStore:
         files no other creation uses. Its remixes stay, without a parent. None (and nothing changed) when there
         is no such creation for this user: another user's id looks the same as an unknown one."""
         started = time.perf_counter()
-        with self.sessions.begin() as session:
+        with self._counting_writes() as delta, self.sessions.begin() as session:
             record = session.get(CreationRecord, creation_id)
             if record is None or record.user_id != user_id:
                 return None
+            delta["recount"] = True  # its row and vector row go: count afresh at the next check
             digests = {a.path: a.sha256 for a in record.assets}
             paths = sorted(digests)
             orphaned = session.execute(update(CreationRecord).where(CreationRecord.parent_id == creation_id)
@@ -424,12 +434,13 @@ class MemoryStore:
     def _index(self, views: list[CreationView]) -> None:
         try:  # create() repaired the index before the insert; here only the new rows go in
             self.index.add([(v.id, _index_text(v), {"user_id": v.user_id, "created_ts": v.created.timestamp()}) for v in views])
-            with self.sessions.begin() as session:
+            with self._counting_writes() as delta, self.sessions.begin() as session:
+                have = set(session.scalars(select(VectorEmbedding.creation_id).where(
+                    VectorEmbedding.creation_id.in_([v.id for v in views]), VectorEmbedding.model_name == embeddings.MODEL_NAME)))
                 for v in views:
-                    exists = session.scalar(select(VectorEmbedding).where(VectorEmbedding.creation_id == v.id,
-                                                                          VectorEmbedding.model_name == embeddings.MODEL_NAME))
-                    if exists is None:
+                    if v.id not in have:
                         session.add(VectorEmbedding(creation_id=v.id, model_name=embeddings.MODEL_NAME, dim=embeddings.DIM, chroma_id=v.id))
+                        delta["vector_rows"] += 1
         except Exception as exc:  # the record is safe in SQL; the index catches up on the next check
             log.warning("step=index status=failed creations=%s reason=%s", ",".join(v.id for v in views), exc)
 
@@ -447,11 +458,14 @@ class MemoryStore:
             if self._index_checked:
                 try:
                     # a creation whose vector_embeddings row is missing (its index step failed half-way) counts too
-                    if self.index.count() == self.count() == self._vector_row_count():
+                    vectors, epoch = self.index.count_and_epoch()
+                    if (vectors, vectors) == self._sql_counts(epoch):
                         return
                 except Exception as exc:
                     log.warning("step=check_index status=unreadable reason=%s", exc)
             self._index_checked = True
+            with self._sql_counts_lock:
+                self._sql_counted = None  # a repair follows, or the counts disagreed: count afresh next time
             try:
                 have = self.index.ids()
             except IndexRebuilt:  # it was really corrupt and is empty now; a full disk etc. raises IndexUnavailable
@@ -468,6 +482,42 @@ class MemoryStore:
     def _vector_row_count(self) -> int:
         with self.sessions() as session:
             return int(session.scalar(select(func.count(func.distinct(VectorEmbedding.creation_id)))) or 0)
+
+    def _sql_counts(self, epoch: int | None) -> tuple[int, int]:
+        """(creations, creations with a vector row) in SQL. Counted afresh only when the index's epoch moved (another
+        process wrote: its commit goes to SQL before its vector, and its vector write is what moves our epoch) or
+        after a write of ours that could not be accounted for. With a Chroma server (epoch None) or a database of its
+        own (ATELIER_DATABASE_URL: writers on other hosts never touch our lock file) every call counts. A process
+        that dies between its SQL commit and its vector leaves a creation the others index at their next check
+        after any index write, or when they start."""
+        with self._sql_counts_lock:
+            cacheable = epoch is not None and self.settings.database_url is None
+            if cacheable and self._sql_counted is not None and self._sql_counted[0] == epoch:
+                return self._sql_counted[1], self._sql_counted[2]
+            counts = (self.count(), self._vector_row_count())
+            # a write of ours between its commit and its bookkeeping would be counted twice: keep nothing then
+            self._sql_counted = (epoch, *counts) if cacheable and not self._sql_writes_in_flight else None
+            return counts
+
+    @contextmanager
+    def _counting_writes(self):
+        """Around a transaction of ours that adds creations or vector rows: the body says how many (delta), and the
+        kept SQL counts move by that once it has committed; "recount" (or any exception) drops them instead."""
+        delta = {"creations": 0, "vector_rows": 0, "recount": False}
+        with self._sql_counts_lock:
+            self._sql_writes_in_flight += 1
+        ok = False
+        try:
+            yield delta
+            ok = True
+        finally:
+            with self._sql_counts_lock:
+                self._sql_writes_in_flight -= 1
+                if not ok or delta["recount"]:
+                    self._sql_counted = None
+                elif self._sql_counted is not None:
+                    epoch, creations, rows = self._sql_counted
+                    self._sql_counted = (epoch, creations + delta["creations"], rows + delta["vector_rows"])
 
     def reindex(self, progress=None) -> int:
         """Drop the index and rebuild it from SQL. Returns how many creations were indexed."""
