@@ -215,7 +215,7 @@ def cmd_create(args) -> int:
         configurable["seed"] = args.seed
     _checked_configuration(configurable)
     config = {"configurable": configurable}
-    graph = build_graph(checkpointer=checkpointer(settings))
+    graph = build_graph(checkpointer=checkpointer())  # the memory layer's settings say where threads live
     progress = None if args.json or not sys.stderr.isatty() else _print_event
     review = _ask_review if args.review and sys.stdin.isatty() else None
     report = turn_report(run_turn(graph, idea, config, on_event=progress, review=review), config)
