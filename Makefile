@@ -5,7 +5,7 @@ export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 PORT ?= 7860
 
-.PHONY: setup run chat terminal serve test test-fast bench lock clean-venv
+.PHONY: setup run chat terminal serve test test-fast lint bench lock clean-venv
 
 setup:
 	bash scripts/bootstrap.sh
@@ -25,6 +25,10 @@ test: setup
 # Only the unit tests (in-process; markers assigned in tests/conftest.py): seconds, not the suite's minutes.
 test-fast: setup
 	bash scripts/test.sh -m unit
+
+# ruff, as CI runs it (scripts/test.sh; configuration in pyproject.toml [tool.ruff]).
+lint: setup
+	.venv/bin/ruff check .
 
 bench: setup
 	.venv/bin/python benchmarks/run_all.py
