@@ -64,7 +64,7 @@ def widgets(values: dict[str, Any] | None = None) -> list:
         items.append(TextInput(id="seed", label="Seed (empty = varies by prompt)", initial=str(v["seed"] or ""),
                                placeholder="e.g. 42", description="The same seed and prompt give the same picture."))
     items.append(Select(id="decision_policy", label="Who decides the next step", values=list(POLICIES),
-                        initial_value=v["decision_policy"] if v["decision_policy"] in POLICIES else s.decision_policy,
+                        initial_value=v["decision_policy"] if v["decision_policy"] in POLICIES else agent_settings().decision_policy,
                         description=POLICY_WORDS))
     return items
 
