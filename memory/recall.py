@@ -21,14 +21,30 @@ _FILLER = set(
 @dataclass
 class RecallResult:
     creations: list[CreationView]
-    query: str  # the descriptive part used for meaning search ("" = by recency)
+    query: str  # the text embedded for meaning search (search_text; "" = by recency)
     window: TimeWindow | None
     mode: str  # "semantic" | "recency"
 
 
 def descriptive_part(text: str) -> str:
+    """The words that describe something; "" when the text only points at "something I made" (recall by recency)."""
     words = re.findall(r"[A-Za-z0-9']+", text.lower())
     return " ".join(w for w in words if w not in _FILLER)
+
+
+def search_text(text: str) -> str:
+    """What recall embeds: the words with the recall words around the description taken off ("show me the ...
+    again", "the ... I made"), the words inside it kept. Inside a description the filler words carry meaning: "turtle
+    with a town on its back" is a phrase the embedding model knows, "turtle town on its" (every filler word
+    dropped, as recall did before) is not, and another record outranked the planted one over 90k records
+    (benchmarks/recall_scale.py; docs/memory.md has the held-out check)."""
+    words = re.findall(r"[A-Za-z0-9']+", text.lower())
+    start, end = 0, len(words)
+    while start < end and words[start] in _FILLER:
+        start += 1
+    while end > start and words[end - 1] in _FILLER:
+        end -= 1
+    return " ".join(words[start:end])
 
 
 def recall(store: MemoryStore, text: str, user_id: str, limit: int = 5, now: datetime | None = None,
@@ -36,10 +52,10 @@ def recall(store: MemoryStore, text: str, user_id: str, limit: int = 5, now: dat
     if limit < 1 or limit > 100:
         raise ValueError("limit must be between 1 and 100")
     rest, window = split_time(text, now)
-    description = descriptive_part(rest)
     since, until = (window.start, window.end) if window else (None, None)
-    if not description:
+    if not descriptive_part(rest):
         return RecallResult(store.list(user_id, limit=limit, since=since, until=until), "", window, "recency")
+    description = search_text(rest)
     hits = store.semantic(description, user_id, limit=max(limit * 4, 20), since=since, until=until)
     by_id = store.get_many([cid for cid, _ in hits], user_id)
     ranked: list[CreationView] = []

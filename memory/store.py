@@ -12,6 +12,7 @@ failed (with a reason) or, when the process died or the lease ran out first, int
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -19,6 +20,7 @@ import socket
 import tempfile
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -149,7 +151,14 @@ class MemoryStore:
         started = time.perf_counter()
         self._ensure_index_quietly()  # repair a stale index before adding to it, not after
         creation_id = creation_id or new_id()
-        written, rows = self._write_files(assets)
+        # Its vector is computed while the files and rows are written (onnxruntime releases the GIL; measured: the
+        # embedding is a fifth of a commit and the writes wait on the disk)
+        vector = _embedder_thread().submit(embeddings.embed, [_index_text(_Texts(original_prompt, enhanced_prompt))])
+        try:
+            written, rows = self._write_files(assets)
+        except Exception:
+            vector.cancel()
+            raise
         try:
             with self._counting_writes() as delta, self.sessions.begin() as session:
                 if parent_id and session.get(CreationRecord, parent_id) is None:
@@ -171,9 +180,8 @@ class MemoryStore:
         except Exception:
             self._remove_unreferenced(written)
             raise
-        view = self.get(creation_id)
-        assert view is not None
-        self._index([view])
+        view = self._view(record)  # all of it is in hand after the commit (expire_on_commit=False): no read back
+        self._index([view], vector)
         log.info("step=commit creation=%s user=%s assets=%s seconds=%.3f", creation_id, user_id,
                  ",".join(a.kind for a in assets), time.perf_counter() - started)
         return view
@@ -431,9 +439,11 @@ class MemoryStore:
         )
 
     # -- vector index -------------------------------------------------------------------------------
-    def _index(self, views: list[CreationView]) -> None:
+    def _index(self, views: list[CreationView], vectors: Future | None = None) -> None:
+        """vectors: the embeddings of the views' index texts being computed (create), else they are computed here."""
         try:  # create() repaired the index before the insert; here only the new rows go in
-            self.index.add([(v.id, _index_text(v), {"user_id": v.user_id, "created_ts": v.created.timestamp()}) for v in views])
+            self.index.add([(v.id, _index_text(v), {"user_id": v.user_id, "created_ts": v.created.timestamp()}) for v in views],
+                           vectors=None if vectors is None else vectors.result())
             with self._counting_writes() as delta, self.sessions.begin() as session:
                 have = set(session.scalars(select(VectorEmbedding.creation_id).where(
                     VectorEmbedding.creation_id.in_([v.id for v in views]), VectorEmbedding.model_name == embeddings.MODEL_NAME)))
@@ -613,6 +623,17 @@ def _lease_broken(owner: str | None, until: datetime | None) -> str | None:
     if until is None or _utc(until) < datetime.now(timezone.utc):
         return "its run stopped reporting (lease expired)" if until is not None else "no run holds it"
     return None
+
+
+@dataclass
+class _Texts:  # what _index_text reads, before there is a view
+    original_prompt: str
+    enhanced_prompt: str
+
+
+@functools.cache
+def _embedder_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-embed")
 
 
 def _index_text(view: CreationView) -> str:

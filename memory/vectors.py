@@ -454,8 +454,7 @@ class VectorIndex:
 
     def query(self, text: str, user_id: str, limit: int, since_ts: float | None = None, until_ts: float | None = None) -> list[tuple[str, float]]:
         """(creation_id, cosine similarity) best first, only this user's creations."""
-        vector = np.asarray(embeddings.embed_one(text), dtype=np.float32)
-        return self.query_vector(vector, user_id, limit, since_ts, until_ts)
+        return self.query_vector(embeddings.embed_query(text), user_id, limit, since_ts, until_ts)
 
     def query_vector(self, vector, user_id: str, limit: int, since_ts: float | None = None,
                      until_ts: float | None = None) -> list[tuple[str, float]]:

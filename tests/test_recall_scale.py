@@ -163,3 +163,113 @@ def test_listing_a_users_newest_uses_the_user_created_index(store):
     with store.engine.connect() as conn:
         names = {row[1] for row in conn.execute(text("PRAGMA index_list('creations')"))}
     assert "ix_creations_user_created" in names
+
+
+def _sql_counts_run(store):
+    """Statements that count rows, executed on the store's engine from now on (a list that fills as they run)."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def before(conn, cursor, statement, *args):
+        if "count(" in statement.lower():
+            seen.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", before)
+    return seen
+
+
+def test_recall_and_commit_count_sql_only_after_another_process_wrote(store, data_dir):
+    """The index check before each recall and commit compares counts; SQL's are kept while no other process
+    wrote, moved by the store's own writes, and counted afresh after another process's write (which also
+    brings its creation in)."""
+    from services import atelier_env
+
+    def make(idea):
+        return store.create(user_id="u", thread_id="t", original_prompt=idea, enhanced_prompt=idea, assets=[
+            GeneratedAsset(kind="image", data=idea.encode(), mime="image/png", backend="test")])
+
+    make("a brass owl automaton")
+    assert recall(store, "owl", "u").creations  # the first check (full comparison), then counts are kept
+    counts = _sql_counts_run(store)
+    for idea in ("a wooden treasure chest", "a glass whale in a bottle"):
+        make(idea)
+    assert recall(store, "whale", "u").creations[0].original_prompt == "a glass whale in a bottle"
+    assert recall(store, "treasure chest", "u").creations[0].original_prompt == "a wooden treasure chest"
+    assert counts == []  # own writes: nothing counted again
+    assert store._sql_counts(store.index.count_and_epoch()[1]) == (3, 3) and counts == []
+    assert (store.count(), store._vector_row_count()) == (3, 3)  # what counting would have said
+    del counts[:]
+    code = ("from memory.store import get_store; from memory.types import GeneratedAsset; "
+            "get_store().create(user_id='u', thread_id='t', original_prompt='a velvet dragon plush', enhanced_prompt='soft', "
+            "assets=[GeneratedAsset(kind='image', data=b'plush', mime='image/png', backend='test')])")
+    subprocess.run([sys.executable, "-c", code], env=atelier_env(data_dir), cwd=ROOT, check=True, timeout=180)
+    assert recall(store, "dragon plush", "u").creations[0].original_prompt == "a velvet dragon plush"
+    assert len(counts) == 2  # another process wrote: SQL counted once more (creations, vector rows)
+    assert recall(store, "owl", "u").creations and len(counts) == 2
+
+
+def test_a_row_the_kept_counts_miss_is_indexed_after_the_next_write_by_another_process(store, data_dir):
+    """A process that died between its SQL commit and its vector leaves a row without a vector and moves no
+    generation; the next index write by anyone makes every process count again, and the check repairs it."""
+    from datetime import datetime, timezone
+
+    from memory.models import CreationRecord, Prompt
+
+    made = store.create(user_id="u", thread_id="t", original_prompt="a brass owl automaton", enhanced_prompt="brass",
+                        assets=[IMAGE])
+    assert recall(store, "owl", "u").creations[0].id == made.id
+    with store.sessions.begin() as session:  # as the dead process left it: a row, no vector, no generation moved
+        session.add(CreationRecord(id="orphan0000000001", user_id="u", thread_id="t", status="image_only",
+                                   created_at=datetime.now(timezone.utc), prompt=Prompt(original="a glass whale in a bottle", enhanced="")))
+    lock = store.index._lock_path
+    lock.write_bytes(b"another-process-wrote")  # what any other process's index write does to the lock file
+    assert recall(store, "glass whale", "u").creations[0].id == "orphan0000000001"
+    assert store.index.count() == store.count() == store._vector_row_count() == 2
+
+
+def test_the_exact_copy_grows_in_place_and_searches_like_brute_force():
+    from memory.vectors import ExactCopy
+
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(3000, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"c{i}" for i in range(3000)]
+    created = np.arange(3000, dtype=np.float64)
+    copy = ExactCopy("col", ids[:1000], vectors[:1000], created[:1000])
+    buffer = copy._matrix
+    copy.append(ids[1000:1001], vectors[1000:1001], created[1000:1001])
+    assert copy._matrix is buffer  # a commit writes into the spare rows: no copy of the whole matrix
+    for i in range(1001, 3000, 7):
+        copy.append(ids[i:i + 7], vectors[i:i + 7], created[i:i + 7])
+    assert len(copy) == 3000 and copy.newest() == 2999.0
+    for q in rng.normal(size=(5, 384)).astype(np.float32):
+        scores = vectors @ q
+        want = [ids[i] for i in np.argsort(-scores)[:10]]
+        assert [cid for cid, _ in copy.search(q, 10)] == want
+        window = [ids[i] for i in np.argsort(-np.where((created >= 500) & (created < 900), scores, -np.inf))[:10]]
+        assert [cid for cid, _ in copy.search(q, 10, since_ts=500, until_ts=900)] == window
+        assert len(copy.search(q, 5000)) == 3000 and copy.search(q, 0) == []
+    assert [cid for cid, _ in copy.search(vectors[42], 1)] == ["c42"]
+
+
+def test_the_query_text_keeps_the_words_inside_the_description():
+    from memory.recall import descriptive_part, search_text
+
+    assert search_text("show me the turtle with a town on its back again") == "turtle with a town on its"
+    assert descriptive_part("turtle with a town on its back") == "turtle town on its"  # what was embedded before
+    assert search_text("the castle I made") == "castle" and search_text("like before") == ""
+    assert search_text("that axolotl with the sax") == "axolotl with the sax"
+
+
+def test_a_query_embedding_is_cached_and_read_only():
+    from memory import embeddings
+
+    embeddings.clear_query_cache()
+    first = embeddings.embed_query("a turtle with a town on its back")
+    assert np.allclose(first, embeddings.embed(["a turtle with a town on its back"])[0], atol=1e-6)
+    assert embeddings.embed_query("a turtle with a town on its back") is first
+    with pytest.raises(ValueError):
+        first[0] = 1.0  # shared by every caller of the same text
+    embeddings.clear_query_cache()
+    assert embeddings.embed_query("a turtle with a town on its back") is not first
