@@ -59,7 +59,7 @@ def test_client_mode_review_steps_image_viewer_from_the_server(api, studio, shot
 
         h.wait_until(lambda: h.image_loaded(d, "[data-atelier-image]"), 180, message="the image from the server")
         h.wait_until(lambda: h.viewer_loaded(d), 180, message="the 3D viewer from the server")
-        h.wait_until(lambda: "Saved as creation" in h.page_text(d), 120, message="the reply")
+        h.wait_until(lambda: "is saved" in h.page_text(d), 120, message="the reply")
         h.wait_idle(d, 180)
         h.save_screenshot(d, "09-client-mode", directory=shots)
         page = h.page_text(d)
@@ -67,6 +67,8 @@ def test_client_mode_review_steps_image_viewer_from_the_server(api, studio, shot
         card = d.find_elements("css selector", "[data-atelier-creation]")[-1]
         cid = card.get_attribute("data-atelier-creation")
         assert edited in card.text
+        # The server's graph wrote the reply: saved, under the card's id, said once (the studio adds only its hint).
+        assert f"Creation {cid} is saved" in page and page.count("is saved") == 1 and "Saved as creation" not in page, page[-1500:]
         image_src = d.execute_script("return document.querySelector('[data-atelier-image]').getAttribute('src')")
         model_src = d.execute_script("return [...document.querySelectorAll('model-viewer')].pop().getAttribute('src')")
         assert "/atelier/api-asset/" in image_src and "/atelier/api-asset/" in model_src, (image_src, model_src)

@@ -52,7 +52,7 @@ def test_request_shows_live_steps_image_then_viewer(studio, browser, shots):
         "enhance_step": lambda: "enhance_prompt" in h.page_text(d),
         "image": lambda: h.image_loaded(d, "[data-atelier-image]"),
         "viewer": lambda: h.viewer_loaded(d),
-        "reply": lambda: "Saved as creation" in h.page_text(d),
+        "reply": lambda: "is saved" in h.page_text(d),
     }
     while len(seen) < len(markers) and time.time() - started < 120:
         for name, check in markers.items():
@@ -74,6 +74,9 @@ def test_request_shows_live_steps_image_then_viewer(studio, browser, shots):
     card = d.find_elements("css selector", "[data-atelier-creation]")[-1]
     cid = card.get_attribute("data-atelier-creation")
     assert card.get_attribute("data-status") == "complete"
+    # One reply, the graph's, says it is saved and under which id, once; the studio adds only its own hint.
+    assert f"Creation {cid} is saved" in text and text.count("is saved") == 1 and "Saved as creation" not in text, text[-1500:]
+    assert "It is in /history too; Remix on the card starts a variation." in text
 
     # The viewer's canvas shows a model: varied pixels, not one flat colour.
     viewer = d.find_elements("css selector", "model-viewer")[-1]

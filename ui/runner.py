@@ -356,8 +356,9 @@ class Turn:
                     await element.update()
 
     async def finish(self, state: dict) -> None:
-        """The graph's reply (agent/nodes.respond — the same words the CLI and the API give), shown without the
-        server's file paths (the card holds the files), with the card's fallback notes and where to find it."""
+        """The graph's reply (agent/nodes.respond — the same words the CLI and the API give, which already say the
+        creation is saved and under which id), shown without the server's file paths (the card holds the files),
+        with the card's fallback notes and what only the studio has: /history and the card's Remix button."""
         await self.settle_cards()
         if self.failed:  # the tool's own error, in a sentence (views.failure_message names the step kindly)
             text = views.failure_message(*self.failed)
@@ -366,8 +367,7 @@ class Turn:
             cid = self.made or self.modelled
             text += "".join(f"\n\n⚠ {n}" for n in self.notes.get(cid, [])) if cid else ""
             if self.made:
-                text += (f"\n\nSaved as creation `{self.made}` — find it in **/history**, ask for it later, "
-                         "or press **Remix** on the card.")
+                text += "\n\nIt is in **/history** too; **Remix** on the card starts a variation."
         await cl.Message(content=text, author=self.author).send()
         if self.recalled and not self.made and api_url() is None:  # client mode: the reply lists what was found
             found = await in_thread(history.views_of, self.user, self.recalled)
