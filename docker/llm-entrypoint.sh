@@ -2,9 +2,11 @@
 # Starts `python -m llama_cpp.server` (OpenAI-compatible: streaming, tool calls, JSON schema) on a GGUF.
 #   LLM_MODEL          the GGUF to serve (default: /models/model.gguf, else the only *.gguf in LLM_MODELS_DIR,
 #                      else the packaged SmolLM2-135M)
-#   LLM_ALIAS          model name clients send (atelier)        LLM_CHAT_FORMAT  chatml-function-calling
-#   LLM_N_GPU_LAYERS   layers on the GPU (-1 = all; 0 = CPU)    LLM_N_CTX        context tokens (4096)
-#   LLM_HOST/LLM_PORT  where to listen (0.0.0.0:8000)           LLM_PYTHON       the interpreter (python3)
+#   LLM_ALIAS          model name clients send (atelier)        LLM_N_CTX        context tokens (4096)
+#   LLM_N_GPU_LAYERS   layers on the GPU (-1 = all; 0 = CPU)    LLM_PYTHON       the interpreter (python3)
+#   LLM_HOST/LLM_PORT  where to listen (0.0.0.0:8000)
+#   LLM_CHAT_FORMAT    unset or empty: the GGUF's own chat template (tokenizer.chat_template; llama_cpp.server
+#                      reads it); else a llama.cpp chat format, e.g. chatml-function-calling (docs/deployment.md)
 # The tests run this same script against the project's virtualenv (tests/services.py).
 set -eu
 MODELS_DIR=${LLM_MODELS_DIR:-/models}
@@ -27,9 +29,9 @@ if [ -z "$MODEL" ]; then
   fi
 fi
 [ -f "$MODEL" ] || { echo "llm-service: model file $MODEL not found" >&2; exit 2; }
-echo "llm-service: $MODEL on ${LLM_HOST:-0.0.0.0}:${LLM_PORT:-8000} (n_gpu_layers=${LLM_N_GPU_LAYERS:--1})" >&2
+echo "llm-service: $MODEL on ${LLM_HOST:-0.0.0.0}:${LLM_PORT:-8000} (n_gpu_layers=${LLM_N_GPU_LAYERS:--1}, chat format ${LLM_CHAT_FORMAT:-from the GGUF})" >&2
 exec "$PY" -m llama_cpp.server --model "$MODEL" --model_alias "${LLM_ALIAS:-atelier}" \
   --host "${LLM_HOST:-0.0.0.0}" --port "${LLM_PORT:-8000}" \
   --n_gpu_layers "${LLM_N_GPU_LAYERS:--1}" --n_ctx "${LLM_N_CTX:-4096}" \
-  --chat_format "${LLM_CHAT_FORMAT:-chatml-function-calling}" ${LLM_N_THREADS:+--n_threads "$LLM_N_THREADS"} \
+  ${LLM_CHAT_FORMAT:+--chat_format "$LLM_CHAT_FORMAT"} ${LLM_N_THREADS:+--n_threads "$LLM_N_THREADS"} \
   ${LLM_EXTRA_ARGS:-}

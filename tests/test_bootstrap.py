@@ -55,7 +55,7 @@ def run_in(checkout: Path, argv: list[str], **kwargs) -> subprocess.CompletedPro
 
 def test_each_checkout_runs_its_own_code(two_checkouts, cached_venv):
     a, b = two_checkouts
-    probe = "import agent, agent._which_checkout as w, torch, chromadb; print(w.NAME, agent.__file__)"
+    probe = "import agent, agent._which_checkout as w, langgraph.graph; print(w.NAME, agent.__file__)"  # langgraph: the cached wheels
     for checkout, name in ((a, "a"), (b, "b")):
         out = run_in(checkout, [str(checkout / ".venv" / "bin" / "python"), "-c", probe])
         assert out.returncode == 0, out.stderr[-2000:]
