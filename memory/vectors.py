@@ -506,9 +506,11 @@ class VectorIndex:
             if count > get_settings().recall_exact_limit:
                 return None
             started = time.perf_counter()
-            stored = get_all(collection, ["embeddings", "metadatas"])
-            copy = ExactCopy(str(collection.id), *_exact_rows(stored))
-            del stored
+            # page by page into arrays sized for them: the whole collection as Chroma's row lists first would
+            # hold the vectors twice more (and leave the process's memory that much bigger for good)
+            copy = ExactCopy(str(collection.id), [], np.empty((0, embeddings.DIM), dtype=np.float32), np.empty(0), reserve=count)
+            for page in get_pages(collection, ["embeddings", "metadatas"]):
+                copy.append(*_exact_rows(page))
             self._handle.exact[user_id] = copy
             log.info("step=load_exact user_vectors=%d seconds=%.3f", len(copy), time.perf_counter() - started)
         return copy
@@ -529,18 +531,24 @@ class VectorIndex:
         return copy
 
 
-def get_all(collection, include: list[str], where: dict | None = None, page: int = 10000) -> dict:
+def get_pages(collection, include: list[str], where: dict | None = None, page: int = 10000):
     """collection.get() in pages: one call for 90k records fails in Chroma 1.5 ("too many SQL variables")."""
-    out: dict[str, list] = {"ids": [], **{key: [] for key in include}}
     offset = 0
     while True:
         got = collection.get(where=where, include=include, limit=page, offset=offset)
+        yield {"ids": got["ids"], **{key: got[key] if got[key] is not None else [] for key in include}}
+        if len(got["ids"]) < page:
+            return
+        offset += page
+
+
+def get_all(collection, include: list[str], where: dict | None = None, page: int = 10000) -> dict:
+    out: dict[str, list] = {"ids": [], **{key: [] for key in include}}
+    for got in get_pages(collection, include, where, page):
         out["ids"].extend(got["ids"])
         for key in include:
-            out[key].extend(got[key] if got[key] is not None else [])
-        if len(got["ids"]) < page:
-            return out
-        offset += page
+            out[key].extend(got[key])
+    return out
 
 
 def _exact_rows(stored: dict) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -554,11 +562,14 @@ class ExactCopy:
     commit writes its vector into the spare rows (np.vstack copied all 138 MB at 90k vectors: 110 ms of a 170 ms
     commit); when they are used up, the arrays grow by an eighth at once."""
 
-    def __init__(self, collection_id: str, ids: list[str], matrix: np.ndarray, created: np.ndarray):
+    def __init__(self, collection_id: str, ids: list[str], matrix: np.ndarray, created: np.ndarray, reserve: int = 0):
+        """reserve: how many vectors are about to be appended (a load page by page): room for them is made at once."""
         self.collection_id = collection_id  # the Chroma collection it copies
         self.ids: list[str] = []
-        self._matrix = np.empty((0, embeddings.DIM), dtype=np.float32)
-        self._created = np.empty(0, dtype=np.float64)
+        capacity = max(reserve, len(ids))
+        capacity += max(1024, capacity // 8)  # room for commits to come
+        self._matrix = np.empty((capacity, embeddings.DIM), dtype=np.float32)
+        self._created = np.empty(capacity, dtype=np.float64)
         self.append(ids, matrix, created)
 
     def __len__(self) -> int:
