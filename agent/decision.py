@@ -1,8 +1,8 @@
 """The decision step: which tool next, with which arguments, or a reply in words.
 
 The model sees the conversation (system prompt, the recent turns, short summaries of tool results and what
-exists: prompt, image, model, recalled creations) and the four tools as standard tool schemas taken from
-the @tool objects in tools/tools.py (one tool list; no second copy anywhere). Its tool call runs with its
+exists: prompt, image, model, recalled creations) and the tools as standard tool schemas taken from the
+tool table (tools/specs.py: one entry per tool; no second copy anywhere). Its tool call runs with its
 own arguments once they validate against the tool's schema; an invalid call gets one repair round with the
 validation error, then the router's arguments. A content-only answer is the reply, in the model's words.
 
@@ -27,8 +27,10 @@ from typing import Any, Callable
 
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
-from .intent_examples import PLANS
 from models.llm import ChatLLM, LLMError, ToolChatModel
+from tools.specs import NEEDS, TOOL_TABLE
+
+from .intent_examples import PLANS
 from .prompts import DECISION_SYSTEM
 from .router import Intent
 
@@ -39,21 +41,12 @@ UNSURE_MARGIN = 0.04
 
 
 def agent_tools() -> list:
-    """The @tool objects the graph runs: names, descriptions and argument schemas come from them."""
-    from tools.tools import TOOLS
-
-    return list(TOOLS)
+    """The @tool objects the graph runs (the tool table's): names, descriptions and argument schemas come from them."""
+    return TOOL_TABLE.tools()
 
 
 def tool_names() -> list[str]:
-    return [t.name for t in agent_tools()]
-
-
-def tool_specs() -> list[dict]:
-    """The tools as OpenAI tool schemas (injected runtime arguments hidden)."""
-    from langchain_core.utils.function_calling import convert_to_openai_tool
-
-    return [convert_to_openai_tool(t) for t in agent_tools()]
+    return TOOL_TABLE.names()
 
 
 def validate_call(name: str, args: Any) -> tuple[dict | None, str | None]:
@@ -87,6 +80,16 @@ class TurnContext:
     enhance: bool = True
     auto_3d: bool = True
 
+    def has(self, need: str) -> bool:
+        """Whether a tool's need (tools/specs.py NEEDS) is met now."""
+        return {"image": self.has_image, "memory": self.has_memory, "request": bool(self.request.strip())}[need]
+
+    def produced(self, kind: str) -> None:
+        """A tool producing `kind` ran: what it made exists now."""
+        self.has_prompt = self.has_prompt or kind == "prompt"
+        self.has_image = self.has_image or kind == "image"
+        self.has_memory = self.has_memory or kind in ("image", "model")
+
 
 @dataclass
 class Decision:
@@ -101,51 +104,49 @@ class Decision:
 
 
 def plan_for(intent_name: str, ctx: TurnContext) -> list[str]:
+    """The intent's plan (intent_examples.PLANS) without the tools the settings switch off: a switched-off tool
+    stays only where the request asks for it by name (the enhance intent), and the 3D step of a new creation
+    only with automatic 3D on."""
     plan = list(PLANS[intent_name])
-    if not ctx.enhance and intent_name != "enhance":
-        plan = [t for t in plan if t != "enhance_prompt"]
+    switches = {"enhance": ctx.enhance}
+    plan = [t for t in plan if switches.get(TOOL_TABLE[t].switch or "", True) or intent_name == "enhance"]
     if not ctx.auto_3d and intent_name in ("create", "remix"):
-        plan = [t for t in plan if t != "image_to_3d"]
+        plan = [t for t in plan if t not in TOOL_TABLE.producing("model")]
     return plan
 
 
 def next_from_plan(plan: list[str], ctx: TurnContext) -> str | None:
     remaining = list(ctx.done)
+    makes_image = bool(TOOL_TABLE.producing("image") & set(plan))
     for tool in plan:
         if tool in remaining:
             remaining.remove(tool)
             continue
-        if tool == "image_to_3d" and not ctx.has_image and "text_to_image" not in plan:
-            return None  # nothing to turn into 3D: say so instead
+        if "image" in TOOL_TABLE[tool].needs and not ctx.has_image and not makes_image:
+            return None  # nothing to work on: say so instead (respond uses the tool's `impossible` words)
         return tool
     return None
 
 
 def veto(tool: str | None, ctx: TurnContext) -> str | None:
-    """The router's guard: why a call cannot run now, or None."""
+    """The router's guard: why a call cannot run now (from the tool's spec: what it needs, its switch), or None."""
     if tool is None:
         return None
+    spec = TOOL_TABLE.get(tool)
+    if spec is None:
+        return f"there is no tool named {tool!r}"
     if tool in ctx.done:
         return f"{tool} already ran for this request"
-    if tool == "image_to_3d" and not ctx.has_image:
-        return "there is no image to turn into 3D yet"
-    if tool == "recall_similar" and not ctx.has_memory:
-        return "nothing is stored yet to recall"
-    if tool == "enhance_prompt" and not ctx.enhance:
-        return "prompt enhancement is switched off in the settings"
-    if tool == "text_to_image" and not ctx.request.strip():
-        return "there is no request to make an image of"
+    for need in spec.needs:
+        if not ctx.has(need):
+            return f"{tool} needs {NEEDS[need]} and there is none"
+    if spec.switch and not getattr(ctx, spec.switch, True):
+        return f"{tool} is switched off in the settings"
     return None
 
 
 def plausible(tool: str | None, ctx: TurnContext) -> bool:
     return veto(tool, ctx) is None
-
-
-VETO_WORDS = {  # what the user reads when the guard stops a model call and nothing else has run
-    "image_to_3d": "There is no image to turn into 3D yet. Describe an idea and I'll make one.",
-    "recall_similar": "There is nothing in your memory yet. Describe an idea and I'll make your first creation.",
-}
 
 
 # -- what the model sees ---------------------------------------------------------------------------------
@@ -161,18 +162,8 @@ def summarize_tool_result(name: str, content: str, status: str = "success") -> s
         return str(content)[:200]
     if data.get("error"):
         return f"error: {data['error']}"[:200]
-    if name == "enhance_prompt":
-        return f"enhanced prompt: {data.get('enhanced_prompt')}"
-    if name == "text_to_image":
-        return f"image made, creation {data.get('creation_id')} ({data.get('backend')})"
-    if name == "image_to_3d":
-        return f"3D model made, creation {data.get('creation_id')} ({data.get('backend')})"
-    if name == "recall_similar":
-        found = data.get("creations") or []
-        if not found:
-            return "found nothing"
-        return "found: " + "; ".join(f"{c.get('prompt')!r} (creation {c.get('creation_id')}, {str(c.get('created_at'))[:10]})" for c in found[:3])
-    return json.dumps(data)[:200]
+    spec = TOOL_TABLE.get(name)
+    return spec.summarize(data)[:600] if spec is not None else json.dumps(data)[:200]
 
 
 def exists_lines(exists: dict) -> str:
@@ -194,7 +185,7 @@ def model_messages(history: list[AnyMessage], exists: dict, ctx: TurnContext, ma
     """System prompt + the last few turns, tool results summarised, + what exists now."""
     settings = []
     if not ctx.enhance:
-        settings.append("prompt enhancement is off: do not call enhance_prompt")
+        settings += [f"prompt enhancement is off: do not call {s.name}" for s in TOOL_TABLE.specs() if s.switch == "enhance"]
     if not ctx.auto_3d:
         settings.append("automatic 3D is off: make a 3D model only when asked")
     system = DECISION_SYSTEM + "\n\nWhat exists now:\n" + exists_lines(exists)
@@ -296,7 +287,8 @@ def decide(ctx: TurnContext, intent: Intent, policy: str, llm: ChatLLM | Callabl
         return Decision(router_tool, "router", f"model call invalid after repair ({answer.error}); {router_reason}", **base)
     if (why := veto(answer.tool, ctx)) is not None:
         if policy == "model":
-            words = VETO_WORDS.get(answer.tool) if not ctx.done else None
+            spec = TOOL_TABLE.get(answer.tool)
+            words = spec.impossible if spec is not None and not ctx.done and answer.tool not in ctx.done else None
             return Decision(None, "guard", f"vetoed {answer.tool}: {why}", content=words, **base)
         return Decision(router_tool, "router", f"vetoed model's {answer.tool}: {why}; {router_reason}", **base)
     reason = "model call" + (" after a repair round" if answer.repaired else "")
@@ -332,14 +324,6 @@ def remix_idea(request: str, parent_idea: str | None) -> str:
 
 
 # -- decisions without running the tools (the accuracy benchmark) ----------------------------------------------
-_SIMULATED_RESULTS = {
-    "enhance_prompt": lambda args: {"enhanced_prompt": f"{(args or {}).get('idea', 'the idea')}, detailed", "source": "llm"},
-    "text_to_image": lambda args: {"creation_id": "c0001", "image": "image.png", "backend": "sketch"},
-    "image_to_3d": lambda args: {"creation_id": "c0001", "model": "model.glb", "backend": "relief"},
-    "recall_similar": lambda args: {"query": (args or {}).get("query", ""), "creations": [
-        {"creation_id": "c0000", "prompt": "a stone castle on a hill", "created_at": "2026-11-24T10:00:00"}]},
-}
-
 
 def simulate_plan(request: str, has_image: bool, intent: Intent, policy: str, llm: ChatLLM | Callable[[], ChatLLM] | None,
                   enhance: bool = True, auto_3d: bool = True, max_steps: int = 6, calls: list | None = None) -> list[str]:
@@ -355,16 +339,15 @@ def simulate_plan(request: str, has_image: bool, intent: Intent, policy: str, ll
         if decision.tool is None:
             break
         call_id = decision.call_id or f"call_sim{step}"
-        result = _SIMULATED_RESULTS[decision.tool](decision.args)
+        spec = TOOL_TABLE[decision.tool]
+        result = spec.simulate(decision.args or {})
         history += [AIMessage(content="", tool_calls=[{"name": decision.tool, "args": decision.args or {}, "id": call_id}]),
                     ToolMessage(json.dumps(result), tool_call_id=call_id, name=decision.tool)]
         ctx.done.append(decision.tool)
-        ctx.has_prompt = ctx.has_prompt or decision.tool == "enhance_prompt"
-        ctx.has_image = ctx.has_image or decision.tool == "text_to_image"
-        if decision.tool == "enhance_prompt":
-            exists["prompt"] = result["enhanced_prompt"]
-        if decision.tool == "text_to_image":
-            exists["image"] = "c0001"
-        if decision.tool == "image_to_3d":
-            exists["model"] = "c0001"
+        if spec.produces:
+            ctx.produced(spec.produces)
+        if spec.produces == "prompt":
+            exists["prompt"] = result.get("enhanced_prompt")
+        elif spec.produces in ("image", "model"):
+            exists[spec.produces] = result.get("creation_id") or "c0001"
     return ctx.done

@@ -1,4 +1,8 @@
-"""The graph's nodes: decide (which tool next, or reply), review (human-in-the-loop pause) and respond."""
+"""The graph's nodes: decide (which tool next, or reply), review (human-in-the-loop pause) and respond.
+
+They work with the dependencies the graph factory bound (tools/deps.py: store, LLM, session context) and with
+what the tool table says about each tool (tools/specs.py); the only tool names here are the router's own
+arguments for the tools its plans use (tool_arguments)."""
 from __future__ import annotations
 
 import logging
@@ -11,14 +15,18 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMes
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import interrupt
 
-from memory.store import get_store
+from models.llm import current_model_key
+from tools.deps import dependencies
+from tools.specs import TOOL_TABLE
+from tools.tools import working_image
 
-from .configuration import Configuration
 from . import calibration
+from .configuration import Configuration
 from .decision import MODIFICATION, TurnContext, decide as choose, model_messages, remix_idea
-from models.llm import current_model_key, get_llm
+from .intent_examples import PLANS
 from .prompts import REPLY_SYSTEM
 from .router import Intent, get_router
+from .state import AgentState
 
 log = logging.getLogger("atelier.agent")
 
@@ -64,10 +72,11 @@ def _resolve_policy(policy: str) -> tuple[str, str]:
     return resolved.policy, resolved.reason
 
 
-def decide(state: dict, config: RunnableConfig) -> dict[str, Any]:
+def decide(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     if _failed(state.get("messages", [])):
         return {}  # a tool failed: stop this request and tell the user why (respond)
     cfg = Configuration.from_runnable_config(config)
+    deps = dependencies(config)
     started = time.perf_counter()
     history = state.get("messages", [])
     request, done = current_turn(history)
@@ -75,17 +84,19 @@ def decide(state: dict, config: RunnableConfig) -> dict[str, Any]:
     intent = get_router().classify(request) if new_turn or not state.get("intent") else None
     intent_dict = {"name": intent.name, "confidence": intent.confidence, "margin": intent.margin, "via": intent.via} if intent else state["intent"]
     intent_obj = Intent(**intent_dict)
-    store = get_store()
-    latest_image = None if state.get("image") or "text_to_image" in done else store.latest(cfg.user_id, kind="image")
-    has_image = bool(state.get("image")) or "text_to_image" in done or latest_image is not None
+    store = deps.get_store()
+    made = {TOOL_TABLE[t].produces for t in done if TOOL_TABLE.get(t)}
+    # The image "it" would mean (this thread's, the session's, else the newest): the same rule image_to_3d applies.
+    working = None if state.get("image") or "image" in made else working_image(store, deps.get_session(), cfg.user_id, state)[0]
+    has_image = bool(state.get("image")) or "image" in made or working is not None
     has_memory = has_image or store.latest(cfg.user_id) is not None
-    ctx = TurnContext(request=request, done=done, has_prompt="enhance_prompt" in done, has_image=has_image, has_memory=has_memory,
+    ctx = TurnContext(request=request, done=done, has_prompt="prompt" in made, has_image=has_image, has_memory=has_memory,
                       enhance=cfg.enhance, auto_3d=cfg.auto_3d)
     policy, policy_reason = _resolve_policy(cfg.decision_policy)
-    exists = {"prompt": state.get("enhanced_prompt"), "image": (state.get("image") or {}).get("creation_id") or (latest_image.id if latest_image else None),
+    exists = {"prompt": state.get("enhanced_prompt"), "image": (state.get("image") or {}).get("creation_id") or (working.id if working else None),
               "model": (state.get("model") or {}).get("creation_id"), "recalled": state.get("recalled") or [], "memory": has_memory}
     # The LLM is loaded only if the policy actually asks it (router-only turns never load it).
-    decision = choose(ctx, intent_obj, policy, None if policy == "router" else get_llm,
+    decision = choose(ctx, intent_obj, policy, None if policy == "router" else deps.get_llm,
                       lambda: model_messages(history, exists, ctx))
     log.info("step=decide thread=%s tool=%s source=%s policy=%s reason=%s seconds=%.3f", cfg.thread_id or "-", decision.tool or "reply",
              decision.source, policy, f"{decision.reason}; {policy_reason}", time.perf_counter() - started)
@@ -114,7 +125,9 @@ def _usable_words(text: str) -> str | None:
     return text[:1500]
 
 
-def tool_arguments(tool: str, request: str, intent: str, state: dict) -> dict[str, Any]:
+def tool_arguments(tool: str, request: str, intent: str, state: AgentState) -> dict[str, Any]:
+    """The router's arguments for the tools its plans (intent_examples.PLANS) call; a tool no plan uses is
+    only ever called by the model, with its own arguments."""
     recalled = state.get("recalled") or []
     if tool == "enhance_prompt":
         parent = recalled[0]["original_prompt"] if intent == "remix" and recalled else None
@@ -127,10 +140,10 @@ def tool_arguments(tool: str, request: str, intent: str, state: dict) -> dict[st
     if tool == "recall_similar":
         m = MODIFICATION.search(request) if intent == "remix" else None
         return {"query": (request[: m.start()] if m else request).strip(" ,") or request, "limit": 3}
-    raise ValueError(f"unknown tool {tool}")
+    raise ValueError(f"the router has no arguments for {tool}; only the model calls it")
 
 
-def review(state: dict, config: RunnableConfig) -> dict[str, Any]:
+def review(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     """Pause after enhance_prompt so the user can accept or edit the prompt (LangGraph interrupt)."""
     answer = interrupt({"type": "review_prompt", "idea": state.get("idea"), "enhanced_prompt": state.get("enhanced_prompt"),
                         "question": "Accept this prompt, or send an edited one."})
@@ -140,19 +153,21 @@ def review(state: dict, config: RunnableConfig) -> dict[str, Any]:
     return {}
 
 
-def route_after_tools(state: dict, config: RunnableConfig) -> str:
+def route_after_tools(state: AgentState, config: RunnableConfig) -> str:
+    """After a tool that wrote the prompt, the review pause when it is on; else the next decision."""
     last = state["messages"][-1]
-    if isinstance(last, ToolMessage) and last.name == "enhance_prompt" and Configuration.from_runnable_config(config).review_prompt:
+    spec = TOOL_TABLE.get(last.name) if isinstance(last, ToolMessage) else None
+    if spec is not None and spec.produces == "prompt" and Configuration.from_runnable_config(config).review_prompt:
         return "review"
     return "decide"
 
 
-def route_after_decide(state: dict) -> str:
+def route_after_decide(state: AgentState) -> str:
     last = state["messages"][-1]
     return "tools" if isinstance(last, AIMessage) and last.tool_calls else "respond"
 
 
-def respond(state: dict, config: RunnableConfig) -> dict[str, Any]:
+def respond(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     request, done = current_turn(state.get("messages", []))
     steps = state.get("steps", [])[-len(done):] if done else []
     last = (state.get("messages") or [None])[-1]
@@ -165,39 +180,41 @@ def respond(state: dict, config: RunnableConfig) -> dict[str, Any]:
         text = summary(state, done, steps)
     elif words:
         text = ""
-    elif (state.get("intent") or {}).get("name") == "to_3d":
-        text = "There is no image to turn into 3D yet. Describe an idea and I'll make one."
+    elif (impossible := _impossible_plan(state)) is not None:
+        text = impossible
     else:
-        text = chat_reply(request)
+        text = chat_reply(request, dependencies(config))
     text = "\n".join(part for part in (words, text) if part)
     if decided:
         return {"messages": [AIMessage(id=last.id, content=text, additional_kwargs=last.additional_kwargs)]}
     return {"messages": [AIMessage(content=text)]}
 
 
-def summary(state: dict, done: list[str], steps: list[dict]) -> str:
+def _impossible_plan(state: AgentState) -> str | None:
+    """The router's plan for this request could not start (3D with no image): its first tool's words."""
+    plan = PLANS.get((state.get("intent") or {}).get("name") or "", [])
+    if not plan:
+        return None
+    spec = TOOL_TABLE.get(plan[0])
+    # Only a missing image stops a plan before it starts (decision.next_from_plan); other needs are the guard's.
+    return spec.impossible if spec is not None and "image" in spec.needs else None
+
+
+def summary(state: AgentState, done: list[str], steps: list[dict]) -> str:
+    """The reply after tools ran: each step's line (its spec's `reply`), then where the creation is kept."""
     lines = []
-    recalled = state.get("recalled") or []
-    if "recall_similar" in done:
-        if recalled:
-            lines.append("Found in your memory: " + "; ".join(f"“{c['original_prompt']}” ({c['created_at'][:16].replace('T', ' ')}, id {c['id']})" for c in recalled[:3]))
-        else:
-            lines.append("I found nothing like that in your memory.")
-    if "enhance_prompt" in done and state.get("enhanced_prompt"):
-        lines.append(f"Prompt: {state['enhanced_prompt']}")
     for step in steps:
+        spec = TOOL_TABLE.get(step.get("tool"))
+        if spec is None:
+            continue
         failed = [a for a in step.get("attempts", []) if not a["ok"]]
         note = "".join(f" ({a['backend']} unavailable — {a['reason']}; used {step['backend']})" for a in failed[:1])
-        if step["tool"] == "text_to_image" and state.get("image"):
-            sketch = " — a placeholder sketch, no image model is configured" if state["image"]["meta"].get("is_sketch") else ""
-            lines.append(f"Image by {step['backend']}{sketch}{note}: {state['image']['path']}")
-        if step["tool"] == "image_to_3d":
-            if state.get("model"):
-                lines.append(f"3D model by {step['backend']}{note}: {state['model']['path']}")
-            else:
-                lines.append("There is no image to turn into 3D yet.")
-    if state.get("creation_id") and ({"text_to_image", "image_to_3d"} & set(done)):
-        parent = next((c for c in recalled if c["id"] == state.get("parent_id")), None) if "text_to_image" in done else None
+        if (line := spec.reply(state, step, note)):
+            lines.append(line)
+    made_image = bool(TOOL_TABLE.producing("image") & set(done))
+    if state.get("creation_id") and (TOOL_TABLE.producing("image", "model") & set(done)):
+        recalled = state.get("recalled") or []
+        parent = next((c for c in recalled if c["id"] == state.get("parent_id")), None) if made_image else None
         remix = f" — a remix of “{parent['original_prompt']}”" if parent else ""
         lines.append(f"Creation {state['creation_id']} is saved{remix}; ask for it any time.")
     return "\n".join(lines) or "Done."
@@ -207,9 +224,9 @@ _CANNED = ("I'm Atelier: tell me an idea (\"a glowing dragon on a cliff at sunse
            "You can also ask for past creations (\"the castle from last week\") or remix them (\"like before, but with wings\").")
 
 
-def chat_reply(request: str) -> str:
+def chat_reply(request: str, deps=None) -> str:
     try:
-        text = get_llm().chat([{"role": "system", "content": REPLY_SYSTEM}, {"role": "user", "content": request[:1000]}],
+        text = (deps or dependencies(None)).get_llm().chat([{"role": "system", "content": REPLY_SYSTEM}, {"role": "user", "content": request[:1000]}],
                               max_tokens=60, temperature=0.3, seed=0).strip()
     except Exception as exc:  # a reply is a courtesy; never fail the turn for it
         log.warning("step=reply status=failed reason=%s", exc)

@@ -18,7 +18,7 @@ import numpy as np
 from memory import embeddings
 from memory.timeparse import split_time
 
-from .intent_examples import EXAMPLES, PLANS
+from .intent_examples import EXAMPLES
 
 _NO_3D = re.compile(r"\b(no|without|skip|not|don'?t|do not)\b[^.]{0,25}\b(3d|3-d|model|mesh|glb)\b|\b(image|picture|2d) only\b|\b(only|just)\b[^.]{0,12}\b(image|picture|2d|illustration|wallpaper|poster)\b", re.I)
 _3D_WORD = re.compile(r"\b(3d|3-d|mesh|glb|model|sculpt|extrude)\b", re.I)
@@ -38,10 +38,6 @@ class Intent:
     confidence: float  # best similarity (1.0 for a rule)
     margin: float  # best minus second-best intent
     via: str  # "rule" | "knn"
-
-    @property
-    def plan(self) -> list[str]:
-        return PLANS[self.name]
 
 
 def cue_intent(text: str) -> str | None:

@@ -175,9 +175,12 @@ class TurnStream:
 
 def turn_report(result: dict, config: dict) -> dict[str, Any]:
     """The CLI's JSON report of one turn (what `atelier create --json` prints)."""
+    from tools.specs import TOOL_TABLE
+
     state, steps = result["state"], result["steps"]
     done = [s["tool"] for s in steps]
-    image = state.get("image") if "text_to_image" in done or "image_to_3d" in done or "recall_similar" in done else None
+    # the creation this turn made, modelled or recalled (a turn that only chatted reports none)
+    image = state.get("image") if TOOL_TABLE.producing("image", "model", "recalled") & set(done) else None
     model = state.get("model") if image else None
     stage_seconds: dict[str, float] = {}
     for s in steps:
@@ -194,7 +197,8 @@ def turn_report(result: dict, config: dict) -> dict[str, Any]:
         "backends": {"image": image and image["backend"], "model": model and model["backend"]},
         "tool_calls": done,
         "fallbacks": [{"tool": s["tool"], **a} for s in steps for a in s.get("attempts", []) if not a["ok"]],
-        "recalled": [c["id"] for c in state.get("recalled") or []] if "recall_similar" in done else [],
+        "recalled": [c["id"] for c in state.get("recalled") or []] if TOOL_TABLE.producing("recalled") & set(done) else [],
+        "notes": [s["note"] for s in steps if s.get("note")],
         "seconds": stage_seconds,
         "reply": reply(state),
         "decisions": turn_decisions(state),

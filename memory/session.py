@@ -1,48 +1,116 @@
-"""Short-term memory: thread checkpoints (LangGraph savers) and a per-user TTL cache of "the last one"."""
+"""Short-term memory: thread checkpoints (LangGraph savers) and the session context across a user's threads
+(what they are working on, kept for ATELIER_SESSION_TTL_SECONDS)."""
 from __future__ import annotations
 
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
+from sqlalchemy import JSON, Column, Float, MetaData, String, Table, delete, insert, inspect, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from .settings import MemorySettings, get_settings
 
 
-class LastCreationCache:
-    """user -> the creation id they touched last, forgotten after the TTL.
+@dataclass(frozen=True)
+class WorkingOn:
+    """What a user was working on a moment ago: the creation, how it got there, and what their last recall found."""
+    creation_id: str
+    reason: str  # made | modelled | recalled
+    recalled: tuple[str, ...]  # the last recall's creation ids, best first (pending references: "the second one")
+    age_seconds: float
 
-    It answers "turn the last one into 3D" in a fresh thread without a database query, and it forgets,
-    so "the last one" from yesterday's session comes from long-term memory (recall), not from here."""
 
-    def __init__(self, ttl_seconds: float):
-        self.ttl = ttl_seconds
-        self._items: dict[str, tuple[float, str]] = {}
+_session_table = Table(
+    "session_context", MetaData(),
+    Column("user_id", String(128), primary_key=True),
+    Column("creation_id", String(64), nullable=False),
+    Column("reason", String(16), nullable=False),
+    Column("recalled", JSON, nullable=False, default=list),
+    Column("updated_at", Float, nullable=False),  # wall-clock seconds: every process on the host compares the same clock
+)
+
+
+class SessionContext:
+    """Short-term memory across a user's threads: the creation they are working on (made, modelled or recalled
+    last) and their last recall's results, forgotten after ATELIER_SESSION_TTL_SECONDS.
+
+    It answers "make it 3D" in a fresh thread with the creation the user was just working on, even when a newer
+    one exists (a recalled one). Once it has expired nobody knows what "it" is, and the caller says which
+    creation it picked instead of guessing silently (tools/tools.py: image_to_3d).
+
+    It lives in the creations database (one row per user), not in a process: the API server, the studio and the
+    CLI share it, so a second process never answers from a stale copy of its own."""
+
+    def __init__(self, engine: Engine, ttl_seconds: float, clock: Callable[[], float] = time.time):
+        self.engine, self.ttl, self.clock = engine, float(ttl_seconds), clock
+        self._ready = False
         self._lock = threading.Lock()
 
-    def put(self, user_id: str, creation_id: str) -> None:
-        with self._lock:
-            self._items[user_id] = (time.monotonic() + self.ttl, creation_id)
+    def _table(self) -> Table:
+        if not self._ready:
+            with self._lock:
+                if not self._ready:
+                    try:
+                        _session_table.create(self.engine, checkfirst=True)
+                    except OperationalError:  # another process created it at the same moment
+                        if not inspect(self.engine).has_table(_session_table.name):
+                            raise
+                    self._ready = True
+        return _session_table
 
-    def get(self, user_id: str) -> str | None:
-        with self._lock:
-            item = self._items.get(user_id)
-            if item is None:
-                return None
-            if item[0] < time.monotonic():
-                del self._items[user_id]
-                return None
-            return item[1]
+    def working_on(self, user_id: str, creation_id: str, reason: str, recalled: list[str] | None = None) -> None:
+        """Remember what the user is working on now (a recall also keeps what it found)."""
+        table = self._table()
+        values = {"creation_id": creation_id, "reason": reason, "updated_at": self.clock()}
+        with self.engine.begin() as conn:
+            if recalled is not None:
+                values["recalled"] = list(recalled)
+            elif (row := conn.execute(select(table.c.recalled).where(table.c.user_id == user_id)).first()) is not None:
+                values["recalled"] = row.recalled or []
+            else:
+                values["recalled"] = []
+            done = conn.execute(update(table).where(table.c.user_id == user_id).values(**values)).rowcount
+            if not done:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(table).values(user_id=user_id, **values))
+                except IntegrityError:  # another process inserted the row first: this write is the newer one
+                    conn.execute(update(table).where(table.c.user_id == user_id).values(**values))
+
+    def current(self, user_id: str) -> WorkingOn | None:
+        """What the user is working on, or None when nothing is known or it is older than the TTL."""
+        table = self._table()
+        with self.engine.connect() as conn:
+            row = conn.execute(select(table).where(table.c.user_id == user_id)).first()
+        if row is None:
+            return None
+        age = self.clock() - row.updated_at
+        if age > self.ttl:
+            return None
+        return WorkingOn(row.creation_id, row.reason, tuple(row.recalled or ()), max(0.0, age))
+
+    def forget(self, user_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(self._table()).where(_session_table.c.user_id == user_id))
 
 
-_cache: LastCreationCache | None = None
+_sessions: dict[int, SessionContext] = {}
+_sessions_lock = threading.Lock()
 
 
-def last_creation_cache() -> LastCreationCache:
-    global _cache
-    if _cache is None:
-        _cache = LastCreationCache(get_settings().session_ttl_seconds)
-    return _cache
+def session_context(store, settings: MemorySettings | None = None) -> SessionContext:
+    """The session context kept next to `store`'s creations (one per store per process; the rows are shared)."""
+    settings = settings or get_settings()
+    with _sessions_lock:
+        found = _sessions.get(id(store))
+        if found is None or found.engine is not store.engine:
+            found = _sessions[id(store)] = SessionContext(store.engine, settings.session_ttl_seconds)
+        return found
 
 
 def sqlite_checkpointer(settings: MemorySettings | None = None):

@@ -1,5 +1,7 @@
-"""The four tools the agent can call. Runtime arguments (state, config, call id) are injected by LangGraph
-and hidden from the model (InjectedState / InjectedToolCallId are InjectedToolArg).
+"""The four built-in tools the agent can call, each with its ToolSpec (tools/specs.py: the one tool table).
+Runtime arguments (state, config, call id) are injected by LangGraph and hidden from the model
+(InjectedState / InjectedToolCallId are InjectedToolArg). The store, the LLM and the session context come from
+the graph's bound dependencies (tools/deps.py), the process-wide ones when none were bound.
 
 text_to_image and image_to_3d write memory once per decided tool call: each commit carries the call's key (the
 API server's run id, else the thread and tool call id), and a replay of the call (a restarted server re-running
@@ -22,15 +24,15 @@ from langgraph.prebuilt import InjectedState
 from langchain_core.tools import InjectedToolCallId
 from langgraph.types import Command
 
-from models.llm import get_llm
 from memory.recall import recall
-from memory.session import last_creation_cache
-from memory.store import CreationView, get_store
+from memory.store import CreationView, MemoryStore
 
 from .backends import generate_with_fallback
 from .backends.base import ImageRequest, MeshRequest
 from .configuration import ToolConfiguration
+from .deps import dependencies
 from .enhance import enhance
+from .specs import TOOL_TABLE, ToolSpec
 
 log = logging.getLogger("atelier.tools")
 
@@ -48,7 +50,7 @@ def emit(event: dict[str, Any]) -> None:
 HEARTBEAT_SECONDS = 30.0  # how often a long generation renews its creation's lease (it lasts minutes)
 
 
-def _progress(tool_name: str, creation_id: str | None):
+def _progress(tool_name: str, creation_id: str | None, store: MemoryStore):
     last_beat = time.monotonic()
 
     def report(fraction: float | None, message: str) -> None:
@@ -57,7 +59,7 @@ def _progress(tool_name: str, creation_id: str | None):
         if creation_id and time.monotonic() - last_beat > HEARTBEAT_SECONDS:
             last_beat = time.monotonic()
             try:
-                get_store().heartbeat(creation_id)
+                store.heartbeat(creation_id)
             except Exception as exc:  # a missed heartbeat only shortens the lease
                 log.warning("step=heartbeat creation=%s status=failed reason=%s", creation_id, exc)
     return report
@@ -74,33 +76,37 @@ def call_key(tool_name: str, tool_call_id: str, config: RunnableConfig | None) -
 
 
 def settle_turn(state: dict, config: RunnableConfig) -> None:
-    """The turn is replying: the creation its text_to_image made is no longer in progress (complete when the 3D
+    """The turn is replying: the creation its image tool made is no longer in progress (complete when the 3D
     step attached a model, image_only when no 3D was asked for)."""
     from langchain_core.messages import HumanMessage
 
     cfg = ToolConfiguration.from_runnable_config(config)
+    makers = TOOL_TABLE.producing("image")
     for message in reversed(state.get("messages") or []):
         if isinstance(message, HumanMessage):
             break
-        if isinstance(message, ToolMessage) and message.name == "text_to_image":
+        if isinstance(message, ToolMessage) and message.name in makers:
             try:
-                store = get_store()
-                view = store.find(call_key("text_to_image", message.tool_call_id, config), cfg.user_id)
+                store = dependencies(config).get_store()
+                view = store.find(call_key(message.name, message.tool_call_id, config), cfg.user_id)
                 if view is not None and view.status == "in_progress":
                     store.settle(view.id, cfg.user_id)
             except Exception as exc:  # the reply still goes out; recover_interrupted() marks it later
                 log.warning("step=settle status=failed reason=%s", exc)
 
 
-def _done(tool_name: str, call_id: str, content: dict, started: float, update: dict, backend: str = "", creation_id: str | None = None,
-          attempts: list | None = None) -> Command:
+def step_result(tool_name: str, call_id: str, content: dict, started: float, update: dict, backend: str = "", creation_id: str | None = None,
+          attempts: list | None = None, **extra: Any) -> Command:
+    """A tool's return: its result to the conversation (a ToolMessage), its step (state "steps": tool, seconds,
+    backend, creation, fallback attempts, its result) and the state update; the step_end event and the log
+    line go out here. Every tool ends with this, a new one too (tools/specs.py)."""
     seconds = round(time.perf_counter() - started, 3)
     step = {"tool": tool_name, "seconds": seconds, "backend": backend, "creation_id": creation_id,
-            "attempts": [asdict(a) for a in attempts or []]}
+            "attempts": [asdict(a) for a in attempts or []], **extra}
     log.info("step=%s creation=%s backend=%s seconds=%.3f", tool_name, creation_id or "-", backend or "-", seconds)
     emit({"event": "step_end", **step, "result": content})
     message = ToolMessage(json.dumps(content, ensure_ascii=False), tool_call_id=call_id, name=tool_name)
-    return Command(update={**update, "steps": [step], "messages": [message]})
+    return Command(update={**update, "steps": [{**step, "result": content}], "messages": [message]})
 
 
 def _asset_dict(view: CreationView, kind: str) -> dict | None:
@@ -113,9 +119,9 @@ def enhance_prompt(idea: str, tool_call_id: Annotated[str, InjectedToolCallId], 
     """Rewrite a short idea into one detailed image prompt (style, lighting, composition), keeping every word of the idea."""
     started = time.perf_counter()
     emit({"event": "step_start", "tool": "enhance_prompt", "input": idea})
-    result = enhance(idea, get_llm())
+    result = enhance(idea, dependencies(config).get_llm())
     content = {"enhanced_prompt": result.prompt, "source": result.source, "attempts": result.attempts}
-    return _done("enhance_prompt", tool_call_id, content, started, {"idea": idea, "enhanced_prompt": result.prompt}, backend=result.source)
+    return step_result("enhance_prompt", tool_call_id, content, started, {"idea": idea, "enhanced_prompt": result.prompt}, backend=result.source)
 
 
 @tool
@@ -124,74 +130,94 @@ def text_to_image(prompt: str, state: Annotated[dict, InjectedState], tool_call_
     """Make an image from an image prompt and remember it as a new creation."""
     cfg = ToolConfiguration.from_runnable_config(config)
     started = time.perf_counter()
-    store = get_store()
+    deps = dependencies(config)
+    store = deps.get_store()
     key = call_key("text_to_image", tool_call_id, config)
     emit({"event": "step_start", "tool": "text_to_image", "input": prompt})
     view, attempts = store.find(key, cfg.user_id), []
     if view is None:
         request = ImageRequest(prompt=prompt, negative_prompt=cfg.negative_prompt, width=cfg.width, height=cfg.height, seed=cfg.seed, steps=cfg.steps,
                                guidance=cfg.guidance)
-        assets, attempts = generate_with_fallback("image", cfg.image_backends, request, _progress("text_to_image", None))
+        assets, attempts = generate_with_fallback("image", cfg.image_backends, request, _progress("text_to_image", None, store))
         view = store.create(user_id=cfg.user_id, thread_id=cfg.thread_id, original_prompt=state.get("idea") or prompt,
                             enhanced_prompt=prompt, assets=assets, parent_id=state.get("parent_id"), idempotency_key=key,
                             in_progress=True)
     else:  # a replay of this call: the image was made and committed before the process stopped
         log.info("step=text_to_image creation=%s key=%s action=replayed", view.id, key)
-    last_creation_cache().put(cfg.user_id, view.id)
+    deps.get_session().working_on(cfg.user_id, view.id, "made")
     image = _asset_dict(view, "image")
     backend = image["backend"] if image else ""
     content = {"creation_id": view.id, "image": image["path"] if image else None, "backend": backend,
                "is_sketch": bool(image and image["meta"].get("is_sketch")),
                "fallbacks": [{"backend": a.backend, "reason": a.reason} for a in attempts if not a.ok]}
-    return _done("text_to_image", tool_call_id, content, started, {"creation_id": view.id, "image": image, "model": None},
+    return step_result("text_to_image", tool_call_id, content, started, {"creation_id": view.id, "image": image, "model": None},
                  backend=backend, creation_id=view.id, attempts=attempts)
+
+
+def working_image(store: MemoryStore, session, user_id: str, state: dict, creation_id: str | None = None
+                  ) -> tuple[CreationView | None, str]:
+    """The image "it" means, and how it was picked:
+      named    - the creation id asked for (scoped to the user: another user's id finds nothing);
+      thread   - this thread's latest image (its checkpoint: survives restarts, shared by every process);
+      session  - what the user was working on within ATELIER_SESSION_TTL_SECONDS, in any thread (made, modelled or
+                 recalled last — even when a newer creation exists);
+      newest   - nothing says which (the session expired): the newest image, and the reply says so;
+      none     - the user has no image."""
+    if creation_id and creation_id != "latest":
+        view = store.get(creation_id, user_id=user_id)
+        return (view, "named") if view is not None and view.image is not None else (None, "none")
+    if (image := state.get("image")) and (view := store.get(image["creation_id"], user_id=user_id)) is not None and view.image:
+        return view, "thread"
+    if (current := session.current(user_id)) is not None:
+        view = store.get(current.creation_id, user_id=user_id)
+        if view is not None and view.image is not None:
+            return view, "session"
+    view = store.latest(user_id, kind="image")
+    return (view, "newest") if view is not None and view.image is not None else (None, "none")
 
 
 @tool
 def image_to_3d(creation_id: str, state: Annotated[dict, InjectedState], tool_call_id: Annotated[str, InjectedToolCallId],
                 config: RunnableConfig) -> Command:
-    """Turn an image into a 3D model (GLB). creation_id is a creation id, or "latest" for the most recent image."""
+    """Turn an image into a 3D model (GLB). creation_id is a creation id, or "latest" for the image being worked on."""
     cfg = ToolConfiguration.from_runnable_config(config)
     started = time.perf_counter()
-    store = get_store()
+    deps = dependencies(config)
+    store = deps.get_store()
     key = call_key("image_to_3d", tool_call_id, config)
     if (done := store.find_assets(key, cfg.user_id)) is not None:  # a replay: the model is already attached
         log.info("step=image_to_3d creation=%s key=%s action=replayed", done.id, key)
-        return _model_done(done, [], tool_call_id, started, cfg)
-    view = None
-    if creation_id and creation_id != "latest":
-        view = store.get(creation_id, user_id=cfg.user_id)  # scoped: another user's id finds nothing
-    if view is None and state.get("image"):
-        view = store.get(state["image"]["creation_id"], user_id=cfg.user_id)
-    if view is None and (cached := last_creation_cache().get(cfg.user_id)):
-        view = store.get(cached, user_id=cfg.user_id)
-    if view is None or view.image is None:
-        view = store.latest(cfg.user_id, kind="image")
-    if view is None or view.image is None:
-        content = {"error": "there is no image to turn into 3D yet"}
-        return _done("image_to_3d", tool_call_id, content, started, {})
+        return _modelstep_result(done, [], tool_call_id, started, cfg, deps, "replayed")
+    view, picked = working_image(store, deps.get_session(), cfg.user_id, state, creation_id)
+    if view is None:
+        missing = f"there is no creation {creation_id} with an image" if picked == "none" and creation_id not in ("", "latest") else \
+            "there is no image to turn into 3D yet"
+        return step_result("image_to_3d", tool_call_id, {"error": missing}, started, {})
+    log.info("step=image_to_3d creation=%s picked=%s", view.id, picked)
     emit({"event": "step_start", "tool": "image_to_3d", "input": view.id, "creation_id": view.id})
     image = view.image
     store.begin_work(view.id, cfg.user_id)  # in_progress under this process's lease until the model is attached
     try:
         request = MeshRequest(image=Path(image.path).read_bytes(), image_mime=image.mime, prompt=view.enhanced_prompt, seed=cfg.seed)
-        assets, attempts = generate_with_fallback("model", cfg.model_backends, request, _progress("image_to_3d", view.id))
+        assets, attempts = generate_with_fallback("model", cfg.model_backends, request, _progress("image_to_3d", view.id, store))
         view = store.add_assets(view.id, cfg.user_id, assets, idempotency_key=key)
     except Exception as exc:
         store.fail(view.id, cfg.user_id, f"image_to_3d failed: {exc}")
         raise
-    return _model_done(view, attempts, tool_call_id, started, cfg)
+    return _modelstep_result(view, attempts, tool_call_id, started, cfg, deps, picked)
 
 
-def _model_done(view: CreationView, attempts: list, tool_call_id: str, started: float, cfg: ToolConfiguration) -> Command:
-    last_creation_cache().put(cfg.user_id, view.id)
+def _modelstep_result(view: CreationView, attempts: list, tool_call_id: str, started: float, cfg: ToolConfiguration, deps, picked: str) -> Command:
+    deps.get_session().working_on(cfg.user_id, view.id, "modelled")
     model = _asset_dict(view, "model")
     backend = model["backend"] if model else ""
-    content = {"creation_id": view.id, "model": model["path"] if model else None, "backend": backend,
+    content = {"creation_id": view.id, "model": model["path"] if model else None, "backend": backend, "picked": picked,
                "fallbacks": [{"backend": a.backend, "reason": a.reason} for a in attempts if not a.ok]}
-    return _done("image_to_3d", tool_call_id, content, started,
+    if picked == "newest":  # nobody said which one: the reply names the pick instead of guessing silently
+        content["note"] = f"nothing recent says which image you meant, so I used your newest one, “{view.original_prompt}” ({view.id})"
+    return step_result("image_to_3d", tool_call_id, content, started,
                  {"creation_id": view.id, "model": model, "image": _asset_dict(view, "image")},
-                 backend=backend, creation_id=view.id, attempts=attempts)
+                 backend=backend, creation_id=view.id, attempts=attempts, picked=picked, note=content.get("note"))
 
 
 @tool
@@ -199,8 +225,9 @@ def recall_similar(query: str, tool_call_id: Annotated[str, InjectedToolCallId],
     """Find the user's earlier creations by meaning and time ("the castle from last Thursday", "like before")."""
     cfg = ToolConfiguration.from_runnable_config(config)
     started = time.perf_counter()
+    deps = dependencies(config)
     emit({"event": "step_start", "tool": "recall_similar", "input": query})
-    result = recall(get_store(), query, cfg.user_id, limit=max(1, min(int(limit), 20)))
+    result = recall(deps.get_store(), query, cfg.user_id, limit=max(1, min(int(limit), 20)))
     found = [c.to_dict() for c in result.creations]
     content = {"query": result.query, "mode": result.mode, "window": result.window.phrase if result.window else None,
                "creations": [{"creation_id": c["id"], "prompt": c["original_prompt"], "created_at": c["created_at"], "score": c["score"]}
@@ -209,8 +236,67 @@ def recall_similar(query: str, tool_call_id: Annotated[str, InjectedToolCallId],
     if found:
         top = result.creations[0]
         update.update({"creation_id": top.id, "image": _asset_dict(top, "image"), "model": _asset_dict(top, "model")})
-    return _done("recall_similar", tool_call_id, content, started, update, backend=result.mode,
+        # the user is working on what they recalled now: "make it 3D" in another thread means this one
+        deps.get_session().working_on(cfg.user_id, top.id, "recalled", recalled=[c.id for c in result.creations])
+    return step_result("recall_similar", tool_call_id, content, started, update, backend=result.mode,
                  creation_id=found[0]["id"] if found else None)
 
 
-TOOLS = [enhance_prompt, text_to_image, image_to_3d, recall_similar]
+# -- the tool table's entries (tools/specs.py) ----------------------------------------------------------------
+def _reply_recall(state: dict, step: dict, note: str) -> str:
+    recalled = state.get("recalled") or []
+    if not recalled:
+        return "I found nothing like that in your memory."
+    return "Found in your memory: " + "; ".join(
+        f"“{c['original_prompt']}” ({c['created_at'][:16].replace('T', ' ')}, id {c['id']})" for c in recalled[:3])
+
+
+def _reply_image(state: dict, step: dict, note: str) -> str | None:
+    image = state.get("image")
+    if not image or not step.get("creation_id"):
+        return None
+    sketch = " — a placeholder sketch, no image model is configured" if image["meta"].get("is_sketch") else ""
+    return f"Image by {step['backend']}{sketch}{note}: {image['path']}"
+
+
+def _reply_model(state: dict, step: dict, note: str) -> str:
+    model = state.get("model")
+    if not model or not step.get("creation_id"):
+        return "There is no image to turn into 3D yet."
+    picked = f"\n{step['note'][:1].upper()}{step['note'][1:]}; name another if you meant a different one." if step.get("note") else ""
+    return f"3D model by {step['backend']}{note}: {model['path']}{picked}"
+
+
+def _summarize_recall(data: dict) -> str:
+    found = data.get("creations") or []
+    if not found:
+        return "found nothing"
+    return "found: " + "; ".join(f"{c.get('prompt')!r} (creation {c.get('creation_id')}, {str(c.get('created_at'))[:10]})" for c in found[:3])
+
+
+ENHANCE_PROMPT = ToolSpec(
+    enhance_prompt, label="write the prompt", produces="prompt", switch="enhance",
+    summarize=lambda data: f"enhanced prompt: {data.get('enhanced_prompt')}",
+    reply=lambda state, step, note: f"Prompt: {state['enhanced_prompt']}" if state.get("enhanced_prompt") else None,
+    simulate=lambda args: {"enhanced_prompt": f"{(args or {}).get('idea', 'the idea')}, detailed", "source": "llm"},
+)
+TEXT_TO_IMAGE = ToolSpec(
+    text_to_image, label="make the image", produces="image", needs=("request",),
+    summarize=lambda data: f"image made, creation {data.get('creation_id')} ({data.get('backend')})",
+    reply=_reply_image,
+    simulate=lambda args: {"creation_id": "c0001", "image": "image.png", "backend": "sketch"},
+)
+IMAGE_TO_3D = ToolSpec(
+    image_to_3d, label="make the 3D model", produces="model", needs=("image",),
+    impossible="There is no image to turn into 3D yet. Describe an idea and I'll make one.",
+    summarize=lambda data: f"3D model made, creation {data.get('creation_id')} ({data.get('backend')})",
+    reply=_reply_model,
+    simulate=lambda args: {"creation_id": "c0001", "model": "model.glb", "backend": "relief"},
+)
+RECALL_SIMILAR = ToolSpec(
+    recall_similar, label="search your memory", produces="recalled", needs=("memory",),
+    impossible="There is nothing in your memory yet. Describe an idea and I'll make your first creation.",
+    summarize=_summarize_recall, reply=_reply_recall,
+    simulate=lambda args: {"query": (args or {}).get("query", ""), "creations": [
+        {"creation_id": "c0000", "prompt": "a stone castle on a hill", "created_at": "2026-11-24T10:00:00"}]},
+)

@@ -234,14 +234,14 @@ class Turn:
             await self.close_step(tool, "")  # a tool runs once per request; be safe anyway
             step = cl.Step(name=tool, type="tool", show_input=False, parent_id=self.parent_id)
             step.start = utc_now()
-            head = [f"**chosen by** {self.chosen.get(tool, 'the agent')}"]
+            head = [f"{views.step_heading(tool)} · **chosen by** {self.chosen.get(tool, 'the agent')}"]
             if event.get("input"):
                 head.append(f"**input** {str(event['input'])[:500]}")
             self.step_text[tool] = head
             step.output = "\n\n".join(head)
             self.steps[tool] = step
             await step.send()
-            if tool == "image_to_3d":
+            if views.produces(tool) == "model":
                 await self.card_status(event.get("creation_id"), "making3d")
         elif kind == "progress":
             step = self.steps.get(tool)
@@ -288,15 +288,16 @@ class Turn:
     async def after_tool(self, tool: str, event: dict) -> None:
         result = event.get("result") or {}
         cid = result.get("creation_id") or event.get("creation_id")
-        if tool == "text_to_image" and cid and not result.get("error"):
+        kind = views.produces(tool)
+        if kind == "image" and cid and not result.get("error"):
             self.made = cid
             self.notes[cid] = views.fallback_notes(tool, event.get("attempts") or [], event.get("backend"))
-            # With auto 3D on, the card says the model is on its way until image_to_3d reports back.
+            # With auto 3D on, the card says the model is on its way until the 3D step reports back.
             status = "making3d" if self.config["configurable"].get("auto_3d", True) else "image"
             props = await in_thread(creation_card, self.user, cid, self.notes[cid], status)
             if props:
                 await self.send_card(cid, props)
-        elif tool == "image_to_3d" and cid and not result.get("error"):
+        elif kind == "model" and cid and not result.get("error"):
             self.modelled = cid
             notes = self.notes.setdefault(cid, []) + views.fallback_notes(tool, event.get("attempts") or [], event.get("backend"))
             self.notes[cid] = notes
@@ -308,7 +309,7 @@ class Turn:
                     await element.update()
                 else:
                     await self.send_card(cid, props)
-        elif tool == "recall_similar":
+        elif kind == "recalled":
             self.recalled = [c.get("creation_id") for c in result.get("creations") or [] if c.get("creation_id")]
 
     async def send_card(self, cid: str, props: dict) -> None:

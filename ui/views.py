@@ -8,7 +8,29 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-TOOL_KIND = {"text_to_image": "image", "image_to_3d": "model"}
+def tool_spec(tool: str | None):
+    """The tool's entry in the tool table (tools/specs.py), or None for a name it does not know."""
+    from tools.specs import TOOL_TABLE
+
+    return TOOL_TABLE.get(tool)
+
+
+def produces(tool: str | None) -> str | None:
+    """What the tool's result adds: prompt | image | model | recalled (None: nothing the studio shows)."""
+    spec = tool_spec(tool)
+    return spec.produces if spec is not None else None
+
+
+def step_label(tool: str | None) -> str:
+    """The step in words for people: "make the 3D model" (the tool's spec), "finish that" for an unknown one."""
+    spec = tool_spec(tool)
+    return spec.label if spec is not None else "finish that"
+
+
+def tool_kind(tool: str | None) -> str:
+    """Which backends the tool runs on: the kind of asset it makes ("image" for the rest)."""
+    kind = produces(tool)
+    return kind if kind in ("image", "model") else "image"
 
 
 def backend_label(backend: str, kind: str) -> str:
@@ -56,7 +78,7 @@ def why_unavailable(reason: str) -> str:
 
 def fallback_notes(tool: str, attempts: Iterable[dict], used_backend: str | None) -> list[str]:
     """'Openfabric text-to-image unreachable — used the local sketch backend' for every failed try."""
-    kind = TOOL_KIND.get(tool, "image")
+    kind = tool_kind(tool)
     notes = []
     for attempt in attempts or []:
         if attempt.get("ok"):
@@ -69,8 +91,7 @@ def fallback_notes(tool: str, attempts: Iterable[dict], used_backend: str | None
 
 def failure_message(tool: str | None, reason: str) -> str:
     """A tool failed for the whole request: say which step, and why, in a sentence."""
-    what = {"text_to_image": "make the image", "image_to_3d": "make the 3D model", "enhance_prompt": "write the prompt",
-            "recall_similar": "search your memory"}.get(tool or "", "finish that")
+    what = step_label(tool)
     full = " ".join(str(reason or "").removeprefix("error: ").split())
     text = short_reason(reason, 300)
     m = re.match(r"every (image|model) backend failed \((.*)\)$", full, re.S)
@@ -96,11 +117,12 @@ def step_output_end(event: dict) -> str:
     seconds = event.get("seconds")
     timing = f"{seconds:.2f} s" if isinstance(seconds, (int, float)) else ""
     lines: list[str] = []
-    if tool == "enhance_prompt":
+    kind = produces(tool)
+    if kind == "prompt":
         lines.append(result.get("enhanced_prompt") or "")
         source = result.get("source") or event.get("backend")
         lines.append(f"_written by {source} · {timing}_" if source else f"_{timing}_")
-    elif tool in ("text_to_image", "image_to_3d"):
+    elif kind in ("image", "model"):
         if result.get("error"):
             lines.append(str(result["error"]))
         else:
@@ -108,28 +130,39 @@ def step_output_end(event: dict) -> str:
             extra = " (a placeholder sketch — no image model is configured)" if result.get("is_sketch") else ""
             lines.append(f"backend: **{backend}**{extra} · {timing}")
             lines += [f"⚠ {n}" for n in fallback_notes(tool, event.get("attempts") or [], backend)]
+            if result.get("note"):
+                lines.append(f"ℹ {result['note']}")
             if result.get("creation_id"):
                 lines.append(f"creation `{result['creation_id']}`")
-    elif tool == "recall_similar":
+    elif kind == "recalled":
         found = result.get("creations") or []
         how = "by meaning" if result.get("mode") == "semantic" else "most recent first"
         window = f", {result['window']}" if result.get("window") else ""
         lines.append(f"{len(found)} found ({how}{window}) · {timing}")
         lines += [f"- {c.get('prompt')} (`{c.get('creation_id')}`)" for c in found[:5]]
+    elif (spec := tool_spec(tool)) is not None:  # any other tool: its own one-line summary
+        lines.append(str(result["error"]) if result.get("error") else spec.summarize(result))
+        lines.append(f"_{timing}_" if timing else "")
     else:
         lines.append(timing)
     return "\n".join(x for x in lines if x)
 
 
 def step_title(tool: str, event: dict) -> str:
+    """"text_to_image · sketch · 0.41 s": the tool, the backend that did the work, the seconds."""
     parts = [tool]
     backend = event.get("backend") or (event.get("result") or {}).get("backend")
-    if backend and tool != "recall_similar":
+    if backend and produces(tool) != "recalled":  # a recall's "backend" is its search mode, said in the output
         parts.append(str(backend))
     seconds = event.get("seconds")
     if isinstance(seconds, (int, float)):
         parts.append(f"{seconds:.1f} s")
     return " · ".join(parts)
+
+
+def step_heading(tool: str) -> str:
+    """The first line of a running step: what it does, in words ("Make the 3D model")."""
+    return f"**{_capitalised(step_label(tool))}**"
 
 
 def progress_line(event: dict) -> str:
