@@ -1,9 +1,12 @@
 """The llm-service: a real `python -m llama_cpp.server` serving the packaged GGUF on loopback, checked as an
 OpenAI-compatible server (streaming, tool calls, JSON-schema answers) and used by the graph via ATELIER_LLM_URL.
+Started as the container starts it: with no LLM_CHAT_FORMAT, in the GGUF's own chat template; and once with
+LLM_CHAT_FORMAT=chatml-function-calling, the override docs/deployment.md describes.
 """
 from __future__ import annotations
 
 import json
+import os
 
 import httpx
 import pytest
@@ -16,14 +19,35 @@ TOOLS = [{"type": "function", "function": {"name": "text_to_image", "description
                                            "parameters": {"type": "object", "properties": {"prompt": {"type": "string"}}, "required": ["prompt"]}}}]
 
 
+def _serve(log, chat_format: str | None):
+    # Started through docker/llm-entrypoint.sh, as in the llm-service container, which reads LLM_CHAT_FORMAT.
+    saved = os.environ.pop("LLM_CHAT_FORMAT", None)
+    try:
+        if chat_format:
+            os.environ["LLM_CHAT_FORMAT"] = chat_format
+        return start_llama_server(log=log)
+    finally:
+        os.environ.pop("LLM_CHAT_FORMAT", None)
+        if saved is not None:
+            os.environ["LLM_CHAT_FORMAT"] = saved
+
+
 @pytest.fixture(scope="module")
 def llm(tmp_path_factory):
-    # Started through docker/llm-entrypoint.sh, as in the llm-service container (chatml-function-calling for tools).
-    service = start_llama_server(log=tmp_path_factory.mktemp("llm") / "llama-server.log")
+    service = _serve(tmp_path_factory.mktemp("llm") / "llama-server.log", None)  # the GGUF's own template
     try:
         yield service
     finally:
         service.stop()
+
+
+def prompt_tokens(client, messages, tools=None) -> int:
+    body = {"model": "atelier", "messages": messages, "max_tokens": 1, "temperature": 0}
+    if tools:
+        body |= {"tools": tools, "tool_choice": "auto"}
+    answer = client.post("/v1/chat/completions", json=body)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["usage"]["prompt_tokens"]
 
 
 def requests_served(service) -> int:
@@ -32,6 +56,8 @@ def requests_served(service) -> int:
 
 def test_openai_compatible_streaming_and_tool_calls(llm):
     assert "llm-service:" in llm.log_tail(10**7) and "n_gpu_layers=0" in llm.log_tail(10**7)  # the entrypoint's banner
+    # No LLM_CHAT_FORMAT: llama_cpp.server formats chats with the template in the GGUF (tokenizer.chat_template).
+    assert "chat format from the GGUF" in llm.log_tail(10**7) and "Using gguf chat template" in llm.log_tail(10**7)
     client = httpx.Client(base_url=llm.url, timeout=120)
     assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["atelier"]
     body = {"model": "atelier", "messages": [{"role": "user", "content": "Name three colours."}], "max_tokens": 12, "stream": True}
@@ -90,8 +116,9 @@ def test_graph_uses_the_llm_server(llm, tmp_path):
 
 
 def test_the_graph_decides_by_tool_calls_from_the_llm_server(llm, data_dir, monkeypatch):
-    """Policy model against llama_cpp.server (chatml-function-calling): the decide step sends the standard
-    tools, and whatever the 135M model calls runs (or the guard vetoes it); the turn ends with a reply."""
+    """Policy model against llama_cpp.server in the GGUF's template: the decide step sends the standard tools, and
+    whatever the 135M model calls runs (or the guard vetoes it); the turn ends with a reply. SmolLM2's template
+    does not show the model the tools, so it answers in words, and agent/decision.py ends the turn with them."""
     import models.llm as llm_module
     from agent.cli import run_turn, turn_report
     from agent.graph import build_graph
@@ -105,8 +132,31 @@ def test_the_graph_decides_by_tool_calls_from_the_llm_server(llm, data_dir, monk
     config = {"configurable": {"thread_id": "served", "user_id": "u", "decision_policy": "model", "enhance": False}}
     report = turn_report(run_turn(build_graph(checkpointer=checkpointer()), "a paper boat on a pond", config), config)
     called = report["tool_calls"]
-    assert len(called) == len(set(called)) and set(called) <= {"text_to_image", "image_to_3d", "recall_similar"}
+    assert called == []  # the model never saw the tools, so it answered in words and the turn ended with them
     assert report["decisions"] and {d["decided_by"] for d in report["decisions"]} <= {"model", "guard"}
     assert report["reply"] and requests_served(llm) > before
     assert not llm_module.llm_loaded() or isinstance(llm_module.get_llm(), llm_module.ServerLLM)  # never in-process
 
+
+
+def test_the_gguf_template_hides_the_tools_and_an_explicit_format_shows_them(llm, tmp_path):
+    """What LLM_CHAT_FORMAT changes. SmolLM2's own template renders no tools (the prompt the model sees has as many
+    tokens with them as without), so a `tools` + tool_choice "auto" request comes back as words; served with
+    chatml-function-calling the same request comes back as a standard tool call."""
+    from models.llm import ServerLLM
+
+    messages = [{"role": "user", "content": "draw a red fox"}]
+    plain = httpx.Client(base_url=llm.url, timeout=300)
+    assert prompt_tokens(plain, messages, TOOLS) == prompt_tokens(plain, messages)
+    answer = ServerLLM(f"{llm.url}/v1", timeout=300).chat_tools(messages, TOOLS, max_tokens=48, seed=0)
+    assert answer["tool_calls"] == [] and answer["content"].strip()
+
+    function_calling = _serve(tmp_path / "llama-server-fc.log", "chatml-function-calling")
+    try:
+        log = function_calling.log_tail(10**7)
+        assert "chat format chatml-function-calling" in log and "Using gguf chat template" not in log
+        answer = ServerLLM(f"{function_calling.url}/v1", timeout=300).chat_tools(messages, TOOLS, max_tokens=48, seed=0)
+        assert [c["name"] for c in answer["tool_calls"]] == ["text_to_image"], answer
+        assert answer["tool_calls"][0]["arguments"].lstrip().startswith("{")
+    finally:
+        function_calling.stop()
