@@ -132,25 +132,52 @@ def answer_from_json(text: str) -> dict:
                                            "arguments": json.dumps(answer.get("arguments", {}))}]}
 
 
+# Memory of the in-process model (benchmarks/memory_footprint.py --llm prints these parts for the packaged SmolLM2-135M):
+# - the KV cache is allocated and zeroed for the whole context at load, so all of it is resident from the start:
+#   n_ctx x 30 layers x 3 KV heads x 64 x 2 (K and V) x 2 bytes = 90 MiB at 4096 tokens in f16, 48 MiB in q8_0. A quantised
+#   V cache needs llama.cpp's flash attention, which also never materialises the n_ctx x n_ubatch attention matrix.
+# - the context stays 4096: the longest decide prompt with four English turns of the 600 characters
+#   agent/decision.py keeps is about 2,300 tokens (+ 200 to answer), an enhance of a 4000-character idea 2,200.
+KV_CACHE_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}  # llama_cpp.GGML_TYPE_* values
+DEFAULT_KV_CACHE_TYPE = "q8_0"  # benchmarks/enhance_rubric.py: the same figures as with f16
+# States of recent prompts, so a decide prompt evaluated before an enhance call is not evaluated again after it.
+# A state is the used part of the KV cache (about 12 KiB a token in q8_0): 64 MiB holds the few prefixes that
+# recur (the decision and enhance system prompts) without growing a long-lived server by 256 MiB.
+PROMPT_CACHE_BYTES = 64 << 20
+
+
 class LocalLLM:
     """llama.cpp in this process. One model is shared by every thread; requests queue on a lock instead of
     running concurrently in one llama context (which would crash it)."""
 
-    def __init__(self, model_path: str, *, n_ctx: int = 4096, n_threads: int | None = None, n_gpu_layers: int = 0):
-        from llama_cpp import Llama
+    def __init__(self, model_path: str, *, n_ctx: int = 4096, n_threads: int | None = None, n_gpu_layers: int = 0,
+                 kv_cache_type: str = DEFAULT_KV_CACHE_TYPE):
+        import numpy as np
+        from llama_cpp import Llama, LlamaRAMCache
 
+        if kv_cache_type not in KV_CACHE_TYPES:
+            raise LLMError(f"unknown KV cache type {kv_cache_type!r}: one of {', '.join(KV_CACHE_TYPES)}")
         started = time.perf_counter()
         self.model_path = model_path
         self.name = f"llama.cpp:{os.path.basename(model_path)}"
+        self.n_ctx = n_ctx
+        quantised = kv_cache_type != "f16"
         self._llama = Llama(model_path=model_path, n_ctx=n_ctx, n_threads=n_threads or os.cpu_count() or 2,
-                            n_gpu_layers=n_gpu_layers, verbose=False, seed=0)
+                            n_gpu_layers=n_gpu_layers, verbose=False, seed=0,
+                            type_k=KV_CACHE_TYPES[kv_cache_type], type_v=KV_CACHE_TYPES[kv_cache_type], flash_attn=quantised)
+        self.n_ctx = self._llama.n_ctx()  # what llama.cpp made of the request
+        if not self._llama._logits_all:
+            # llama-cpp-python keeps an n_batch x n_vocab float32 array of logits (512 x 49152 x 4 = 96 MiB here)
+            # that only logits_all=True (logprobs) fills; sampling reads llama.cpp's own logits. Unfilled it costs
+            # nothing, but every state the prompt cache saves copies its first n_tokens rows (up to 96 MiB a
+            # state, never read back as anything but zeros). One row keeps save_state / load_state working.
+            self._llama.scores = np.zeros((1, self._llama.n_vocab()), dtype=np.single)
         # Keeps the KV state of recent prompts: the system prompt and few-shot examples are evaluated once,
         # not on every decision step.
-        from llama_cpp import LlamaRAMCache
-
-        self._llama.set_cache(LlamaRAMCache(capacity_bytes=256 << 20))
+        self._llama.set_cache(LlamaRAMCache(capacity_bytes=PROMPT_CACHE_BYTES))
         self._lock = threading.Lock()
-        log.info("step=load_llm model=%s n_gpu_layers=%s seconds=%.2f", self.name, n_gpu_layers, time.perf_counter() - started)
+        log.info("step=load_llm model=%s n_gpu_layers=%s n_ctx=%d kv_cache=%s seconds=%.2f", self.name, n_gpu_layers,
+                 self.n_ctx, kv_cache_type, time.perf_counter() - started)
 
     @property
     def key(self) -> str:
@@ -164,8 +191,21 @@ class LocalLLM:
             kwargs["seed"] = seed
         with self._lock:
             started = time.perf_counter()
-            out = self._llama.create_chat_completion(**kwargs)
-        text = out["choices"][0]["message"]["content"] or ""
+            try:
+                out = self._llama.create_chat_completion(**kwargs)
+            except ValueError as exc:
+                if "exceed context window" not in str(exc):
+                    raise
+                raise LLMError(f"the prompt does not fit the model's context of {self.n_ctx} tokens ({exc}); "
+                               "shorten the conversation or raise ATELIER_LLM_N_CTX") from exc
+        choice, usage = out["choices"][0], out.get("usage") or {}
+        prompt_tokens = usage.get("prompt_tokens", 0)
+        if choice.get("finish_reason") == "length" and prompt_tokens + max_tokens > self.n_ctx:
+            # llama-cpp-python lowers max_tokens to what is left of the context without a word: say so instead
+            # of handing on an answer cut short by the context rather than by the caller's limit.
+            raise LLMError(f"the answer was cut at the end of the model's context: {prompt_tokens} prompt tokens + "
+                           f"{max_tokens} to answer exceed {self.n_ctx} (ATELIER_LLM_N_CTX)")
+        text = choice["message"]["content"] or ""
         log.debug("step=llm model=%s tokens=%s seconds=%.2f", self.name, out.get("usage", {}).get("completion_tokens"), time.perf_counter() - started)
         return text
 
