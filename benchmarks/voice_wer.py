@@ -118,6 +118,7 @@ def configs():
             "beam+hotwords": (speech.DecodeOptions(initial_prompt=False), PAST_PROMPTS),
             "default-int8": (replace(speech.DEFAULT, compute_type="int8"), PAST_PROMPTS),  # the default until float32
             "default": (speech.DEFAULT, PAST_PROMPTS),  # beam + prompt + hotwords with the user's history
+            "default-float32": (replace(speech.DEFAULT, compute_type="float32"), PAST_PROMPTS),  # for a chosen model
             "default-no-history": (speech.DEFAULT, []),
             # each one change from the default (measured on `tune`; none of them helped, docs/voice.md)
             "default-no-prompt": (replace(speech.DEFAULT, initial_prompt=False), PAST_PROMPTS),

@@ -184,3 +184,12 @@ def test_float32_hears_a_phrase_the_int8_model_got_wrong(tmp_path):
     print(f"int8: {before!r}  float32: {after!r}")
     assert normalise(after) == normalise(phrase)
     assert normalise(before) != normalise(phrase)
+
+
+def test_bad_decode_options_are_a_clear_error():
+    from agent import speech
+
+    with pytest.raises(ValueError, match=r"compute_type='int3'.*float32"):
+        speech.DecodeOptions(compute_type="int3")
+    with pytest.raises(ValueError, match="beam_size=0"):
+        speech.DecodeOptions(beam_size=0)
