@@ -6,7 +6,6 @@ import json
 import os
 import re
 import sys
-import time
 import uuid
 from typing import Any
 

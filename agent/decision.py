@@ -333,7 +333,7 @@ def simulate_plan(request: str, has_image: bool, intent: Intent, policy: str, ll
     history: list[AnyMessage] = [HumanMessage(request)]
     exists: dict = {"image": "c0000" if has_image else None}
     for step in range(max_steps):
-        decision = decide(ctx, intent, policy, llm, lambda: model_messages(history, exists, ctx))
+        decision = decide(ctx, intent, policy, llm, lambda history=history: model_messages(history, exists, ctx))
         if calls is not None:
             calls.append({"tool": decision.tool, "source": decision.source, "args": decision.args, "reason": decision.reason})
         if decision.tool is None:

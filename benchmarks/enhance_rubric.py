@@ -27,7 +27,7 @@ from tools.prompts import ENHANCE_EXAMPLES  # noqa: E402
 from tools.clip_tokens import count_tokens  # noqa: E402
 from tools.enhance import additions_of, copied_phrases, enhance, rubric, unrelated  # noqa: E402
 
-IDEAS = [l.strip() for l in (ROOT / "tests" / "data" / "enhance_ideas.txt").read_text().splitlines() if l.strip()]
+IDEAS = [line.strip() for line in (ROOT / "tests" / "data" / "enhance_ideas.txt").read_text().splitlines() if line.strip()]
 
 
 def free_form(llm, idea: str) -> str:

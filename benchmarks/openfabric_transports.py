@@ -56,7 +56,7 @@ def start_node(shape: str) -> tuple[subprocess.Popen, str]:
         except httpx.HTTPError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise SystemExit(f"the local node ({shape}) did not start")
+                raise SystemExit(f"the local node ({shape}) did not start") from None
             time.sleep(0.2)
 
 

@@ -51,8 +51,8 @@ def main() -> int:
     failures, rows = 0, []
     print(f"{'prompt':36s} {'sketch s':>8s} {'relief s':>8s} {'faces':>7s} {'GLB MB':>7s} {'mask':>15s} fg")
     for prompt in PROMPTS:
-        t_img, images = best_of(lambda: sketch.generate(ImageRequest(prompt=prompt, width=args.size, height=args.size)), args.repeat)
-        t_mesh, models = best_of(lambda: relief.generate(MeshRequest(image=images[0].data)), args.repeat)
+        t_img, images = best_of(lambda prompt=prompt: sketch.generate(ImageRequest(prompt=prompt, width=args.size, height=args.size)), args.repeat)
+        t_mesh, models = best_of(lambda images=images: relief.generate(MeshRequest(image=images[0].data)), args.repeat)
         md, size_mb = models[0].metadata, len(models[0].data) / 1e6
         rows.append((t_img, t_mesh, md["faces"], size_mb))
         print(f"{prompt:36s} {t_img:8.3f} {t_mesh:8.3f} {md['faces']:7d} {size_mb:7.2f} {md['mask']:>15s} {md['foreground_fraction']:.3f}")

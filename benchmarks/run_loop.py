@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 seconds[name].append(run(IDEAS[i % len(IDEAS)]))
     finally:
         server.stop()
-    diffs = [r - l for r, l in zip(seconds["RemoteGraph sync"], seconds["in-process sync"])]
+    diffs = [remote - local for remote, local in zip(seconds["RemoteGraph sync"], seconds["in-process sync"])]
     table = {name: {"p50": percentile(v, 0.5), "p95": percentile(v, 0.95)} for name, v in seconds.items()}
     table["RemoteGraph - in-process (sync)"] = {"p50": percentile(diffs, 0.5), "p95": percentile(diffs, 0.95)}
     if args.json:

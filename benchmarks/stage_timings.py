@@ -42,8 +42,12 @@ def main() -> int:
     from memory.session import checkpointer
 
     loads = {}
-    t = time.perf_counter(); get_llm(); loads["llm_load"] = time.perf_counter() - t
-    t = time.perf_counter(); embeddings.embed(["warm"]); loads["embedder_load"] = time.perf_counter() - t
+    t = time.perf_counter()
+    get_llm()
+    loads["llm_load"] = time.perf_counter() - t
+    t = time.perf_counter()
+    embeddings.embed(["warm"])
+    loads["embedder_load"] = time.perf_counter() - t
     graph = build_graph(checkpointer=checkpointer())
     stages: dict[str, list[float]] = {}
     totals = []

@@ -29,7 +29,7 @@ from typing import Iterable
 
 from sqlalchemy import create_engine, event, func, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.orm import Session, lazyload, sessionmaker
+from sqlalchemy.orm import lazyload, sessionmaker
 
 from .settings import MemorySettings, get_settings
 from .types import GeneratedAsset

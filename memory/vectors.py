@@ -401,7 +401,7 @@ class VectorIndex:
             return
 
         def delete():
-            for user_id, collection in self._user_collections().items():
+            for collection in self._user_collections().values():
                 collection.delete(ids=list(ids))
             self._handle.counts = None
             self._handle.exact = {}

@@ -333,8 +333,8 @@ def test_with_tokens_only_an_admin_may_change_assistants(token_server):
     bob, alice, ops = client("tok-bob"), client("tok-alice"), client("tok-ops")
     assistant = bob.assistants.search(graph_id="atelier", limit=10)[0]
     for who in (bob, alice):
-        for attempt in (lambda: who.assistants.update(assistant["assistant_id"], config={"configurable": {"review_prompt": True}}),
-                        lambda: who.assistants.delete(assistant["assistant_id"])):
+        for attempt in (lambda who=who: who.assistants.update(assistant["assistant_id"], config={"configurable": {"review_prompt": True}}),
+                        lambda who=who: who.assistants.delete(assistant["assistant_id"])):
             with pytest.raises(httpx.HTTPStatusError) as refused:
                 attempt()
             assert refused.value.response.status_code == 403

@@ -17,7 +17,6 @@ from PIL import Image
 from conftest import ROOT, cli_env
 from tiny_pipelines import save_tiny_sd, save_tiny_sdxl
 
-from tools.backends import generate_with_fallback
 from tools.backends.base import BackendError, ImageRequest
 from tools.backends.diffusers import FAMILIES, DiffusersBackend, detect_family, render_size
 

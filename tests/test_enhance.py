@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 
 from tools.clip_tokens import count_tokens
 from tools.prompts import ENHANCE_EXAMPLES

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 
 from memory.models import CreationRecord
 from memory.recall import recall
@@ -68,7 +69,7 @@ def test_recall_by_meaning_time_and_recency(store):
 def test_failed_commit_leaves_no_record_and_no_new_file(store):
     first = make(store, "u", "a lighthouse")
     before = {p for p in Path(store.data_dir, "assets").rglob("*") if p.is_file()}
-    with pytest.raises(Exception):
+    with pytest.raises(IntegrityError):  # the clash itself, not any error
         store.create(user_id="u", thread_id="t", original_prompt="dup", enhanced_prompt="dup",
                      assets=[asset(b"brand new bytes")], creation_id=first.id)  # primary key clash
     after = {p for p in Path(store.data_dir, "assets").rglob("*") if p.is_file()}

@@ -25,8 +25,7 @@ from openfabric_fakes import (  # noqa: F401 (fresh_openfabric_state is an autou
 )
 from tools.backends import generate_with_fallback, load_backend
 from tools.backends.base import BackendError, ImageRequest, MeshRequest
-from tools.openfabric.client import generate_sync, reset_state
-from tools.openfabric.config import OpenfabricSettings
+from tools.openfabric.client import generate_sync
 from tools.openfabric.node import IMAGE_TO_3D, SIMPLE, TEXT_TO_IMAGE, LocalNode, main as node_main, serve_in_thread
 from tools.openfabric.schema_mapping import ToolValues
 

@@ -7,9 +7,7 @@ Screenshots go to a temporary folder, or to docs/screenshots with ATELIER_UI_UPD
 """
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import pytest
 

@@ -2,7 +2,6 @@
 creations and threads, through the UI and its URLs; a thread resumes after the server restarts."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 

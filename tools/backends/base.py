@@ -5,7 +5,7 @@ the tools layer stores what it returns and reports progress to the graph's strea
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Literal, Protocol
 
 from memory.types import GeneratedAsset  # what backends return is what the memory layer keeps
