@@ -1,6 +1,6 @@
 """Peak RSS of cold `atelier` commands (goal: a creation on the CPU path under 0.8 GB), and where it goes.
 
-    .venv/bin/python benchmarks/memory_footprint.py [--n 5] [--root CHECKOUT] [--stages] [--json]
+    .venv/bin/python benchmarks/memory_footprint.py [--n 5] [--root CHECKOUT] [--stages] [--llm] [--json]
 
 Each command runs as a fresh process against a seeded data dir with the offline backends (sketch, relief);
 the figure is the kernel's peak RSS of that process (median of n). --root runs another checkout with the same
@@ -50,6 +50,40 @@ print(json.dumps(out))
 """
 
 
+LLM_PARTS = r"""
+import json, os, resource, sys
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+import llama_cpp, numpy  # the libraries themselves are not the model's cost
+from models.llm import LocalLLM
+from models.registry import llm_path
+from tools.enhance import ENHANCE_EXAMPLES, ENHANCE_SCHEMA, ENHANCE_SYSTEM
+base = rss()
+llm = LocalLLM(str(llm_path()), kv_cache_type=sys.argv[1])
+loaded = rss()
+messages = [{"role": "system", "content": ENHANCE_SYSTEM}]
+for example, answer in ENHANCE_EXAMPLES[:2]:
+    messages += [{"role": "user", "content": f"Idea: {example}"}, {"role": "assistant", "content": json.dumps(answer)}]
+messages.append({"role": "user", "content": "Idea: a glowing dragon standing on a cliff at sunset"})
+llm.chat(messages, max_tokens=160, temperature=0.3, json_schema=ENHANCE_SCHEMA, seed=0)
+print(json.dumps({"kv_cache": sys.argv[1], "load_mb": round(loaded - base), "after_enhance_mb": round(rss() - base),
+                  "saved_states_mb": round(sum(s.llama_state_size + s.scores.nbytes for s in llm._llama.cache.cache_state.values()) / 2**20, 1)}))
+"""
+
+
+def llm_parts(env: dict, root: Path) -> list[dict]:
+    """The in-process model's own memory per KV cache type: RSS over the imported libraries after LocalLLM loads,
+    and after one enhance-shaped call (prompt cache state included)."""
+    rows = []
+    for kind in ("f16", "q8_0"):
+        out = subprocess.run([sys.executable, "-c", LLM_PARTS, kind], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+        if out.returncode != 0:
+            raise SystemExit(out.stderr[-2000:])
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return rows
+
+
 def stages(env: dict, root: Path) -> list[dict]:
     out = subprocess.run([sys.executable, "-c", STAGES], cwd=root, env=env, capture_output=True, text=True, timeout=300)
     if out.returncode != 0:
@@ -63,6 +97,8 @@ def main() -> int:
     parser.add_argument("--root", type=Path, default=ROOT, help="checkout to run (default: this one)")
     parser.add_argument("--commands", default=",".join(COMMANDS), help=f"comma-separated, of: {', '.join(COMMANDS)}")
     parser.add_argument("--stages", action="store_true")
+    parser.add_argument("--llm", action="store_true", help="also the in-process model's memory per KV cache type")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds one command may take (a shared box is slow)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     root = args.root.resolve()
@@ -70,7 +106,7 @@ def main() -> int:
     data = seeded_data_dir(env_for, root)
     rows = []
     for name in [c.strip() for c in args.commands.split(",") if c.strip()]:
-        runs = [run_cli(COMMANDS[name](i), env_for(data), root) for i in range(args.n)]
+        runs = [run_cli(COMMANDS[name](i), env_for(data), root, timeout=args.timeout) for i in range(args.n)]
         failed = [r for r in runs if r.returncode != 0]
         if failed:
             raise SystemExit(f"{name} failed: " + "\n".join(line for _, line in failed[0].lines[-5:]))
@@ -81,7 +117,8 @@ def main() -> int:
                      "embedder": next((m for r in runs for _, l in r.lines if (m := _backend(l))), None)})
         print(f"{name:<22} peak RSS median {rows[-1]['peak_rss_mb_median']} MB (max {rows[-1]['peak_rss_mb_max']}), "
               f"{rows[-1]['seconds_median']} s", file=sys.stderr, flush=True)
-    result = {"root": str(root), "rows": rows, "stages": stages(env_for(data), root) if args.stages else None}
+    result = {"root": str(root), "rows": rows, "stages": stages(env_for(data), root) if args.stages else None,
+              "llm": llm_parts(env_for(data), root) if args.llm else None}
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
@@ -97,6 +134,10 @@ def main() -> int:
                 print(f"| {s['stage']} | {s['seconds']} | {s['rss_mb']} MB | {s['peak_mb']} MB |")
             else:
                 print(f"| {s['stage']} | | | |")
+    if result["llm"]:
+        print("\n| in-process LLM, KV cache | RSS after load | after one enhance call | prompt cache states |\n|---|---|---|---|")
+        for r in result["llm"]:
+            print(f"| {r['kv_cache']} | +{r['load_mb']} MB | +{r['after_enhance_mb']} MB | {r['saved_states_mb']} MB |")
     return 0
 
 

@@ -132,16 +132,19 @@ def answer_from_json(text: str) -> dict:
                                            "arguments": json.dumps(answer.get("arguments", {}))}]}
 
 
-# Memory of the in-process model (benchmarks/memory_footprint.py --llm prints these parts for the packaged SmolLM2-135M):
+# Memory of the in-process model (benchmarks/memory_footprint.py --llm measures it for the packaged SmolLM2-135M):
 # - the KV cache is allocated and zeroed for the whole context at load, so all of it is resident from the start:
 #   n_ctx x 30 layers x 3 KV heads x 64 x 2 (K and V) x 2 bytes = 90 MiB at 4096 tokens in f16, 48 MiB in q8_0. A quantised
 #   V cache needs llama.cpp's flash attention, which also never materialises the n_ctx x n_ubatch attention matrix.
 # - the context stays 4096: the longest decide prompt with four English turns of the 600 characters
 #   agent/decision.py keeps is about 2,300 tokens (+ 200 to answer), an enhance of a 4000-character idea 2,200.
 KV_CACHE_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}  # llama_cpp.GGML_TYPE_* values
-DEFAULT_KV_CACHE_TYPE = "q8_0"  # benchmarks/enhance_rubric.py: the same figures as with f16
+# f16 by default: its answers are exactly those of before. q8_0 (with flash attention) saves another 42-55 MiB
+# (a cold create 765 -> 710 MB) but changes the numerics, and over the 32 rubric ideas one addition then copied
+# a pool phrase ("lightning flash"; copied-phrase rate 0 -> 3 %, which tests/test_enhance.py forbids).
+DEFAULT_KV_CACHE_TYPE = "f16"
 # States of recent prompts, so a decide prompt evaluated before an enhance call is not evaluated again after it.
-# A state is the used part of the KV cache (about 12 KiB a token in q8_0): 64 MiB holds the few prefixes that
+# A state is the used part of the KV cache (22.5 KiB a token in f16): 64 MiB holds the few prefixes that
 # recur (the decision and enhance system prompts) without growing a long-lived server by 256 MiB.
 PROMPT_CACHE_BYTES = 64 << 20
 
