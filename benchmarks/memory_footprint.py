@@ -114,7 +114,7 @@ def main() -> int:
         rows.append({"command": name, "n": args.n, "peak_rss_mb_median": round(statistics.median(peaks)),
                      "peak_rss_mb_max": round(max(peaks)), "seconds_median": round(statistics.median(r.seconds for r in runs), 2),
                      "llm_loaded": any(r.logged("load_llm") is not None for r in runs),
-                     "embedder": next((m for r in runs for _, l in r.lines if (m := _backend(l))), None)})
+                     "embedder": next((m for r in runs for _, line in r.lines if (m := _backend(line))), None)})
         print(f"{name:<22} peak RSS median {rows[-1]['peak_rss_mb_median']} MB (max {rows[-1]['peak_rss_mb_max']}), "
               f"{rows[-1]['seconds_median']} s", file=sys.stderr, flush=True)
     result = {"root": str(root), "rows": rows, "stages": stages(env_for(data), root) if args.stages else None,
