@@ -111,10 +111,12 @@ def test_the_table_is_the_only_list_of_tools():
 
 
 # -- dependencies passed in -------------------------------------------------------------------------------
-def test_the_graph_runs_on_the_store_and_llm_it_is_given(served, data_dir, tmp_path):
+def test_the_graph_runs_on_the_store_and_llm_it_is_given(served, data_dir, tmp_path, monkeypatch):
     """A store on another data dir and a scripted LLM, passed to build_graph: the process-wide ones are never made."""
     import memory.store as store_module
     import models.llm as llm_module
+
+    monkeypatch.setattr(llm_module, "_llm", None)  # an earlier test may have loaded the process-wide one
     from agent.graph import build_graph
     from memory.settings import MemorySettings
     from memory.store import MemoryStore
@@ -145,9 +147,11 @@ class Clock:
         return self.now
 
 
-def test_make_it_3d_in_a_fresh_thread_means_what_the_user_worked_on_until_the_session_expires(store):
+def test_make_it_3d_in_a_fresh_thread_means_what_the_user_worked_on_until_the_session_expires(store, monkeypatch):
     from agent.graph import build_graph
     import models.llm as llm_module
+
+    monkeypatch.setattr(llm_module, "_llm", None)  # an earlier test may have loaded the process-wide one
     from memory.session import SessionContext
 
     clock = Clock()
