@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -84,3 +84,14 @@ class VectorEmbedding(Base):
     chroma_id: Mapped[str] = mapped_column(String(64))
 
     creation: Mapped[CreationRecord] = relationship(back_populates="embeddings")
+
+
+class SessionRow(Base):
+    """What a user is working on across their threads (memory/session.py SessionContext): one row per user."""
+    __tablename__ = "session_context"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    creation_id: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(16))
+    recalled: Mapped[list] = mapped_column(JSON, default=list)
+    updated_at: Mapped[float] = mapped_column(Float)  # wall-clock seconds: every process on the host compares the same clock

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from sqlalchemy import JSON, Column, Float, MetaData, String, Table, delete, insert, inspect, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
+from .models import SessionRow
 from .settings import MemorySettings, get_settings
 
 
@@ -25,16 +26,6 @@ class WorkingOn:
     age_seconds: float
 
 
-_session_table = Table(
-    "session_context", MetaData(),
-    Column("user_id", String(128), primary_key=True),
-    Column("creation_id", String(64), nullable=False),
-    Column("reason", String(16), nullable=False),
-    Column("recalled", JSON, nullable=False, default=list),
-    Column("updated_at", Float, nullable=False),  # wall-clock seconds: every process on the host compares the same clock
-)
-
-
 class SessionContext:
     """Short-term memory across a user's threads: the creation they are working on (made, modelled or recalled
     last) and their last recall's results, forgotten after ATELIER_SESSION_TTL_SECONDS.
@@ -44,28 +35,15 @@ class SessionContext:
     creation it picked instead of guessing silently (tools/tools.py: image_to_3d).
 
     It lives in the creations database (one row per user), not in a process: the API server, the studio and the
-    CLI share it, so a second process never answers from a stale copy of its own."""
+    CLI share it, so a second process never answers from a stale copy of its own. Its table (SessionRow) is made
+    with the others when the store opens the database (memory/store.py _create_schema)."""
 
     def __init__(self, engine: Engine, ttl_seconds: float, clock: Callable[[], float] = time.time):
         self.engine, self.ttl, self.clock = engine, float(ttl_seconds), clock
-        self._ready = False
-        self._lock = threading.Lock()
-
-    def _table(self) -> Table:
-        if not self._ready:
-            with self._lock:
-                if not self._ready:
-                    try:
-                        _session_table.create(self.engine, checkfirst=True)
-                    except OperationalError:  # another process created it at the same moment
-                        if not inspect(self.engine).has_table(_session_table.name):
-                            raise
-                    self._ready = True
-        return _session_table
 
     def working_on(self, user_id: str, creation_id: str, reason: str, recalled: list[str] | None = None) -> None:
         """Remember what the user is working on now (a recall also keeps what it found)."""
-        table = self._table()
+        table = SessionRow.__table__
         values = {"creation_id": creation_id, "reason": reason, "updated_at": self.clock()}
         with self.engine.begin() as conn:
             if recalled is not None:
@@ -84,7 +62,7 @@ class SessionContext:
 
     def current(self, user_id: str) -> WorkingOn | None:
         """What the user is working on, or None when nothing is known or it is older than the TTL."""
-        table = self._table()
+        table = SessionRow.__table__
         with self.engine.connect() as conn:
             row = conn.execute(select(table).where(table.c.user_id == user_id)).first()
         if row is None:
@@ -96,7 +74,7 @@ class SessionContext:
 
     def forget(self, user_id: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(delete(self._table()).where(_session_table.c.user_id == user_id))
+            conn.execute(delete(SessionRow.__table__).where(SessionRow.__table__.c.user_id == user_id))
 
 
 _sessions: dict[int, SessionContext] = {}
