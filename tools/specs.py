@@ -72,6 +72,12 @@ class ToolSpec:
         return self.tool.description
 
 
+def _spec_at(entry: str) -> ToolSpec:
+    """"module:ATTRIBUTE" → the ToolSpec it names (imported on demand)."""
+    module, _, attribute = entry.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 class ToolTable:
     """The registered tools by name, in registration order. Built-ins load on first use (lazily: tools/tools.py
     imports the backends and the store, which the table's readers often do not need yet)."""
@@ -86,8 +92,7 @@ class ToolTable:
             if self._specs is None:
                 specs: dict[str, ToolSpec] = {}
                 for entry in self._entries:
-                    module, _, attribute = entry.partition(":")
-                    spec = getattr(importlib.import_module(module), attribute)
+                    spec = _spec_at(entry)
                     specs[spec.name] = spec
                 self._specs = specs
             return self._specs
@@ -95,8 +100,7 @@ class ToolTable:
     def register(self, spec: ToolSpec | str) -> ToolSpec:
         """Add a tool (a ToolSpec, or "module:ATTRIBUTE"); a graph built afterwards can call it."""
         if isinstance(spec, str):
-            module, _, attribute = spec.partition(":")
-            spec = getattr(importlib.import_module(module), attribute)
+            spec = _spec_at(spec)
         if not isinstance(spec, ToolSpec):
             raise TypeError(f"register() takes a ToolSpec, not {spec!r}")
         with self._lock:
