@@ -18,6 +18,10 @@ Two answer shapes. "json" (the friendlier one, used by most tests: other apps an
   - socket.io: `submitted`, then `pulse` and `progress`, then `response` {output, ray, output_ts};
   - a failed generation answers the id of empty content (sha256 e3b0c442...);
   - with `token` set the app is locked: 401 on HTTP, UNAUTHORIZED on the socket.io connect.
+
+A hostile app (tests/test_openfabric_outbound.py): `redirects` answers a path with a redirect to anywhere,
+`error_body` puts text of the test's choosing into every error answer, and an app can listen on another local
+address than 127.0.0.1 (`host`), so that "the app is not on loopback" can be tested on one machine.
 """
 from __future__ import annotations
 
@@ -145,12 +149,14 @@ class Faults:
     resource_content_type: str | None = None  # override the resource content type
     resource_chunked: bool = False  # send resources without Content-Length
     response_by_restore_only: bool = False  # socket.io: never emit `response`; answer it only to a `restore` ping
+    redirects: dict[str, tuple[int, str]] = field(default_factory=dict)  # path -> (status, Location), before anything else
+    error_body: bytes | None = None  # the body of every injected error answer (a hostile app's text)
 
 
 class FakeApp:
     def __init__(self, *, input_schema: dict | None = None, output_schema: dict | None = None, manifest: dict | None = None,
                  respond: Callable[["FakeApp", Any], Any] | None = None, socket_io: bool = True, faults: Faults | None = None,
-                 shape: str = "json", token: str | None = None, pulses: int = 0):
+                 shape: str = "json", token: str | None = None, pulses: int = 0, host: str = "127.0.0.1"):
         self.input_schema = input_schema if input_schema is not None else TEXT_INPUT
         self.output_schema = output_schema if output_schema is not None else IMAGE_OUTPUT
         self.manifest = manifest if manifest is not None else {"name": "fake-app", "version": "9.9.9", "description": "a fake app", "junk": "x" * 5000}
@@ -172,6 +178,7 @@ class FakeApp:
         self.refused: Counter = Counter()  # what was refused for want of a token
         self.current: dict[str, Any] = {}  # transport and qid of the execution being answered (for resource ids)
         self.finished: dict[str, dict] = {}  # qid -> the response, for `restore`
+        self.host = host
 
     # --------------------------------------------------------------- helpers for tests
 
@@ -202,7 +209,7 @@ class FakeApp:
         return [body for _, body in self.executions]
 
     def start(self) -> "FakeApp":
-        self.server = RunningServer(self.make_app()).start()
+        self.server = RunningServer(self.make_app(), host=self.host).start()
         return self
 
     def stop(self) -> None:
@@ -228,6 +235,11 @@ class FakeApp:
 
     @web.middleware
     async def _lock(self, request: web.Request, handler: Callable) -> web.StreamResponse:
+        if request.path in self.faults.redirects:
+            self.counts[f"redirect {request.path}"] += 1
+            self.authorizations.append((request.path.strip("/"), request.headers.get("Authorization")))
+            status, location = self.faults.redirects[request.path]
+            return web.Response(status=status, headers={"Location": location})
         if request.path.startswith("/socket.io"):
             return await handler(request)
         if not self._allowed(request.path.strip("/"), request.headers.get("Authorization")):
@@ -235,6 +247,11 @@ class FakeApp:
                 self.counts["execution"] += 1
             return web.json_response({"error": "Unauthorized"}, status=401)
         return await handler(request)
+
+    def _error(self, status: int, default: dict) -> web.Response:
+        if self.faults.error_body is not None:
+            return web.Response(status=status, body=self.faults.error_body, content_type="text/html")
+        return web.json_response(default, status=status)
 
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._lock])
@@ -264,7 +281,7 @@ class FakeApp:
             if self.on_input_schema:
                 self.on_input_schema(self)
             if self.faults.schema_statuses:
-                return web.json_response({"error": "injected"}, status=self.faults.schema_statuses.pop(0))
+                return self._error(self.faults.schema_statuses.pop(0), {"error": "injected"})
             if self.faults.input_schema_body is not None:
                 return web.Response(body=self.faults.input_schema_body, content_type="application/json")
             return web.json_response(self.input_schema)
@@ -282,7 +299,7 @@ class FakeApp:
             await asyncio.sleep(self.faults.execution_delay)
         if self.faults.execution_statuses:
             status = self.faults.execution_statuses.pop(0)
-            return web.json_response({"error": f"injected {status}"}, status=status)
+            return self._error(status, {"error": f"injected {status}"})
         self.current = {"transport": "rest", "qid": None}
         try:
             output = self.respond(self, body)
@@ -298,7 +315,7 @@ class FakeApp:
         self.counts["resource"] += 1
         ref = request.query.get("reid", "")
         if self.faults.resource_statuses:
-            return web.json_response({"error": "injected"}, status=self.faults.resource_statuses.pop(0))
+            return self._error(self.faults.resource_statuses.pop(0), {"error": "injected"})
         if ref not in self.resources:
             return web.json_response({"error": f"Resource not found: {ref}"}, status=404)
         data, mime = self.resources[ref]

@@ -28,8 +28,9 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
+import aiohttp
 import httpx
 import socketio
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
@@ -45,6 +46,7 @@ from .errors import (
     ClientError,
     HostNotFound,
     OpenfabricError,
+    OutboundRefused,
     SchemaMismatch,
     ServerError,
     SocketDropped,
@@ -54,7 +56,8 @@ from .errors import (
     Unauthorized,
     Unreachable,
 )
-from .output import Extraction, FoundAsset, describe_head, extract, sniff
+from .outbound import MAX_REDIRECTS, OutboundPolicy, parse_allowed_hosts
+from .output import AssetLimits, Extraction, FoundAsset, describe_content, extract, sniff
 from .schema_mapping import MappedInput, ToolValues, build_input, field_names, validator_for
 
 log = logging.getLogger("atelier.openfabric")
@@ -62,6 +65,8 @@ T = TypeVar("T")
 
 MANIFEST_KEYS = ("name", "version", "description", "organization", "sdk", "overview")
 FAILED_STATUSES = {"FAILED", "CANCELED", "CANCELLED", "REMOVED", "ERROR"}
+# statuses shown to the user as they are; any other word from the app is not repeated
+KNOWN_STATUSES = {"QUEUED", "PENDING", "SUBMITTED", "RUNNING", "STARTED", "PROCESSING", "COMPLETED", "FINISHED", "UNKNOWN", *FAILED_STATUSES}
 SCHEMA_WORDS = ("schema", "validation", "valid", "required", "missing", "unknown field", "unexpected")
 UNAUTHORIZED_WORDS = ("unauthorized", "unauthorised", "401")
 RESTORE_AFTER = 5.0  # seconds without an update before asking for the state, as the SDK's Proxy does
@@ -111,6 +116,7 @@ class OpenfabricClient:
         self.settings = settings or get_openfabric_settings()
         self.address: AppAddress = resolve_app(app, self.settings.node_domain)
         self.label = label or self.address.app_id
+        self.outbound = OutboundPolicy(self.address.base_url, parse_allowed_hosts(self.settings.allowed_hosts))
         self.breaker = breaker_for(self.address.base_url, self.settings.breaker_failures, self.settings.breaker_reset_seconds)
         self.attempts: dict[str, int] = {}
         self.step = "start"
@@ -119,13 +125,14 @@ class OpenfabricClient:
     # ------------------------------------------------------------------ plumbing
 
     def auth_headers(self) -> dict[str, str]:
-        """The token as a bearer header, on every REST call and on the socket.io handshake (empty: nothing sent).
+        """The token as a bearer header, on REST calls to the app's own origin and on the socket.io handshake (empty:
+        nothing sent); never to another host an answer names (tools/openfabric/outbound.py).
         openfabric-pysdk 0.2.9 has no token support of its own (its Proxy and RemoteService send no credentials),
         so the standard HTTP form is used; see docs/openfabric.md."""
         token = self.settings.token.strip()
         return {"authorization": f"Bearer {token}"} if token else {}
 
-    def _unauthorized(self, what: str, detail: str) -> Unauthorized:
+    def _unauthorized(self, what: str, detail: str) -> Unauthorized:  # detail: our words, never the app's
         hint = ("the token in ATELIER_OPENFABRIC_TOKEN was refused" if self.settings.token.strip()
                 else "the app is locked and no token is set (ATELIER_OPENFABRIC_TOKEN)")
         return Unauthorized(f"{what}: unauthorized ({detail}); {hint}")
@@ -138,8 +145,9 @@ class OpenfabricClient:
         s = self.settings
         timeout = httpx.Timeout(connect=s.connect_timeout, read=s.request_timeout, write=s.request_timeout, pool=s.connect_timeout)
         host = urlsplit(self.address.base_url).hostname
-        async with httpx.AsyncClient(timeout=timeout, verify=s.verify_tls, follow_redirects=True, trust_env=not _is_loopback(host),
-                                     headers={"accept": "application/json, */*", **self.auth_headers()}) as http:
+        # redirects are followed by _request, hop by hop through the outbound rules; the token is added per request
+        async with httpx.AsyncClient(timeout=timeout, verify=s.verify_tls, follow_redirects=False, trust_env=not _is_loopback(host),
+                                     headers={"accept": "application/json, */*"}) as http:
             self._http = http
             try:
                 yield self
@@ -188,33 +196,44 @@ class OpenfabricClient:
 
     async def _request(self, method: str, url: str, what: str, *, cap: int, json_body: Any = None,
                        total: float | None = None, read_timeout: float | None = None, execution: bool = False) -> tuple[bytes, str]:
-        """One HTTP call with a size cap and (optionally) its own total deadline; errors classified."""
+        """One HTTP call with a size cap and (optionally) its own total deadline; errors classified.
+
+        Every URL, the first and each redirect's, passes the outbound rules first (tools/openfabric/outbound.py);
+        the token goes only to the app's own origin. Error messages say what happened in our words (status,
+        content type, size), never with the bytes the app sent."""
         assert self._http is not None, "use `async with client.session()`"
+        content = json.dumps(json_body).encode("utf-8") if json_body is not None else None
         kwargs: dict[str, Any] = {}
-        if json_body is not None:
-            kwargs["content"] = json.dumps(json_body).encode("utf-8")
-            kwargs["headers"] = {"content-type": "application/json"}
         if read_timeout is not None:
             s = self.settings
             kwargs["timeout"] = httpx.Timeout(connect=s.connect_timeout, read=read_timeout, write=read_timeout, pool=s.connect_timeout)
         try:
             async with asyncio.timeout(total) if total else contextlib.nullcontext():
-                async with self._http.stream(method, url, **kwargs) as resp:
-                    if resp.status_code >= 400:
-                        try:
-                            body = (await self._read_capped(resp, 1 << 20, what))[:300].decode("utf-8", "replace")
-                        except TooLarge:
-                            body = ""
-                        detail = f"{what}: HTTP {resp.status_code}" + (f" {body.strip()[:200]!r}" if body.strip() else "")
-                        if resp.status_code == 401:
-                            raise self._unauthorized(what, "HTTP 401")
-                        if resp.status_code >= 500 or resp.status_code in (408, 429):
-                            raise ServerError(detail, resp.status_code)
-                        if execution and resp.status_code in (400, 422):
-                            raise SchemaMismatch(detail, resp.status_code, body)
-                        raise ClientError(detail, resp.status_code, body)
-                    data = await self._read_capped(resp, cap, what)
-                    return data, resp.headers.get("content-type", "")
+                for _hop in range(MAX_REDIRECTS + 1):
+                    send_token = await self.outbound.check(url, what)
+                    headers = {**({"content-type": "application/json"} if content is not None else {}),
+                               **(self.auth_headers() if send_token else {})}
+                    async with self._http.stream(method, url, content=content, headers=headers, **kwargs) as resp:
+                        if resp.is_redirect:
+                            location = resp.headers.get("location", "")
+                            if resp.status_code == 303 or (resp.status_code in (301, 302) and method != "GET"):
+                                method, content = "GET", None
+                            url = urljoin(str(resp.url), location.strip())
+                            log.info("openfabric step=%s app=%s redirect status=%d same_origin=%s", what, self.address.app_id,
+                                     resp.status_code, self.outbound.is_app(url))
+                            continue
+                        if resp.status_code >= 400:
+                            detail = f"{what}: HTTP {resp.status_code} ({_answer_shape(resp)})"
+                            if resp.status_code == 401:
+                                raise self._unauthorized(what, "HTTP 401")
+                            if resp.status_code >= 500 or resp.status_code in (408, 429):
+                                raise ServerError(detail, resp.status_code)
+                            if execution and resp.status_code in (400, 422):
+                                raise SchemaMismatch(detail, resp.status_code)
+                            raise ClientError(detail, resp.status_code)
+                        data = await self._read_capped(resp, cap, what)
+                        return data, resp.headers.get("content-type", "")
+                raise OutboundRefused(f"{what}: more than {MAX_REDIRECTS} redirects")
         except TimeoutError:
             raise CallTimeout(f"{what}: no complete answer within {total:.1f}s") from None
         except httpx.ConnectTimeout:
@@ -223,11 +242,12 @@ class OpenfabricClient:
             raise CallTimeout(f"{what}: timed out ({type(exc).__name__})") from None
         except httpx.ConnectError as exc:
             error = HostNotFound if _name_does_not_resolve(exc) else Unreachable
-            raise error(f"{what}: cannot connect to {self.address.base_url} ({exc or type(exc).__name__})") from None
+            where = self.address.base_url if self.outbound.is_app(url) else "an allowed host"
+            raise error(f"{what}: cannot connect to {where} ({exc or type(exc).__name__})") from None
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise ServerError(f"{what}: connection dropped ({exc or type(exc).__name__})", 0) from None
+            raise ServerError(f"{what}: connection dropped ({type(exc).__name__})", 0) from None
         except httpx.HTTPError as exc:
-            raise Unreachable(f"{what}: {type(exc).__name__}: {exc}") from None
+            raise Unreachable(f"{what}: {type(exc).__name__}") from None
 
     @staticmethod
     def _parse_json(data: bytes, ctype: str, what: str, error: type[OpenfabricError] = BadResponse) -> Any:
@@ -236,7 +256,7 @@ class OpenfabricClient:
         except RecursionError:
             raise error(f"{what} is nested too deeply to read") from None
         except (ValueError, UnicodeDecodeError):
-            raise error(f"{what} is not JSON (content type {ctype or 'none'}, {len(data)} bytes, {describe_head(data)})") from None
+            raise error(f"{what} is not JSON ({describe_content(data, ctype)})") from None
 
     # ------------------------------------------------------------------ metadata
 
@@ -323,7 +343,8 @@ class OpenfabricClient:
         started = time.monotonic()
         self.step = "execution (socket.io)"
         parts = urlsplit(self.address.base_url)
-        sio = socketio.AsyncClient(reconnection=False, ssl_verify=s.verify_tls, request_timeout=s.connect_timeout,
+        http_session = aiohttp.ClientSession(middlewares=(self._socket_guard,))  # aiohttp follows a handshake's redirects
+        sio = socketio.AsyncClient(reconnection=False, ssl_verify=s.verify_tls, request_timeout=s.connect_timeout, http_session=http_session,
                                    websocket_extra_options={"max_msg_size": int(s.max_output_bytes * 1.4) + (1 << 20)})
         loop = asyncio.get_running_loop()
         done: asyncio.Future = loop.create_future()
@@ -399,7 +420,9 @@ class OpenfabricClient:
                 refused = f"{seen['refused'] or ''} {exc}".lower()
                 if any(word in refused for word in UNAUTHORIZED_WORDS):
                     raise self._unauthorized("socket.io connection", "UNAUTHORIZED") from None
-                raise SocketUnavailable(f"socket.io connection to {url}/{path} failed ({exc or type(exc).__name__})") from None
+                # an OSError is our system's words; a socket.io refusal carries the app's, which are not repeated
+                why = f"{exc}" if isinstance(exc, OSError) and str(exc) else type(exc).__name__
+                raise SocketUnavailable(f"socket.io connection to {url}/{path} failed ({why})") from None
             self._log("connect", "socket.io", started)
             payload = zlib.compress(json.dumps({"body": body, "header": {"uid": s.uid, "rid": rid}}).encode("utf-8"))
             await sio.emit("execute", (payload, True), namespace="/app")
@@ -411,9 +434,20 @@ class OpenfabricClient:
             with contextlib.suppress(BaseException):
                 async with asyncio.timeout(2):
                     await sio.disconnect()
+            await http_session.close()
         output = self._parse_ray_response(response)
         self._log("execute", "socket.io", started, f"qid={seen['qid']} pulses={seen['pulses']}")
         return output
+
+    async def _socket_guard(self, request: aiohttp.ClientRequest, handler: Any) -> aiohttp.ClientResponse:
+        """Every request of the socket.io client (the handshake and any redirect it gets) goes to the app's own
+        origin only: it carries the token, and a redirect elsewhere is the SSRF the outbound rules refuse."""
+        scheme, _, rest = str(request.url).partition("://")
+        scheme = {"ws": "http", "wss": "https"}.get(scheme.lower(), scheme)
+        if not self.outbound.is_app(f"{scheme}://{rest}"):
+            log.warning("openfabric step=outbound app=%s refused socket.io request to another origin", self.address.app_id)
+            raise OutboundRefused("socket.io connection: refused a redirect to a host other than the app's")
+        return await handler(request)
 
     async def _await_with_stall_watch(self, done: asyncio.Future, seen: dict, sio: socketio.AsyncClient) -> Any:
         """Wait for the response. As the SDK's Proxy does, ask for the state (`restore` with the queue id) after
@@ -515,16 +549,20 @@ class OpenfabricClient:
         status = str(ray.get("status") or "").upper().strip("(),' ")
         messages = [str(m.get("content", m)) if isinstance(m, dict) else str(m) for m in (ray.get("messages") or []) if m]
         text = "; ".join(messages)[:300]
+        # the app's own message goes to the log (escaped), not into the reason a user reads: it is the app's text
+        said = f"with a message of {len(text)} characters (in the log)" if text else "without a message"
+        if text and (status in FAILED_STATUSES or status in ("UNAUTHORIZED", "UNAUTHORISED")):
+            log.warning("openfabric step=execute app=%s status=%s app_message=%r", self.address.app_id, status, text[:300])
         if status in ("UNAUTHORIZED", "UNAUTHORISED") or (status in FAILED_STATUSES and "unauthori" in text.lower()):
-            raise self._unauthorized("socket.io execution", text or status)
+            raise self._unauthorized("socket.io execution", "UNAUTHORIZED")
         if status in FAILED_STATUSES:
-            text = text or "no message"
             if any(word in text.lower() for word in SCHEMA_WORDS):
-                raise SchemaMismatch(f"execution rejected ({status}): {text}", 0, text)
-            raise BadResponse(f"the app reported {status}: {text}")
+                raise SchemaMismatch(f"the app rejected the input as not matching its schema ({status}, {said})", 0)
+            raise BadResponse(f"the app reported {status} {said}")
         output = response.get("output")
         if output is None:
-            raise BadResponse(f"socket.io response without output (status {status or 'unknown'})")
+            known = status if status in KNOWN_STATUSES else "unknown" if not status else "not a known status"
+            raise BadResponse(f"socket.io response without output (status {known})")
         if isinstance(output, str) and output.lstrip()[:1] in ("{", "["):  # an output sent as its repr / JSON text
             output = parse_execution_answer(output.encode("utf-8"), "", self.settings.max_repr_bytes)
         return output
@@ -542,7 +580,7 @@ class OpenfabricClient:
         if ref.lower().startswith(("http://", "https://")):
             url, what = ref, f"resource URL in '{field_path}'"
         else:
-            url, what = self.address.url(f"resource?reid={quote(ref, safe='')}"), f"resource {ref} ('{field_path}')"
+            url, what = self.address.url(f"resource?reid={quote(ref, safe='')}"), f"resource in '{field_path}'"
         started = time.monotonic()
         self.step = what
 
@@ -612,7 +650,8 @@ class OpenfabricClient:
             mapped = build_input(meta.input_schema, values, kind=kind)
             output, transport = await self.execute(mapped.body, progress)
         self.step = "output"
-        extraction = await extract(output, meta.output_schema, self.fetch, max_bytes=self.settings.max_output_bytes)
+        extraction = await extract(output, meta.output_schema, self.fetch, max_bytes=self.settings.max_output_bytes,
+                                   limits=AssetLimits.from_settings(self.settings))
         chosen = _choose(extraction, kind)
         seconds = round(time.monotonic() - started, 3)
         base_meta = {
@@ -655,11 +694,10 @@ def _ray_progress(ray: dict) -> tuple[float | None, str]:
                 fraction = max(0.0, min(1.0, float(bar.get("percent", 0)) / 100.0))
             except (TypeError, ValueError):
                 fraction = None
-    status = str(ray.get("status") or "running").lower().strip("(),' ")
-    messages = ray.get("messages") or []
-    last = messages[-1] if messages else None
-    text = (last.get("content") if isinstance(last, dict) else last) if last else None
-    message = f"{status}" + (f" {fraction:.0%}" if fraction is not None else "") + (f" - {str(text)[:200]}" if text else "")
+    status = str(ray.get("status") or "running").upper().strip("(),' ")
+    # the app's messages are its own text: progress shows our words (a known status, the fraction) only
+    word = status.lower() if status in KNOWN_STATUSES else "working"
+    message = word + (f" {fraction:.0%}" if fraction is not None else "")
     return fraction, message
 
 
@@ -712,8 +750,8 @@ def _literal(data: bytes, ctype: str, cap: int) -> Any:
         text = data.decode("utf-8")
         value = ast.literal_eval(text.strip())
     except (ValueError, SyntaxError, TypeError, UnicodeDecodeError, MemoryError, RecursionError) as exc:
-        raise BadResponse(f"execution output is neither JSON nor a Python literal (content type {ctype or 'none'}, {len(data)} bytes, "
-                          f"{describe_head(data)}; {type(exc).__name__})") from None
+        raise BadResponse(f"execution output is neither JSON nor a Python literal ({describe_content(data, ctype)}; "
+                          f"{type(exc).__name__})") from None
     _check_plain(value, 0)
     return value
 
@@ -783,6 +821,13 @@ def generate_sync(app: str, kind: str, values: ToolValues, progress: ProgressFn 
     except ValueError as exc:
         raise BackendError(f"openfabric {kind} app: {exc}", transient=False, backend="openfabric") from None
     return run_sync(lambda: client.generate(kind, values, progress))
+
+
+def _answer_shape(resp: httpx.Response) -> str:
+    """An error answer described without its bytes: content type and declared size."""
+    ctype = resp.headers.get("content-type", "").split(";")[0].strip()[:60] or "no content type"
+    length = resp.headers.get("content-length", "")
+    return f"{ctype}, {int(length)} bytes" if length.isdigit() else ctype
 
 
 def _name_does_not_resolve(exc: BaseException) -> bool:

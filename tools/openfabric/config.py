@@ -42,8 +42,34 @@ class OpenfabricSettings(BaseSettings):
                                                              "repr(output), not JSON); parsed with ast.literal_eval, never eval.")
     uid: str = Field("atelier", description="User id sent in the socket.io header.")
     node_token: str = Field("", description="Bearer token a local node (`python -m tools.openfabric.node`) requires; empty = open.")
-    verify_tls: bool = True
+    verify_tls: bool = Field(True, description="Check the app's TLS certificate (https apps).")
+    allowed_hosts: str = Field("", description="Comma-separated hosts (`host` any port, `host:port` one port) besides the configured "
+                               "app's own that redirects and URLs in an app's output may lead to; they never get the token, and "
+                               "one that resolves to a loopback, link-local or private address is refused unless the app itself "
+                               "resolves to that kind of address. Empty: only the app's own scheme, host and port.")
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Largest image accepted from an app (after it is checked to "
+                                 "be a whole PNG, JPEG or WebP that decodes).")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Most pixels (width x height) of an image from an app, checked "
+                                  "before it is decoded.")
+    max_model_bytes: int = Field(100 * 1024 * 1024, ge=1, description="Largest 3D model accepted from an app (after it is checked "
+                                 "to be a consistent GLB / glTF / OBJ / PLY that trimesh loads).")
+    max_video_bytes: int = Field(100 * 1024 * 1024, ge=1, description="Largest video accepted from an app.")
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts_in_form(cls, value: str) -> str:
+        from .outbound import parse_allowed_hosts
+
+        parse_allowed_hosts(value)
+        return value
+
+    @field_validator("node_domain")
+    @classmethod
+    def _domain_in_form(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not value or not HOST_RE.match(value) or ":" in value:
+            raise ValueError(f"{value!r} is not a domain name (such as node3.openfabric.network)")
+        return value
 
     @field_validator("transport")
     @classmethod

@@ -106,6 +106,14 @@ class SchemaUnsatisfiable(OpenfabricError):
         self.fields = list(fields or [])
 
 
+class OutboundRefused(OpenfabricError):
+    """A request the outbound rules refuse (tools/openfabric/outbound.py): a redirect or an output URL to a host
+    other than the app's, or to an address the app may not make us reach. Asking again gives the same answer."""
+    retryable = False
+    health = "soft"
+    transient = False
+
+
 class GenerationFailed(BadResponse):
     """The app answered, but its generation failed: e.g. a resource whose id carries the hash of empty content."""
 

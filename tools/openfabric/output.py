@@ -96,10 +96,196 @@ def _looks_like_obj(data: bytes) -> bool:
     return sum(1 for line in lines if line.startswith("v ")) >= 3 and any(line.startswith("f ") for line in lines)
 
 
-def describe_head(data: bytes) -> str:
-    head = data[:8]
-    printable = "".join(chr(b) if 32 <= b < 127 else "." for b in head)
-    return f"first bytes {head.hex()} ({printable!r})"
+def describe_content(data: bytes, ctype: str = "") -> str:
+    """What an answer looks like, in our words (content type, size, a rough kind), never its bytes: an app's
+    answer may be anything, and reasons and warnings are shown to users and stored with creations."""
+    shown = "".join(c for c in ctype.split(";")[0].strip()[:60] if c.isalnum() or c in "/.+-_") or "none"
+    head = data[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if not data:
+        looks = "empty"
+    elif head.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in head:
+        looks = "looks like HTML"
+    elif head.startswith((b"<?xml", b"<")):
+        looks = "looks like XML"
+    elif head.startswith((b"{", b"[")):
+        looks = "looks like JSON"
+    else:
+        try:
+            data[:4096].decode("utf-8")
+            looks = "text"
+        except UnicodeDecodeError:
+            looks = "binary"
+    return f"content type {shown}, {len(data)} bytes, {looks}"
+
+
+def safe_name(path: str, limit: int = 60) -> str:
+    """A field path of the app's output as we show it: the names are the app's, so only the characters of an
+    identifier and of a path (letters, digits, _ . [ ]) are kept, any other as '?', and the length is capped."""
+    if path == "<root>":
+        return path
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "_.[]") else "?" for c in path[:limit])
+    return cleaned + ("…" if len(path) > limit else "")
+
+
+@dataclass(frozen=True)
+class AssetLimits:
+    """The largest asset of each kind accepted, and the most pixels an image may have (checked before decoding)."""
+    image_bytes: int = 20 * 1024 * 1024
+    model_bytes: int = 100 * 1024 * 1024
+    video_bytes: int = 100 * 1024 * 1024
+    image_pixels: int = 40_000_000
+
+    @classmethod
+    def from_settings(cls, settings) -> "AssetLimits":
+        return cls(settings.max_image_bytes, settings.max_model_bytes, settings.max_video_bytes, settings.max_image_pixels)
+
+    def cap(self, kind: str) -> int:
+        return {"image": self.image_bytes, "model": self.model_bytes, "video": self.video_bytes}[kind]
+
+
+IMAGE_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}  # sniffed format -> Pillow's name
+
+
+def verify_asset(kind: str, fmt: str, data: bytes, limits: AssetLimits) -> str | None:
+    """Why bytes that look like a `fmt` (by their magic) are not accepted as one, or None when they are: over the
+    size cap of their kind, bytes after the file's own end, or not decodable (images by Pillow within the pixel
+    limit, models by trimesh)."""
+    cap = limits.cap(kind)
+    if len(data) > cap:
+        return f"{len(data)} bytes, over the {cap}-byte cap for {kind}s (ATELIER_OPENFABRIC_MAX_{kind.upper()}_BYTES)"
+    if kind == "image":
+        return _verify_image(fmt, data, limits.image_pixels)
+    if kind == "model":
+        return _verify_model(fmt, data)
+    return None
+
+
+def _verify_image(fmt: str, data: bytes, max_pixels: int) -> str | None:
+    import io
+    import warnings
+
+    from PIL import Image
+
+    if fmt not in IMAGE_FORMATS:
+        return f"a {fmt.upper()} image; only PNG, JPEG and WebP are accepted"
+    end = {"png": _png_end, "jpeg": _jpeg_end, "webp": _webp_end}[fmt](data)
+    if end is None:
+        return f"not a well-formed {fmt.upper()} (its structure does not parse)"
+    if end != len(data):
+        return f"{len(data) - end} bytes after the end of the {fmt.upper()} image" if end < len(data) else f"a truncated {fmt.upper()}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=[IMAGE_FORMATS[fmt]]) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    return f"{width}x{height} pixels, over the {max_pixels}-pixel limit (ATELIER_OPENFABRIC_MAX_IMAGE_PIXELS)"
+                image.load()
+    except Exception as exc:  # Pillow's errors for broken data are many (OSError, SyntaxError, ValueError ...)
+        return f"does not decode as {fmt.upper()} ({type(exc).__name__})"
+    return None
+
+
+def _png_end(data: bytes) -> int | None:
+    """Offset just after the IEND chunk, walking the chunks; None when the structure is broken."""
+    offset = 8
+    while offset + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset:offset + 8])
+        offset += 12 + length
+        if offset > len(data):
+            return None
+        if kind == b"IEND":
+            return offset
+    return None
+
+
+def _jpeg_end(data: bytes) -> int | None:
+    """Offset just after the EOI marker: segments by their lengths, entropy-coded data scanned for markers."""
+    offset, size = 2, len(data)
+    while offset + 2 <= size:
+        if data[offset] != 0xFF:
+            return None
+        marker = data[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        if marker == 0xD9:
+            return offset + 2
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            offset += 2
+            continue
+        if offset + 4 > size:
+            return None
+        (length,) = struct.unpack(">H", data[offset + 2:offset + 4])
+        if length < 2:
+            return None
+        offset += 2 + length
+        if marker == 0xDA:  # start of scan: entropy-coded data up to the next marker that is not a stuffed 00 or a restart
+            while True:
+                offset = data.find(b"\xff", offset)
+                if offset < 0 or offset + 1 >= size:
+                    return None
+                following = data[offset + 1]
+                if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
+                    offset += 1 if following == 0xFF else 2
+                    continue
+                break
+    return None
+
+
+def _webp_end(data: bytes) -> int | None:
+    if len(data) < 12:
+        return None
+    (riff_size,) = struct.unpack("<I", data[4:8])
+    return 8 + riff_size + (riff_size & 1)
+
+
+def _verify_model(fmt: str, data: bytes) -> str | None:
+    import io
+
+    if fmt == "glb":
+        problem = _glb_structure(data)
+        if problem:
+            return problem
+    if fmt == "gltf":
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return "not a well-formed glTF (its JSON does not parse)"
+        uris = [b.get("uri") for key in ("buffers", "images") for b in doc.get(key) or [] if isinstance(b, dict)]
+        if any(isinstance(uri, str) and not uri.startswith("data:") for uri in uris):
+            return "a glTF that refers to outside files (only embedded data: URIs are accepted)"
+    try:
+        import trimesh
+
+        trimesh.load(io.BytesIO(data), file_type=fmt, force="scene")
+    except Exception as exc:  # trimesh raises many kinds for broken files
+        return f"does not load as {fmt.upper()} ({type(exc).__name__})"
+    return None
+
+
+def _glb_structure(data: bytes) -> str | None:
+    """GLB: 12-byte header (magic, version 2, total length = the file's size), then chunks whose lengths add up,
+    the first a JSON chunk (the glTF 2.0 binary container)."""
+    if len(data) < 20:
+        return "a GLB too short for a header and a chunk"
+    _, version, length = struct.unpack("<4sII", data[:12])
+    if version != 2:
+        return f"a GLB of version {version}; only version 2 is accepted"
+    if length != len(data):
+        return f"a GLB whose header says {length} bytes but holds {len(data)}"
+    offset, first = 12, True
+    while offset < length:
+        if offset + 8 > length:
+            return "a GLB with a broken chunk header"
+        chunk_length, chunk_type = struct.unpack("<I4s", data[offset:offset + 8])
+        if first and chunk_type != b"JSON":
+            return "a GLB whose first chunk is not JSON"
+        first = False
+        offset += 8 + chunk_length
+        if offset > length:
+            return "a GLB chunk that runs past the end of the file"
+    return None
 
 
 @dataclass
@@ -179,7 +365,7 @@ def walk(output: Any, schema: Any, root: Any = None) -> list[Candidate]:
         if len(found) >= MAX_CANDIDATES or depth > MAX_WALK_DEPTH:
             return
         if isinstance(value, str):
-            found.append(Candidate(path or "<root>", value, node, _hint(name, node)))
+            found.append(Candidate(safe_name(path or "<root>"), value, node, _hint(name, node)))
         elif isinstance(value, dict):
             for key, item in value.items():
                 visit(item, sub_schema(node, key), f"{path}.{key}" if path else str(key), str(key), depth + 1)
@@ -242,8 +428,10 @@ def _decode_data_uri(text: str, max_bytes: int, path: str) -> tuple[bytes, str]:
     return data, mime
 
 
-async def extract(output: Any, output_schema: Any, fetch: Fetcher, *, max_bytes: int) -> Extraction:
-    """Decode or fetch every binary carrier in `output` and identify it by content."""
+async def extract(output: Any, output_schema: Any, fetch: Fetcher, *, max_bytes: int, limits: AssetLimits | None = None) -> Extraction:
+    """Decode or fetch every binary carrier in `output`, identify it by content and check it is what it looks like
+    (verify_asset): a refused one is a problem, with its reason, and not an asset."""
+    limits = limits or AssetLimits()
     result = Extraction()
     total = 0
     for cand in walk(output, output_schema if isinstance(output_schema, dict) else {}):
@@ -279,18 +467,18 @@ async def extract(output: Any, output_schema: Any, fetch: Fetcher, *, max_bytes:
             data, declared = await fetch(value, cand.path)
             source = "resource"
             if not data:
-                why = f"field '{cand.path}': resource {value[:60]} has no content"
+                why = f"field '{cand.path}': its resource has no content"
                 result.failed.append(why)
                 result.problems.append(why)
                 continue
             if parts and hashlib.sha256(data).hexdigest() != parts["hash"].lower():
-                result.problems.append(f"field '{cand.path}': resource {value[:60]} does not hash to the sha256 in its id")
+                result.problems.append(f"field '{cand.path}': its resource does not hash to the sha256 in its id")
         else:
             data = _decode_base64(value, max_bytes, cand.path)
             source = "inline-base64"
             if data is None:
                 if binary_field:
-                    result.problems.append(f"field '{cand.path}' should hold binary data but holds text {value[:40]!r}")
+                    result.problems.append(f"field '{cand.path}' should hold binary data but holds {len(value)} characters of text")
                 continue
         total += len(data)
         if total > max_bytes:
@@ -299,10 +487,13 @@ async def extract(output: Any, output_schema: Any, fetch: Fetcher, *, max_bytes:
         if sniffed is None:
             if binary_field or cand.hint or source in ("resource", "url", "data-uri"):
                 what = f"{cand.hint or 'binary'} field" if (binary_field or cand.hint) else "field"
-                ctype = f", content type {declared}" if declared else ""
-                result.problems.append(f"{what} '{cand.path}' ({source}{ctype}) is not a known image/model/video format: {describe_head(data)}")
+                result.problems.append(f"{what} '{cand.path}' ({source}) is not a known image/model/video format: {describe_content(data, declared)}")
             continue
         kind, mime, fmt = sniffed
+        refused = verify_asset(kind, fmt, data, limits)
+        if refused:
+            result.problems.append(f"field '{cand.path}' ({source}) was refused as {fmt.upper()}: {refused}")
+            continue
         if cand.hint and cand.hint != kind and source != "inline-base64":
             # the content wins, but say so
             result.problems.append(f"field '{cand.path}' was expected to hold a {cand.hint} but holds {fmt}")
