@@ -218,6 +218,14 @@ def cmd_create(args) -> int:
     progress = None if args.json or not sys.stderr.isatty() else _print_event
     review = _ask_review if args.review and sys.stdin.isatty() else None
     report = turn_report(run_turn(graph, idea, config, on_event=progress, review=review), config)
+    if report["creation_id"] and (report["original_prompt"] is None or report["enhanced_prompt"] is None):
+        # not enhanced (--no-enhance, a remix): the state has no idea / enhanced prompt; say what was stored
+        from memory.store import get_store
+
+        stored = get_store().get(report["creation_id"], user_id=user)
+        if stored is not None:
+            report["original_prompt"] = report["original_prompt"] or stored.original_prompt
+            report["enhanced_prompt"] = report["enhanced_prompt"] or stored.enhanced_prompt
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     else:
@@ -267,20 +275,26 @@ def _ask_review(payload: dict) -> dict:
 
 
 def cmd_recall(args) -> int:
-    from memory.recall import recall
+    from memory.recall import MAX_QUERY_CHARS, recall
     from memory.store import get_store
 
-    if not args.query.strip():
+    query = " ".join(args.query.split())  # as GET /creations?q= reads it
+    if not query:
         raise UsageError("the query is empty")
+    if len(query) > MAX_QUERY_CHARS:
+        raise UsageError(f"the query is {len(query)} characters long; the limit is {MAX_QUERY_CHARS}")
     if not 1 <= args.limit <= 100:
         raise UsageError("--limit must be between 1 and 100")
-    result = recall(get_store(), args.query, _user(args.user), limit=args.limit)
+    result = recall(get_store(), query, _user(args.user), limit=args.limit)
     rows = [c.to_dict() for c in result.creations]
+    note = result.window.note if result.window else None
     if args.json:
-        print(json.dumps({"query": args.query, "search": result.query, "mode": result.mode,
+        print(json.dumps({"query": query, "search": result.query, "mode": result.mode,
                           "window": [result.window.start.isoformat(), result.window.end.isoformat()] if result.window else None,
-                          "creations": rows}, ensure_ascii=False))
+                          **({"note": note} if note else {}), "creations": rows}, ensure_ascii=False))
     else:
+        if note:
+            print(f"note: {note}", file=sys.stderr)
         for c in rows:
             print(f"{c['id']}  {c['created_at'][:16]}  {c['score'] if c['score'] is not None else '':<6}  {c['original_prompt']}")
         if not rows:

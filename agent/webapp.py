@@ -411,7 +411,7 @@ def list_creations(request: Request):
       "200": {description: "{user_id, q, mode (recent | semantic | recency), since, until, limit, offset, creations: [...]}"}
       "422": {description: "a parameter breaks its rule (the message names it)"}
     """
-    from memory.recall import recall
+    from memory.recall import MAX_QUERY_CHARS, recall
     from memory.store import get_store
 
     try:
@@ -420,8 +420,8 @@ def list_creations(request: Request):
         since = time_bound(request.query_params.get("since"), "since")
         until = time_bound(request.query_params.get("until"), "until")
         q = " ".join((request.query_params.get("q") or "").split())
-        if len(q) > 300:
-            raise InvalidInput("q", "is longer than 300 characters")
+        if len(q) > MAX_QUERY_CHARS:
+            raise InvalidInput("q", f"is longer than {MAX_QUERY_CHARS} characters")
         if since and until and since >= until:
             raise InvalidInput("since", "must be before until")
     except InvalidInput as exc:

@@ -3,6 +3,9 @@
 `split_time(text, now)` returns the text with the time expression removed and a [start, end) window in
 the user's local time. Relative forms are matched here because they need a *window*, not a single
 instant; absolute dates ("on March 3", "2026-11-02") go to dateparser.
+
+A phrase reaching back past what a datetime can hold ("1000000 days ago", "the last 99999999999 weeks") is
+clamped to the earliest representable day, and the window says so in `note`, instead of an OverflowError.
 """
 from __future__ import annotations
 
@@ -18,11 +21,15 @@ WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 PARTS_OF_DAY = {"morning": (5, 12), "afternoon": (12, 17), "evening": (17, 22), "night": (18, 30)}
 
 
+MAX_DIGITS = 15  # a longer number of days/weeks/... is past any representable date anyway (and int() of 4300+ digits raises)
+
+
 @dataclass
 class TimeWindow:
     start: datetime
     end: datetime
     phrase: str
+    note: str | None = None  # set when the phrase was clamped to the representable range
 
     def contains(self, when: datetime) -> bool:
         return self.start <= when < self.end
@@ -35,7 +42,7 @@ def _day(dt: datetime) -> datetime:
 def _number(token: str) -> int | None:
     token = token.strip().lower()
     if token.isdigit():
-        return int(token)
+        return int(token) if len(token) <= MAX_DIGITS else 10 ** MAX_DIGITS
     return NUMBER_WORDS.get(token)
 
 
@@ -121,16 +128,43 @@ def _window(kind: str, m: re.Match, now: datetime) -> tuple[datetime, datetime] 
     return None
 
 
+def earliest(now: datetime) -> datetime:
+    """The earliest day a window may start: 0001-01-02 in `now`'s zone (a day's margin, so that converting it to
+    any other zone stays representable)."""
+    return datetime(1, 1, 2, tzinfo=now.tzinfo)
+
+
+def _clamped(kind: str, m: re.Match, now: datetime) -> TimeWindow | None:
+    """The window of a phrase that reaches before the earliest representable day: from that day on ("the last N
+    weeks": everything until now; "N days ago": that first day), with a note that says so."""
+    start = earliest(now)
+    if kind == "last_n":
+        end = now + timedelta(seconds=1)
+    elif kind == "ago":
+        end = start + timedelta(days=1)
+    else:
+        return None
+    note = (f"'{m.group(0)[:60]}' reaches before the earliest date that can be represented; "
+            f"searched from {start.date().isoformat()} instead")
+    return TimeWindow(start, end, m.group(0), note)
+
+
 def split_time(text: str, now: datetime | None = None) -> tuple[str, TimeWindow | None]:
     """Remove the first time expression from text and return (rest, window)."""
     now = now or datetime.now().astimezone()
     for pattern, kind in _PATTERNS:
         m = pattern.search(text)
         if m:
-            window = _window(kind, m, now)
-            if window:
+            try:
+                window = _window(kind, m, now)
+                found = TimeWindow(window[0], window[1], m.group(0)) if window else None
+                if found and found.start < earliest(now):
+                    found = _clamped(kind, m, now)
+            except OverflowError:  # timedelta or datetime past year 1 / 9999
+                found = _clamped(kind, m, now)
+            if found:
                 rest = (text[: m.start()] + text[m.end():]).strip()
-                return _tidy(rest), TimeWindow(window[0], window[1], m.group(0))
+                return _tidy(rest), found
     m = _ABSOLUTE.search(text)
     if m:
         import dateparser

@@ -52,9 +52,12 @@ def test_create_json_then_continue_thread_then_recall(tmp_path):
     (["create", "a fox", "--frobnicate"], None, "unrecognized arguments: --frobnicate"),
     (["create", "a fox", "--size", "big"], None, "--size must look like 512x512"),
     (["recall", "fox", "--limit", "0"], None, "--limit must be between 1 and 100"),
+    (["recall", "x" * 301], None, "the query is 301 characters long; the limit is 300"),
+    (["recall", "a fox " * 16_000], None, "the query is 95999 characters long; the limit is 300"),
     (["transcribe", "/nonexistent.wav"], None, "audio file not found"),
     (["frobnicate"], None, "invalid choice"),
-], ids=["empty", "whitespace", "too-long", "bad-utf8", "unknown-flag", "bad-size", "bad-limit", "missing-audio", "bad-command"])
+], ids=["empty", "whitespace", "too-long", "bad-utf8", "unknown-flag", "bad-size", "bad-limit", "long-query", "huge-query", "missing-audio",
+        "bad-command"])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, stdin, message):
     data = tmp_path / "data"
     out = atelier(args, data, input_bytes=stdin, timeout=120)
@@ -98,3 +101,47 @@ def test_reindex_rebuilds_from_sqlite(tmp_path):
     assert out.returncode == 0 and "indexed 1 creations" in out.stdout.decode()
     found = json.loads(atelier(["recall", "mushroom house", "--json"], data).stdout)["creations"]
     assert found and found[0]["original_prompt"] == "a tiny house on a giant mushroom"
+
+
+def test_create_without_enhancing_reports_the_stored_prompts_and_recall_clamps_huge_phrases(tmp_path):
+    """--no-enhance: the report's prompts are what the database holds (the idea, as given), not null; a recall
+    reaching back past year 1 answers (nothing, with a note) instead of an OverflowError."""
+    data = tmp_path / "data"
+    idea = "a brass owl automaton on a shelf"
+    out = atelier(["create", idea, "--json", "--no-enhance", "--no-3d", "--policy", "router"], data)
+    assert out.returncode == 0, out.stderr.decode()
+    report = json.loads(out.stdout)
+    assert report["tool_calls"] == ["text_to_image"]
+    assert report["original_prompt"] == idea and report["enhanced_prompt"] == idea
+    stored = json.loads(atelier(["recall", "brass owl", "--json"], data).stdout)["creations"]
+    assert [(c["id"], c["original_prompt"], c["enhanced_prompt"]) for c in stored] == [(report["creation_id"], idea, idea)]
+
+    for phrase in ("the owl I made 1000000 days ago", "the owl I made 99999999999 days ago"):
+        out = atelier(["recall", phrase, "--json"], data)
+        assert out.returncode == 0, out.stderr.decode()
+        found = json.loads(out.stdout)
+        assert found["creations"] == [] and found["window"][0].startswith("0001-01-02")
+        assert "earliest date that can be represented" in found["note"]
+    out = atelier(["recall", "owls from the last 99999999999 weeks"], data)
+    assert out.returncode == 0 and report["creation_id"] in out.stdout.decode() and "note:" in out.stderr.decode()
+
+
+def test_recall_lists_results_in_the_order_of_their_scores():
+    """Scores 0.8149 (older) and 0.8101 (newer) once came out newer first: the ranking rounded to 2 places."""
+    from memory.recall import recall
+    from memory.store import CreationView
+
+    def view(cid, day):
+        return CreationView(cid, "u", None, None, f"2026-11-{day:02d}T10:00:00+00:00", "complete", "a castle", "a castle", [])
+
+    class Store:  # the narrow part under test is the ranking; the store's search is tested in test_memory.py
+        def semantic(self, text, user_id, limit, since=None, until=None):
+            return [("old", 0.8149), ("new", 0.8101), ("twin-old", 0.5), ("twin-new", 0.5)]
+
+        def get_many(self, ids, user_id):
+            return {"old": view("old", 1), "new": view("new", 20), "twin-old": view("twin-old", 2), "twin-new": view("twin-new", 21)}
+
+    found = recall(Store(), "the castle", "u", limit=10)
+    assert [c.id for c in found.creations] == ["old", "new", "twin-new", "twin-old"]  # equal scores: the newer first
+    scores = [c.score for c in found.creations]
+    assert scores == sorted(scores, reverse=True)

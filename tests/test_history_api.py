@@ -106,6 +106,18 @@ def test_list_search_and_window_are_the_callers(api):
     assert ids_of(get(service, "/creations", "alice", q="the lighthouse from 2 days ago")) == [ids["remix"]]
 
 
+def test_huge_time_phrases_clamp_instead_of_failing(api):
+    """?since=1000000 days ago once answered 500 (OverflowError in memory/timeparse.py): the phrase is clamped to the
+    earliest representable day, which the answer's since / until show."""
+    service, ids, _ = api
+    everything = [ids["kite"], ids["remix"], ids["copy"], ids["lighthouse"]]
+    for phrase in ("1000000 days ago", "99999999999 days ago", "the last 99999999999 weeks"):
+        response = get(service, "/creations", "alice", since=phrase)
+        assert ids_of(response) == everything and response.json()["since"].startswith("0001-01-02"), response.text
+    assert ids_of(get(service, "/creations", "alice", until="1000000 days ago")) == []
+    assert ids_of(get(service, "/creations", "alice", q="the lighthouse from 99999999999 days ago")) == []
+
+
 @pytest.mark.parametrize("params, field", [({"since": "next blursday"}, "since"), ({"limit": "0"}, "limit"),
                                            ({"offset": "-1"}, "offset"), ({"since": "2026-05-02", "until": "2026-05-01"}, "since"),
                                            ({"q": "x" * 301}, "q")])

@@ -44,3 +44,26 @@ def test_absolute_dates_use_dateparser():
 
 def test_no_time_expression():
     assert split_time("a glowing dragon at sunset", NOW) == ("a glowing dragon at sunset", None)
+
+
+@pytest.mark.parametrize("text,rest,until_now", [
+    ("the fox I made 1000000 days ago", "the fox", False),
+    ("the fox I made 99999999999 days ago", "the fox", False),
+    ("3000 years ago", "", False),
+    ("99999999999 minutes ago", "", False),
+    ("the owl from the last 99999999999 weeks", "the owl", True),
+    ("castles " + "9" * 5000 + " days ago", "castles", False),  # more digits than int() reads
+])
+def test_huge_phrases_clamp_to_the_earliest_day_and_say_so(text, rest, until_now):
+    got_rest, window = split_time(text, NOW)
+    assert got_rest == rest
+    assert window.start == datetime(1, 1, 2, tzinfo=timezone.utc)
+    assert window.end == (NOW + timedelta(seconds=1) if until_now else datetime(1, 1, 3, tzinfo=timezone.utc))
+    assert "earliest date" in window.note and "0001-01-02" in window.note
+    window.start.astimezone(timezone(timedelta(hours=-12)))  # representable in any zone
+    window.start.astimezone(timezone(timedelta(hours=14)))
+
+
+def test_a_long_but_representable_phrase_is_not_clamped():
+    _, window = split_time("the fox from 2000 years ago", NOW)
+    assert window.note is None and window.start.year == 27  # 2000 x 365 days back: the year 27

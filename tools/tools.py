@@ -230,6 +230,7 @@ def recall_similar(query: str, tool_call_id: Annotated[str, InjectedToolCallId],
     result = recall(deps.get_store(), query, cfg.user_id, limit=max(1, min(int(limit), 20)))
     found = [c.to_dict() for c in result.creations]
     content = {"query": result.query, "mode": result.mode, "window": result.window.phrase if result.window else None,
+               **({"window_note": result.window.note} if result.window and result.window.note else {}),
                "creations": [{"creation_id": c["id"], "prompt": c["original_prompt"], "created_at": c["created_at"], "score": c["score"]}
                              for c in found]}
     update: dict[str, Any] = {"recalled": found, "parent_id": found[0]["id"] if found else None}
