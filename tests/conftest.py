@@ -69,7 +69,8 @@ E2E = {"test_ui_studio.py", "test_ui_users.py", "test_api_server.py", "test_api_
 INTEGRATION = {"test_cli.py", "test_graph.py", "test_enhance.py", "test_decisions.py", "test_llm_sharing.py",
                "test_model_decides.py", "test_memory.py", "test_memory_backends.py", "test_faults.py", "test_index_faults.py",
                "test_recall_scale.py", "test_speech.py", "test_embeddings_onnx.py", "test_validation.py", "test_models_cli.py",
-               "test_openfabric_client.py", "test_openfabric_marshmallow.py", "test_openfabric_real.py",
+               "test_openfabric_client.py", "test_openfabric_marshmallow.py", "test_openfabric_real.py", "test_openfabric_outbound.py",
+               "test_speech_length.py",
                "test_backend_diffusers.py", "test_backend_hunyuan3d.py", "test_backend_plugins.py", "test_bootstrap.py"}
 
 
