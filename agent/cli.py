@@ -12,7 +12,10 @@ from typing import Any
 from models.settings import ModelSettings
 
 # The user's own choice, read before the default below: `atelier models pull` is the one command that goes online.
-USER_HUB_OFFLINE = ModelSettings().hf_hub_offline
+try:
+    USER_HUB_OFFLINE = ModelSettings().hf_hub_offline
+except ValueError:  # a setting wrong in form: main() refuses to start with one line naming it (check_settings)
+    USER_HUB_OFFLINE = True
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing else here may reach for a model hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
@@ -134,8 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.command:
             raise UsageError("no command given (try `atelier create \"a red fox\"` or `atelier --help`)")
         from agent.logs import configure_logging
+        from tools.settings import SettingsProblem, check_settings
 
         configure_logging()
+        try:
+            check_settings()  # a setting wrong in form, or a backend no one registered: one line, before anything runs
+        except SettingsProblem as exc:
+            raise UsageError(f"{exc} (see the Configuration section of the README)") from None
         return COMMANDS[args.command](args)
     except UsageError as exc:
         print(f"atelier: error: {exc}", file=sys.stderr)

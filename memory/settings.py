@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from models.settings import LayerSettings, cached
+from models.settings import LayerSettings, cached, check_url
 
 
 class MemorySettings(LayerSettings):
@@ -20,6 +20,11 @@ class MemorySettings(LayerSettings):
                                           "noticed at once).")
     recall_exact_limit: int = Field(150000, ge=0, description="A user with at most this many vectors is searched exactly "
                                     "(numpy over their vectors), above it through Chroma's HNSW index (memory/vectors.py).")
+
+    @field_validator("chroma_url")
+    @classmethod
+    def _chroma_url_in_form(cls, value: str | None) -> str | None:
+        return check_url(value, "http://127.0.0.1:8000")
 
     @property
     def sqlalchemy_url(self) -> str:

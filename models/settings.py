@@ -10,8 +10,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 S = TypeVar("S", bound=BaseSettings)
@@ -34,6 +35,39 @@ def reset_settings() -> None:
     """Forget every layer's cached settings, so the next get_settings() reads the environment again."""
     for getter in _caches:
         getter.cache_clear()
+
+
+def variable_name(cls: type[BaseSettings], field: str) -> str:
+    """The environment variable a settings field is read from (its alias, else prefix + name)."""
+    info = cls.model_fields.get(field)
+    aliases = getattr(getattr(info, "validation_alias", None), "choices", None) or []
+    named = [a for a in aliases if isinstance(a, str)]
+    return named[0] if named else f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def settings_error(cls: type[BaseSettings], exc: ValidationError) -> str:
+    """One line naming the variable that is wrong and why ("ATELIER_LLM_URL: must be an http(s) URL ...")."""
+    first = exc.errors()[0]
+    field = str(first["loc"][0]) if first.get("loc") else ""
+    message = str(first.get("msg", "is not valid")).removeprefix("Value error, ")
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{variable_name(cls, field) if field else cls.__name__}: {message}{more}"
+
+
+def check_url(value: str | None, example: str) -> str | None:
+    """An http(s)://host[:port][/path] URL, or None/empty (unset); ValueError naming the expected form otherwise."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        parts = None
+    if (parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value)
+            or parts.query or parts.fragment):
+        raise ValueError(f"must be an http(s) URL such as {example}, not {value[:100]!r}")
+    return value
 
 
 class ModelSettings(LayerSettings):
@@ -66,6 +100,11 @@ class ModelSettings(LayerSettings):
                                  description="Hub token for gated repositories (huggingface_hub's HF_TOKEN).")
     hf_hub_offline: bool = Field(False, validation_alias=AliasChoices("HF_HUB_OFFLINE"),
                                  description="The user's own HF_HUB_OFFLINE: `models pull` then fails at once instead of downloading.")
+
+    @field_validator("llm_url")
+    @classmethod
+    def _llm_url_in_form(cls, value: str | None) -> str | None:
+        return check_url(value, "http://127.0.0.1:8080/v1")
 
 
 get_settings = cached(ModelSettings)

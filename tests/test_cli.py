@@ -145,3 +145,24 @@ def test_recall_lists_results_in_the_order_of_their_scores():
     assert [c.id for c in found.creations] == ["old", "new", "twin-new", "twin-old"]  # equal scores: the newer first
     scores = [c.score for c in found.creations]
     assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize("variable,value,message", [
+    ("ATELIER_IMAGE_BACKENDS", "sketch,sktech", "ATELIER_IMAGE_BACKENDS: unknown backend 'sktech' (known: "),
+    ("ATELIER_IMAGE_BACKENDS", " , ", "ATELIER_IMAGE_BACKENDS: names no backend"),
+    ("ATELIER_MODEL_BACKENDS", "relief,sketch", "ATELIER_MODEL_BACKENDS: backend 'sketch' does not make models"),
+    ("ATELIER_MODEL_BACKENDS", "relief;rm -rf", "ATELIER_MODEL_BACKENDS: 'relief;rm -rf' is not a backend name"),
+    ("ATELIER_LLM_URL", "localhost:8080", "ATELIER_LLM_URL: must be an http(s) URL such as http://127.0.0.1:8080/v1"),
+    ("ATELIER_CHROMA_URL", "memory-service:8000", "ATELIER_CHROMA_URL: must be an http(s) URL"),
+    ("ATELIER_TEXT_TO_IMAGE_APP", "ftp://apps.example.com", "ATELIER_TEXT_TO_IMAGE_APP: unsupported Openfabric app URL"),
+    ("ATELIER_IMAGE_TO_3D_APP", "not an app id!", "ATELIER_IMAGE_TO_3D_APP: cannot read Openfabric app"),
+    ("ATELIER_OPENFABRIC_ALLOWED_HOSTS", "https://cdn.example.com/", "ATELIER_OPENFABRIC_ALLOWED_HOSTS: 'https://cdn.example.com/' is not a host"),
+    ("ATELIER_OPENFABRIC_NODE_DOMAIN", "node3 openfabric", "ATELIER_OPENFABRIC_NODE_DOMAIN: 'node3 openfabric' is not a domain name"),
+])
+def test_a_setting_wrong_in_form_is_refused_at_start_in_one_line(tmp_path, variable, value, message):
+    data = tmp_path / "data"
+    out = atelier(["recall", "a fox"], data, timeout=120, **{variable: value})
+    err = out.stderr.decode()
+    assert out.returncode == 2 and message in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not data.exists()

@@ -3,9 +3,13 @@ mesh backend is tuned (models/settings.py says how layers own their settings; th
 connection settings are tools/openfabric/config.py, prefix ATELIER_OPENFABRIC_)."""
 from __future__ import annotations
 
-from pydantic import Field
+import re
 
-from models.settings import LayerSettings, cached
+from pydantic import Field, ValidationError, field_validator
+
+from models.settings import LayerSettings, cached, settings_error
+
+BACKEND_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def split_names(value: str | list[str]) -> list[str]:
@@ -27,6 +31,25 @@ class ToolSettings(LayerSettings):
                                                "128 on CPU.")
     mesh_num_chunks: int | None = Field(None, ge=1000, description="Query points per decoder call; default from the variant.")
 
+    @field_validator("image_backends", "model_backends")
+    @classmethod
+    def _backend_names_in_form(cls, value: str) -> str:
+        names = split_names(value)
+        if not names:
+            raise ValueError("names no backend (a comma-separated list such as openfabric,sketch)")
+        bad = [n for n in names if not BACKEND_NAME_RE.match(n)]
+        if bad:
+            raise ValueError(f"{bad[0][:60]!r} is not a backend name (letters, digits, _ . -)")
+        return value
+
+    @field_validator("text_to_image_app", "image_to_3d_app")
+    @classmethod
+    def _app_in_form(cls, value: str) -> str:
+        from tools.openfabric.config import resolve_app
+
+        resolve_app(value)  # ValueError: "cannot read Openfabric app ...: expected an app id, a host or a base URL"
+        return value
+
     @property
     def image_backend_list(self) -> list[str]:
         return split_names(self.image_backends)
@@ -37,3 +60,36 @@ class ToolSettings(LayerSettings):
 
 
 get_settings = cached(ToolSettings)
+
+
+class SettingsProblem(ValueError):
+    """A setting that is wrong in form or names something that does not exist: one line naming the variable."""
+
+
+def check_settings() -> None:
+    """Read every layer's settings up to this one and check the backend lists against the backends registered now
+    (built-ins and plugins' entry points: a plugin adds names, so this is checked at start, not at import).
+    Raises SettingsProblem with one line naming the variable; entry points (the CLI, servers) call it at start."""
+    from models.settings import ModelSettings
+    from memory.settings import MemorySettings
+    from tools.openfabric.config import OpenfabricSettings
+
+    for cls in (ModelSettings, MemorySettings, ToolSettings, OpenfabricSettings):
+        try:
+            cls()
+        except ValidationError as exc:
+            raise SettingsProblem(settings_error(cls, exc)) from None
+    settings = get_settings()
+    from tools.backends import BackendError, UnknownBackendError, backend_info
+
+    for field, kind, names in (("image_backends", "image", settings.image_backend_list), ("model_backends", "model", settings.model_backend_list)):
+        variable = f"ATELIER_{field.upper()}"
+        for name in names:
+            try:
+                info = backend_info(name)
+            except UnknownBackendError as exc:
+                raise SettingsProblem(f"{variable}: {exc}") from None
+            except BackendError:
+                continue  # registered but broken (an optional dependency missing): the run says why and falls back
+            if kind not in info.kinds:
+                raise SettingsProblem(f"{variable}: backend '{name}' does not make {kind}s (it makes {', '.join(info.kinds)})")
