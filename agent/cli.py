@@ -7,6 +7,7 @@ import os
 import re
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 from models.settings import ModelSettings
@@ -434,9 +435,34 @@ def cmd_chat(args) -> int:
         return terminal_chat(_user(args.user))
     import subprocess
 
-    app = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ui", "app.py")
-    cmd = [sys.executable, "-m", "chainlit", "run", app, "--headless", "--host", args.host, "--port", str(args.port)]
-    return subprocess.call(cmd, cwd=os.path.dirname(os.path.dirname(app)))
+    from memory.settings import get_settings
+
+    checkout = Path(__file__).resolve().parent.parent
+    app = checkout / "ui" / "app.py"
+    cmd = [sys.executable, "-m", "chainlit", "run", str(app), "--headless", "--host", args.host, "--port", str(args.port)]
+    env = {**os.environ, "CHAINLIT_APP_ROOT": str(studio_root(get_settings().data_dir, checkout))}
+    return subprocess.call(cmd, cwd=checkout, env=env)
+
+
+STUDIO_FILES = (".chainlit", "chainlit.md", "public")  # what Chainlit reads from its app root
+
+
+def studio_root(data_dir: Path, checkout: Path) -> Path:
+    """Chainlit's app root, in the data dir: Chainlit keeps every upload (a voice recording, a file) under
+    <app root>/.files, and the app root is the working directory unless CHAINLIT_APP_ROOT says otherwise, so with
+    the checkout as the root they landed in the checkout whatever the data dir. The root is <data dir>/studio,
+    whose config, readme and public files are links to the checkout's."""
+    root = Path(data_dir).resolve() / "studio"
+    root.mkdir(parents=True, exist_ok=True)
+    for name in STUDIO_FILES:
+        link, target = root / name, Path(checkout) / name
+        if link.is_symlink() and link.readlink() == target:
+            continue
+        if link.is_symlink():
+            link.unlink()  # a link to another checkout (the data dir was moved or shared): point it at this one
+        if not link.exists() and target.exists():
+            link.symlink_to(target, target_is_directory=target.is_dir())
+    return root
 
 
 def terminal_chat(user: str) -> int:

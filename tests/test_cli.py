@@ -166,3 +166,44 @@ def test_a_setting_wrong_in_form_is_refused_at_start_in_one_line(tmp_path, varia
     assert out.returncode == 2 and message in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1, err
     assert not data.exists()
+
+
+def test_chat_keeps_chainlits_files_in_the_data_dir(tmp_path):
+    """`atelier chat` once made `.files/` (Chainlit's uploads) in the checkout whatever the data dir: Chainlit's
+    app root is now <data dir>/studio, with the checkout's config, readme and public files linked in."""
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = tmp_path / "data"
+    checkout_files = ROOT / ".files"
+    existed = checkout_files.exists()  # other processes (a test importing chainlit) may have made it already
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "chat", "--port", str(port)], cwd=ROOT, env=cli_env(data),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, "atelier chat exited"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    assert r.status == 200
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "atelier chat did not start"
+                time.sleep(0.5)
+        assert (data / "studio" / ".files").is_dir()
+        # the checkout's public files, config and readme, through the links
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/public/atelier.css", timeout=10) as r:
+            assert r.read() == (ROOT / "public" / "atelier.css").read_bytes()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/logo?theme=light", timeout=10) as r:
+            assert r.read() == (ROOT / "public" / "logo_light.svg").read_bytes()
+        for name in (".chainlit", "chainlit.md", "public"):
+            assert (data / "studio" / name).resolve() == ROOT / name
+        assert existed or not checkout_files.exists()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
