@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
 
         configure_logging()
         try:
-            check_settings()  # a setting wrong in form, or a backend no one registered: one line, before anything runs
+            # a setting wrong in form, or a backend no one registered: one line, before anything runs
+            check_settings(backends=args.command in MAKING_COMMANDS)
         except SettingsProblem as exc:
             raise UsageError(f"{exc} (see the Configuration section of the README)") from None
         return COMMANDS[args.command](args)
@@ -545,6 +546,7 @@ def cmd_serve(args) -> int:
     return serve(args.host, args.port)
 
 
+MAKING_COMMANDS = {"create", "chat", "serve", "setup", "eval"}  # those that may run a backend: their lists are checked at start
 COMMANDS = {"eval": cmd_eval, "create": cmd_create, "recall": cmd_recall, "forget": cmd_forget, "transcribe": cmd_transcribe, "reindex": cmd_reindex,
             "setup": cmd_setup, "chat": cmd_chat, "serve": cmd_serve, "models": cmd_models}
 

@@ -161,7 +161,7 @@ def test_recall_lists_results_in_the_order_of_their_scores():
 ])
 def test_a_setting_wrong_in_form_is_refused_at_start_in_one_line(tmp_path, variable, value, message):
     data = tmp_path / "data"
-    out = atelier(["recall", "a fox"], data, timeout=120, **{variable: value})
+    out = atelier(["create", "a fox", "--no-enhance", "--no-3d", "--policy", "router"], data, timeout=120, **{variable: value})
     err = out.stderr.decode()
     assert out.returncode == 2 and message in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1, err
@@ -207,3 +207,12 @@ def test_chat_keeps_chainlits_files_in_the_data_dir(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
+
+
+def test_commands_that_make_nothing_do_not_check_the_backend_lists(tmp_path):
+    """The backend check imports the listed backends' modules (scipy, httpx ...): `recall` does not pay for it, and a
+    backend list it does not use does not stop it; a form error still does."""
+    out = atelier(["recall", "a fox", "--json"], tmp_path / "data", timeout=120, ATELIER_IMAGE_BACKENDS="sketch,not-installed-yet")
+    assert out.returncode == 0, out.stderr.decode()
+    out = atelier(["recall", "a fox"], tmp_path / "data", timeout=120, ATELIER_CHROMA_URL="chroma:8000")
+    assert out.returncode == 2 and "ATELIER_CHROMA_URL: must be an http(s) URL" in out.stderr.decode()

@@ -66,9 +66,10 @@ class SettingsProblem(ValueError):
     """A setting that is wrong in form or names something that does not exist: one line naming the variable."""
 
 
-def check_settings() -> None:
-    """Read every layer's settings up to this one and check the backend lists against the backends registered now
-    (built-ins and plugins' entry points: a plugin adds names, so this is checked at start, not at import).
+def check_settings(backends: bool = True) -> None:
+    """Read every layer's settings up to this one and (with `backends`) check the backend lists against the backends
+    registered now (built-ins and plugins' entry points: a plugin adds names, so this is checked at start, not at
+    import; it imports the listed backends' modules, so commands that make nothing skip it).
     Raises SettingsProblem with one line naming the variable; entry points (the CLI, servers) call it at start."""
     from models.settings import ModelSettings
     from memory.settings import MemorySettings
@@ -79,6 +80,8 @@ def check_settings() -> None:
             cls()
         except ValidationError as exc:
             raise SettingsProblem(settings_error(cls, exc)) from None
+    if not backends:
+        return
     settings = get_settings()
     from tools.backends import BackendError, UnknownBackendError, backend_info
 
