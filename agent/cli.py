@@ -96,6 +96,9 @@ def build_parser() -> Parser:
     serve.add_argument("--port", type=int, default=2024)
     serve.add_argument("--host", default="127.0.0.1")
 
+    mcp = sub.add_parser("mcp", help="serve Atelier's tools to an MCP client (Claude Desktop, VS Code) over stdio")
+    mcp.add_argument("--user", help="whose memory the tools use (default ATELIER_MCP_USER, else 'local')")
+
     sub.add_parser("node", help="serve a local backend as an Openfabric app (see `atelier node --help`)", add_help=False)
 
     evaluate = sub.add_parser("eval", help="measure decisions on the labelled requests")
@@ -497,8 +500,16 @@ def cmd_serve(args) -> int:
     return serve(args.host, args.port)
 
 
+def cmd_mcp(args) -> int:
+    """`atelier mcp`: Atelier's MCP server on stdin/stdout (agent/mcp_server.py); stdout carries only the protocol."""
+    from agent.mcp_server import run_stdio
+
+    return run_stdio(_user(args.user) if args.user is not None else None)
+
+
 COMMANDS = {"eval": cmd_eval, "create": cmd_create, "recall": cmd_recall, "forget": cmd_forget, "transcribe": cmd_transcribe, "reindex": cmd_reindex,
-            "setup": cmd_setup, "chat": cmd_chat, "serve": cmd_serve, "models": cmd_models}
+            "setup": cmd_setup, "chat": cmd_chat, "serve": cmd_serve, "models": cmd_models,
+            "mcp": cmd_mcp}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -519,7 +519,15 @@ async def lifespan(_app):
         await asyncio.to_thread(get_store)
     except Exception as exc:  # the server still starts; the store opens (and recovers) on first use
         log.warning("step=startup_recover status=failed reason=%s", exc)
-    yield
+    async with mcp_http.running():  # Atelier's MCP server at /mcp (agent/mcp_server.py)
+        yield
+
+
+# Atelier's own MCP server (streamable HTTP) at /mcp, in place of langgraph-api's generic one (langgraph.json
+# http.disable_mcp): the caller is who request_user() says, as for /creations.
+from agent.mcp_server import McpHttp  # noqa: E402
+
+mcp_http = McpHttp(request_user)
 
 
 app = Starlette(lifespan=lifespan, middleware=[Middleware(RequestGuard)], routes=[
@@ -528,6 +536,7 @@ app = Starlette(lifespan=lifespan, middleware=[Middleware(RequestGuard)], routes
     Route("/creations/{creation_id}", get_creation, methods=["GET"]),
     Route("/creations/{creation_id}", delete_creation, methods=["DELETE"]),
     Route("/atelier/health", health, methods=["GET"]),
+    Route("/mcp", mcp_http, methods=["GET", "POST", "DELETE"]),
 ])
 
 
