@@ -96,6 +96,14 @@ def build_parser() -> Parser:
     serve.add_argument("--port", type=int, default=2024)
     serve.add_argument("--host", default="127.0.0.1")
 
+    export = sub.add_parser("export", help="write a creation's 3D model as glb, obj, stl, 3mf or ply (for a slicer, Blender, a phone)")
+    export.add_argument("creation_id")
+    export.add_argument("--format", required=True, help="glb | obj | stl | 3mf | ply (usdz is not offered: the error says why)")
+    export.add_argument("--size-mm", type=float, help="largest dimension in millimetres (stl/3mf default 100)")
+    export.add_argument("--out", help="file or folder to write (default ./<id>.<format>)")
+    export.add_argument("--user", default="local")
+    export.add_argument("--json", action="store_true")
+
     mcp = sub.add_parser("mcp", help="serve Atelier's tools to an MCP client (Claude Desktop, VS Code) over stdio")
     mcp.add_argument("--user", help="whose memory the tools use (default ATELIER_MCP_USER, else 'local')")
 
@@ -500,6 +508,55 @@ def cmd_serve(args) -> int:
     return serve(args.host, args.port)
 
 
+def cmd_export(args) -> int:
+    """`atelier export ID --format stl --size-mm 80`: tools/export.py on the user's creation, written atomically."""
+    import tempfile
+    from pathlib import Path
+
+    from memory.store import get_store
+    from tools.export import ExportError, check_format, check_size_mm, export_creation
+
+    user = _user(args.user)
+    try:
+        fmt, size_mm = check_format(args.format), check_size_mm(args.size_mm)
+    except ExportError as exc:
+        raise UsageError(str(exc)) from None
+    if not re.fullmatch(r"[A-Za-z0-9]{1,64}", args.creation_id):
+        print(f"atelier: error: no creation {args.creation_id!r} for user {user!r}", file=sys.stderr)
+        return 1
+    try:
+        result = export_creation(get_store(), args.creation_id, user, fmt, size_mm)
+    except LookupError as exc:  # unknown, or another user's
+        print(f"atelier: error: {exc}", file=sys.stderr)
+        return 1
+    except ExportError as exc:
+        print(f"atelier: error: {exc}", file=sys.stderr)
+        return 1
+    out = Path(args.out) if args.out else Path.cwd()
+    if out.is_dir():
+        out = out / f"{args.creation_id}{result.extension}"
+    if not out.parent.is_dir():
+        raise UsageError(f"--out: the folder {str(out.parent)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".atelier-export-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(result.data)
+        os.replace(tmp, out)  # a reader never sees half a file
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    facts = {**result.facts, "path": str(out.resolve())}
+    if args.json:
+        print(json.dumps(facts, ensure_ascii=False))
+    else:
+        size = f", {facts['size_mm']:g} mm" if facts.get("size_mm") else ""
+        faces = f", {facts['faces']} triangles" if facts.get("faces") else ""
+        print(f"wrote {out} ({fmt.upper()}{size}{faces}, {facts['bytes']} bytes)")
+    if facts.get("watertight") is False:
+        print("atelier: warning: the mesh is not watertight even after filling holes; a slicer may need to repair it", file=sys.stderr)
+    return 0
+
+
 def cmd_mcp(args) -> int:
     """`atelier mcp`: Atelier's MCP server on stdin/stdout (agent/mcp_server.py); stdout carries only the protocol."""
     from agent.mcp_server import run_stdio
@@ -509,7 +566,7 @@ def cmd_mcp(args) -> int:
 
 COMMANDS = {"eval": cmd_eval, "create": cmd_create, "recall": cmd_recall, "forget": cmd_forget, "transcribe": cmd_transcribe, "reindex": cmd_reindex,
             "setup": cmd_setup, "chat": cmd_chat, "serve": cmd_serve, "models": cmd_models,
-            "mcp": cmd_mcp}
+            "mcp": cmd_mcp, "export": cmd_export}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -37,7 +37,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from agent.settings import AgentSettings, get_settings
@@ -362,6 +362,42 @@ def delete_creation(request: Request):
     return JSONResponse(result)
 
 
+def export_creation_file(request: Request):
+    """Download one of the caller's 3D models in another format.
+    ---
+    summary: Export a creation's 3D model
+    tags: [Atelier history]
+    description: >
+      The creation's GLB as glb, obj, stl, 3mf or ply (tools/export.py; usdz is refused with the reason). STL and 3MF
+      are Z-up, on the bed, scaled so the largest dimension is `size_mm` millimetres (default 100) and checked
+      watertight (header X-Atelier-Watertight). The same as `atelier export ID --format F --size-mm N`.
+    parameters:
+      - {name: creation_id, in: path, required: true, schema: {type: string}}
+      - {name: format, in: query, required: false, schema: {type: string, enum: [glb, obj, stl, 3mf, ply, usdz], default: glb}}
+      - {name: size_mm, in: query, required: false, schema: {type: number, minimum: 1, maximum: 10000}}
+      - {name: user_id, in: query, required: false, schema: {type: string}}
+    responses:
+      "200": {description: "the file, as an attachment named <id>.<format>"}
+      "404": {description: "no such creation for this user"}
+      "422": {description: "an unknown format, a size out of range, or a creation without a 3D model (the message says which)"}
+    """
+    from memory.store import get_store
+    from tools.export import ExportError, export_creation
+
+    user, creation_id = request_user(request), _creation_id(request)
+    try:
+        result = export_creation(get_store(), creation_id, user, request.query_params.get("format") or "glb",
+                                 request.query_params.get("size_mm"))
+    except LookupError:
+        raise HTTPException(404, "no such creation") from None
+    except ExportError as exc:
+        raise HTTPException(422, str(exc)) from None
+    headers = {"Content-Disposition": f'attachment; filename="{creation_id}{result.extension}"', "Cache-Control": "private, no-store"}
+    if "watertight" in result.facts:
+        headers["X-Atelier-Watertight"] = str(result.facts["watertight"]).lower()
+    return Response(result.data, media_type=result.mime, headers=headers)
+
+
 def time_bound(value: str | None, field: str) -> datetime | None:
     """?since= / ?until=: an ISO date or date-time (a date alone is that whole day, a time without an offset is
     UTC) or a time phrase recall understands ("yesterday", "last week", "3 days ago"): since = its start,
@@ -535,6 +571,7 @@ app = Starlette(lifespan=lifespan, middleware=[Middleware(RequestGuard)], routes
     Route("/creations", list_creations, methods=["GET"]),
     Route("/creations/{creation_id}", get_creation, methods=["GET"]),
     Route("/creations/{creation_id}", delete_creation, methods=["DELETE"]),
+    Route("/creations/{creation_id}/export", export_creation_file, methods=["GET"]),
     Route("/atelier/health", health, methods=["GET"]),
     Route("/mcp", mcp_http, methods=["GET", "POST", "DELETE"]),
 ])

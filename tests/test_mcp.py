@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import sys
 
 import httpx
@@ -204,6 +203,10 @@ async def test_http_two_users_isolated(api):
     assert [c["id"] for c in alices.structuredContent["creations"]] == [teapot]
     model = (await call(api, "alice-token", "__read__", {"uri": f"atelier://creations/{teapot}/model"})).contents[0]
     glb_mesh(base64.b64decode(model.blob))
-    # the same creation through the history API, for the same caller
-    assert httpx.get(f"{api.url}/creations/{teapot}", headers={"Authorization": "Bearer alice-token"}).status_code == 200
-    assert os.path.isdir(api.log.parent)
+    # the same creation through the history API and its export route, for the same caller only
+    alice, bob = {"Authorization": "Bearer alice-token"}, {"Authorization": "Bearer bob-token"}
+    assert httpx.get(f"{api.url}/creations/{teapot}", headers=alice).status_code == 200
+    stl = httpx.get(f"{api.url}/creations/{teapot}/export", params={"format": "stl", "size_mm": "50"}, headers=alice, timeout=60)
+    assert stl.status_code == 200 and stl.headers["x-atelier-watertight"] == "true"
+    assert max(trimesh.load(io.BytesIO(stl.content), file_type="stl").extents) == pytest.approx(50, abs=0.01)
+    assert httpx.get(f"{api.url}/creations/{teapot}/export", params={"format": "stl"}, headers=bob, timeout=60).status_code == 404
