@@ -56,7 +56,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
 
     create = sub.add_parser("create", help="run the agent once for a request")
-    create.add_argument("idea", help="the request (use - to read it from stdin)")
+    create.add_argument("idea", nargs="?", help="the request (use - to read it from stdin); with --image, what the picture shows")
     create.add_argument("--user", default="local")
     create.add_argument("--thread", help="continue this conversation (default: a new thread)")
     create.add_argument("--json", action="store_true", help="print one JSON object")
@@ -66,6 +66,7 @@ def build_parser() -> Parser:
     create.add_argument("--review", action="store_true", help="pause to accept or edit the enhanced prompt")
     create.add_argument("--size", default="512x512", help="image size WxH")
     create.add_argument("--seed", type=int)
+    create.add_argument("--image", help="a picture of your own (PNG, JPEG, WebP): kept as a creation (source upload) and made into 3D")
 
     recall = sub.add_parser("recall", help="search your creations by meaning and time")
     recall.add_argument("query")
@@ -202,6 +203,10 @@ from agent.run import run_turn, turn_decisions, turn_report  # noqa: E402,F401
 def cmd_create(args) -> int:
     from agent.settings import get_settings
 
+    if args.image is not None:
+        return create_from_image(args)
+    if args.idea is None:
+        raise UsageError("the idea is missing (or give a picture with --image PATH)")
     settings = get_settings()
     idea = validate_idea(_read_idea(args.idea), settings.max_idea_chars)
     width, height = _size(args.size)
@@ -229,6 +234,55 @@ def cmd_create(args) -> int:
     progress = None if args.json or not sys.stderr.isatty() else _print_event
     review = _ask_review if args.review and sys.stdin.isatty() else None
     report = turn_report(run_turn(graph, idea, config, on_event=progress, review=review), config)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        print(report["reply"])
+        print(f"(thread {thread})", file=sys.stderr)
+    return 0
+
+
+def create_from_image(args) -> int:
+    """`atelier create --image PATH ["what it shows"]`: the picture validated and kept as a creation of its own
+    (memory/upload.py), then the graph's image → 3D step on it (agent/uploads.py), unless --no-3d."""
+    from pathlib import Path
+
+    from agent.graph import build_graph
+    from agent.settings import get_settings
+    from agent.uploads import picture_configurable, picture_turn
+    from memory.session import checkpointer
+    from memory.settings import get_settings as memory_settings
+    from memory.store import get_store
+    from memory.upload import store_upload
+    from memory.validation import InvalidInput, validate_thread_id
+
+    user = _user(args.user)
+    description = validate_idea(_read_idea(args.idea), get_settings().max_idea_chars) if args.idea else None
+    path, limit = Path(args.image), memory_settings().upload_max_bytes
+    if not path.is_file():
+        raise UsageError(f"--image {args.image} is not a file")
+    if path.stat().st_size > limit:
+        raise UsageError(f"--image is {path.stat().st_size} bytes; the limit is {limit} (ATELIER_UPLOAD_MAX_BYTES)")
+    try:
+        thread = validate_thread_id(args.thread, "--thread") if args.thread is not None else uuid.uuid4().hex
+    except InvalidInput as exc:
+        raise UsageError(str(exc)) from None
+    configurable = picture_configurable(user, thread, args.seed)
+    _checked_configuration(configurable)  # before anything is stored
+    try:
+        view = store_upload(get_store(), user, path.read_bytes(), filename=path.name, description=description, thread_id=thread)
+    except InvalidInput as exc:
+        raise UsageError(str(exc)) from None
+    if args.no_3d:
+        report = {"creation_id": view.id, "thread_id": thread, "user_id": user, "original_prompt": view.original_prompt,
+                  "image": view.image.path, "model": None, "upload": view.id, "reply": f"Kept your picture as creation {view.id}."}
+    else:
+        config = {"configurable": configurable}
+        graph = build_graph(checkpointer=checkpointer())
+        progress = None if args.json or not sys.stderr.isatty() else _print_event
+        report = turn_report(run_turn(graph, None, config, on_event=progress, payload=picture_turn(view)), config)
+        report["creation_id"], report["upload"] = report.get("creation_id") or view.id, view.id
+        report["original_prompt"] = report.get("original_prompt") or view.original_prompt
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     else:

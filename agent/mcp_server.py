@@ -25,7 +25,6 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import asdict
 from typing import Annotated, Any, Callable
 
 from mcp import types
@@ -44,7 +43,6 @@ PICTURE_MAX_BYTES = 1_000_000
 MODEL_EMBED_MAX_BYTES = 8_000_000  # a larger GLB comes back as a resource link the client reads when it wants it
 URI_PREFIX = "atelier://creations/"
 GLB_MIME = "model/gltf-binary"
-MAKE_3D_REQUEST = "make it 3D"  # what make_3d asks the graph, with the creation's image as the thread's image
 
 READ_ONLY = types.ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
 MAKES = types.ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=False)
@@ -302,33 +300,30 @@ class AtelierMCP:
             image_base64: Annotated[str | None, Field(description="Or a picture of your own (PNG, JPEG or WebP), base64; it is "
                                                       "kept as a creation of its own (source: upload).")] = None,
             filename: Annotated[str | None, Field(description="The picture's file name, kept with the upload.")] = None,
+            description: Annotated[str | None, Field(description="What the picture shows, in your words (kept with the upload; "
+                                                     "recall finds it by them).")] = None,
             seed: Annotated[int | None, Field(description="Seed for a repeatable result.")] = None,
         ) -> types.CallToolResult:
             """Turn an image into a 3D model (GLB): a creation's image, or a picture you send. Returns the GLB."""
             async def work():
+                from agent.configuration import Configuration
+                from agent.uploads import picture_configurable, picture_turn
+
                 user = self.user(ctx)
                 if (creation_id is None) == (image_base64 is None):
                     raise Refused("give exactly one of creation_id or image_base64")
-                store = self.store()
-                if image_base64 is not None:
-                    view = await asyncio.to_thread(self.upload, user, image_base64, filename)
-                else:
-                    view = store.get(str(creation_id), user_id=user) if _plausible_id(creation_id) else None
-                    if view is None or view.image is None:  # unknown, or someone else's: the same answer
-                        raise Refused(f"there is no creation {shown(creation_id)} with an image for user {user!r}")
-                image = {**asdict(view.image), "creation_id": view.id}
-                from langchain_core.messages import HumanMessage
-
-                configurable = {"thread_id": uuid.uuid4().hex, "user_id": user, "decision_policy": "router",
-                                "enhance": False, "auto_3d": True, "seed": seed}
-                from agent.configuration import Configuration
-
-                try:
+                configurable = picture_configurable(user, uuid.uuid4().hex, seed)
+                try:  # before anything is stored
                     Configuration.from_runnable_config({"configurable": configurable})
                 except ValueError as exc:
                     raise Refused(str(exc)) from None
-                # the creation's image is this new thread's image: "make it 3D" means it (tools.working_image "thread")
-                payload = {"messages": [HumanMessage(MAKE_3D_REQUEST)], "image": image, "creation_id": view.id, "model": None}
+                if image_base64 is not None:
+                    view = await asyncio.to_thread(self.upload, user, image_base64, filename, description)
+                else:
+                    view = self.store().get(str(creation_id), user_id=user) if _plausible_id(creation_id) else None
+                    if view is None or view.image is None:  # unknown, or someone else's: the same answer
+                        raise Refused(f"there is no creation {shown(creation_id)} with an image for user {user!r}")
+                payload = picture_turn(view)  # its image is this new thread's image: "make it 3D" means it
                 report = await self.run_graph(ctx, None, {"configurable": configurable}, 1, payload=payload)
                 report["creation_id"] = report.get("creation_id") or view.id
                 return self.creation_result(report, user)
@@ -466,15 +461,21 @@ class AtelierMCP:
                                     description=v.original_prompt[:200]) for v in views]
         return text_result("\n".join(lines) or "nothing found", {**extra, "creations": rows}, links)
 
-    def upload(self, user: str, image_base64: str, filename: str | None):
+    def upload(self, user: str, image_base64: str, filename: str | None, description: str | None = None):
         """A picture the client sent, validated and kept as a creation of its own (memory/upload.py)."""
+        from memory.settings import get_settings as memory_settings
         from memory.upload import store_upload
 
+        limit = memory_settings().upload_max_bytes
+        if len(image_base64) > (limit + 2) // 3 * 4 + 4:  # refused before it is decoded
+            raise Refused(f"the picture is larger than {limit} bytes (ATELIER_UPLOAD_MAX_BYTES)")
         try:
             data = base64.b64decode(image_base64, validate=True)
         except (ValueError, TypeError):
             raise Refused("image_base64 is not valid base64") from None
-        return store_upload(self.store(), user, data, filename=filename)
+        if description is not None:
+            description = validate_idea(description, get_settings().max_idea_chars, field="description")
+        return store_upload(self.store(), user, data, filename=filename, description=description)
 
 
 def _plausible_id(creation_id: Any) -> bool:
@@ -510,8 +511,10 @@ class McpHttp:
         from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
         settings = self.mcp.server.settings
+        from agent.webapp import body_limit
+
         manager = StreamableHTTPSessionManager(app=self.mcp.server._mcp_server, stateless=True, json_response=False,
-                                               security_settings=settings.transport_security)
+                                               security_settings=settings.transport_security, max_request_body_size=body_limit("/mcp"))
         async with manager.run():
             self.manager = manager
             try:

@@ -81,6 +81,17 @@ def max_body_bytes() -> int:
     return get_settings().api_max_body_bytes
 
 
+def body_limit(path: str) -> int:
+    """ATELIER_API_MAX_BODY_BYTES, except where a picture of the user's own is sent: POST /creations (the bytes) and
+    /mcp (base64 inside JSON: 4/3 of them), which take up to ATELIER_UPLOAD_MAX_BYTES."""
+    if path in ("/creations", "/mcp"):
+        from memory.settings import get_settings as memory_settings
+
+        picture = memory_settings().upload_max_bytes
+        return max(max_body_bytes(), (picture * 4 // 3 if path == "/mcp" else picture) + 64 * 1024)
+    return max_body_bytes()
+
+
 def _valid_user(value: Any, status: int = 400) -> str:
     try:
         return validate_user_id(value)
@@ -398,6 +409,51 @@ def export_creation_file(request: Request):
     return Response(result.data, media_type=result.mime, headers=headers)
 
 
+async def upload_creation(request: Request):
+    """Bring in a picture of your own.
+    ---
+    summary: Upload a picture as a creation
+    tags: [Atelier history]
+    description: >
+      The body is the picture's bytes (PNG, JPEG or WebP, told by its content; at most ATELIER_UPLOAD_MAX_BYTES and
+      ATELIER_UPLOAD_MAX_PIXELS). It is turned upright by its EXIF orientation, stripped of its metadata and kept as a
+      new creation of the caller's (its image's backend: `upload`), which becomes what they are working on: a run with
+      "make it 3D" in a new thread (or with `"image": {"creation_id": ID}` in its input) models it. The same as
+      `atelier create --image PATH --no-3d`.
+    parameters:
+      - {name: filename, in: query, required: false, schema: {type: string}}
+      - {name: description, in: query, required: false, schema: {type: string}, description: "what the picture shows"}
+      - {name: user_id, in: query, required: false, schema: {type: string}}
+    responses:
+      "201": {description: "the new creation, as GET /creations/{id} answers"}
+      "413": {description: "the body is larger than ATELIER_UPLOAD_MAX_BYTES"}
+      "422": {description: "not a PNG, JPEG or WebP picture, too many pixels, or unreadable (the message says which)"}
+    """
+    import asyncio
+
+    from memory.settings import get_settings as memory_settings
+    from memory.store import get_store
+    from memory.upload import store_upload
+
+    user, limit = request_user(request), memory_settings().upload_max_bytes
+    if (request.headers.get("content-type") or "").startswith(("multipart/", "application/x-www-form-urlencoded")):
+        raise HTTPException(415, "send the picture's bytes as the body (Content-Type: image/jpeg), not a form")
+    body = bytearray()
+    async for chunk in request.stream():  # a chunked body has no Content-Length for RequestGuard to check
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"the picture is larger than {limit} bytes (ATELIER_UPLOAD_MAX_BYTES)")
+    try:
+        description = request.query_params.get("description")
+        if description is not None:
+            description = validate_idea(description, get_settings().max_idea_chars, field="description")
+        view = await asyncio.to_thread(store_upload, get_store(), user, bytes(body), filename=request.query_params.get("filename"),
+                                       description=description)
+    except InvalidInput as exc:
+        raise HTTPException(422, str(exc)) from None
+    return JSONResponse(_creation_json(view), status_code=201)
+
+
 def time_bound(value: str | None, field: str) -> datetime | None:
     """?since= / ?until=: an ISO date or date-time (a date alone is that whole day, a time without an offset is
     UTC) or a time phrase recall understands ("yesterday", "last week", "3 days ago"): since = its start,
@@ -504,7 +560,7 @@ class RequestGuard:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
-            problem = self.check(scope.get("headers") or [])
+            problem = self.check(scope.get("headers") or [], scope.get("path") or "")
             if problem is not None:
                 status, detail = problem
                 response = JSONResponse({"detail": detail}, status_code=status)
@@ -512,7 +568,7 @@ class RequestGuard:
         return await self.app(scope, receive, send)
 
     @staticmethod
-    def check(headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+    def check(headers: list[tuple[bytes, bytes]], path: str = "") -> tuple[int, str] | None:
         users = [v for k, v in headers if k.lower() == USER_HEADER.encode()]
         if len(users) > 1:
             return 400, "X-Atelier-User was sent more than once"
@@ -522,14 +578,15 @@ class RequestGuard:
             except UnicodeDecodeError:
                 return 400, "X-Atelier-User is not valid UTF-8"
         lengths = [v for k, v in headers if k.lower() == b"content-length"]
-        limit = max_body_bytes()
+        limit = body_limit(path)
         if lengths:
             try:
                 length = int(lengths[-1])
             except ValueError:
                 return 400, "Content-Length is not a number"
             if length > limit:
-                return 413, f"request body is {length} bytes; the limit is {limit} (ATELIER_API_MAX_BODY_BYTES)"
+                setting = "ATELIER_UPLOAD_MAX_BYTES" if limit != max_body_bytes() else "ATELIER_API_MAX_BODY_BYTES"
+                return 413, f"request body is {length} bytes; the limit is {limit} ({setting})"
         return None
 
 
@@ -569,6 +626,7 @@ mcp_http = McpHttp(request_user)
 app = Starlette(lifespan=lifespan, middleware=[Middleware(RequestGuard)], routes=[
     Route("/assets/{sha256}", get_asset, methods=["GET", "HEAD"]),
     Route("/creations", list_creations, methods=["GET"]),
+    Route("/creations", upload_creation, methods=["POST"]),
     Route("/creations/{creation_id}", get_creation, methods=["GET"]),
     Route("/creations/{creation_id}", delete_creation, methods=["DELETE"]),
     Route("/creations/{creation_id}/export", export_creation_file, methods=["GET"]),

@@ -40,16 +40,19 @@ def validate_picture(data: bytes, *, max_bytes: int | None = None, max_pixels: i
         raise InvalidInput(FIELD, "is empty")
     if len(data) > max_bytes:
         raise InvalidInput(FIELD, f"is {len(data)} bytes; the limit is {max_bytes} (ATELIER_UPLOAD_MAX_BYTES)")
+    too_many = f"has more pixels than the limit of {max_pixels} (ATELIER_UPLOAD_MAX_PIXELS)"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             opened = Image.open(io.BytesIO(data), formats=list(FORMATS))
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # Pillow's own ceiling, from the header
+        raise InvalidInput(FIELD, too_many) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise InvalidInput(FIELD, "is not a PNG, JPEG or WebP image") from None
     with opened:
         kind, (width, height) = opened.format, opened.size
         if width * height > max_pixels:
-            raise InvalidInput(FIELD, f"is {width}x{height} pixels; the limit is {max_pixels} pixels (ATELIER_UPLOAD_MAX_PIXELS)")
+            raise InvalidInput(FIELD, f"is {width}x{height} pixels: it {too_many}")
         if min(width, height) < MIN_SIDE:
             raise InvalidInput(FIELD, f"is {width}x{height} pixels; each side must be at least {MIN_SIDE}")
         try:
@@ -94,6 +97,12 @@ def store_upload(store, user_id: str, data: bytes, *, filename: str | None = Non
     prompt = words or (f"uploaded picture {name}" if name else "uploaded picture")
     view = store.create(user_id=user_id, thread_id=thread_id, original_prompt=prompt, enhanced_prompt=prompt,
                         assets=[GeneratedAsset(kind="image", data=clean, mime=mime, backend="upload", metadata=facts)])
+    from .session import session_context
+
+    try:  # "make it 3D" in any of the user's threads now means this picture (memory/session.py)
+        session_context(store).working_on(user_id, view.id, "uploaded")
+    except Exception as exc:
+        log.warning("step=upload_session creation=%s status=failed reason=%s", view.id, exc)
     log.info("step=upload creation=%s user=%s format=%s size=%dx%d bytes=%d seconds=%.3f", view.id, user_id, facts["original_format"],
              facts["width"], facts["height"], len(clean), time.perf_counter() - started)
     return view
