@@ -249,7 +249,7 @@ def create_from_image(args) -> int:
 
     from agent.graph import build_graph
     from agent.settings import get_settings
-    from agent.uploads import picture_configurable, picture_turn
+    from agent.uploads import image_of, picture_configurable, picture_turn
     from memory.session import checkpointer
     from memory.settings import get_settings as memory_settings
     from memory.store import get_store
@@ -280,7 +280,7 @@ def create_from_image(args) -> int:
         config = {"configurable": configurable}
         graph = build_graph(checkpointer=checkpointer())
         progress = None if args.json or not sys.stderr.isatty() else _print_event
-        report = turn_report(run_turn(graph, None, config, on_event=progress, payload=picture_turn(view)), config)
+        report = turn_report(run_turn(graph, None, config, on_event=progress, payload=picture_turn(view.id, image_of(view))), config)
         report["creation_id"], report["upload"] = report.get("creation_id") or view.id, view.id
         report["original_prompt"] = report.get("original_prompt") or view.original_prompt
     if args.json:

@@ -307,7 +307,7 @@ class AtelierMCP:
             """Turn an image into a 3D model (GLB): a creation's image, or a picture you send. Returns the GLB."""
             async def work():
                 from agent.configuration import Configuration
-                from agent.uploads import picture_configurable, picture_turn
+                from agent.uploads import image_of, picture_configurable, picture_turn
 
                 user = self.user(ctx)
                 if (creation_id is None) == (image_base64 is None):
@@ -323,7 +323,7 @@ class AtelierMCP:
                     view = self.store().get(str(creation_id), user_id=user) if _plausible_id(creation_id) else None
                     if view is None or view.image is None:  # unknown, or someone else's: the same answer
                         raise Refused(f"there is no creation {shown(creation_id)} with an image for user {user!r}")
-                payload = picture_turn(view)  # its image is this new thread's image: "make it 3D" means it
+                payload = picture_turn(view.id, image_of(view))  # its image is this new thread's image: "make it 3D" means it
                 report = await self.run_graph(ctx, None, {"configurable": configurable}, 1, payload=payload)
                 report["creation_id"] = report.get("creation_id") or view.id
                 return self.creation_result(report, user)

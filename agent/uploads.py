@@ -14,14 +14,19 @@ from typing import Any
 MAKE_3D_REQUEST = "make it 3D"
 
 
-def picture_turn(view) -> dict[str, Any]:
-    """The graph input that turns `view`'s image (an upload, or any creation with an image) into a 3D model."""
-    from langchain_core.messages import HumanMessage
-
+def image_of(view) -> dict[str, Any]:
+    """A creation's image as the graph's state keeps it (tools._asset_dict)."""
     if view.image is None:
         raise ValueError(f"creation {view.id} has no image")
-    image = {**asdict(view.image), "creation_id": view.id}
-    return {"messages": [HumanMessage(MAKE_3D_REQUEST)], "image": image, "creation_id": view.id, "model": None}
+    return {**asdict(view.image), "creation_id": view.id}
+
+
+def picture_turn(creation_id: str, image: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The graph input that turns the creation's image into a 3D model. `image` is its state form (image_of); a
+    client of the API server, which has no server paths, sends {"creation_id": id} and the tool finds the rest. The
+    message is a plain dict so that a RemoteGraph sends it as it is."""
+    return {"messages": [{"role": "user", "content": MAKE_3D_REQUEST}], "image": image or {"creation_id": creation_id},
+            "creation_id": creation_id, "model": None}
 
 
 def picture_configurable(user: str, thread_id: str, seed: int | None = None) -> dict[str, Any]:
