@@ -65,3 +65,35 @@ def test_a_picture_attached_in_the_chat_becomes_a_3d_model(tmp_path, shots):
     assert view.image.backend == "upload" and view.model is not None and view.original_prompt == "uploaded picture mug.jpg"
     stored = Image.open(view.image.path)
     assert stored.size == (160, 240) and not stored.getexif() and b"PhoneMaker" not in open(view.image.path, "rb").read()
+
+
+def test_client_mode_the_picture_goes_to_the_api_server(tmp_path):
+    """With ATELIER_API_URL the picture is POSTed to the server's /creations and the run is the server's."""
+    from services import start_api
+
+    api = start_api(tmp_path / "api-data")
+    studio = h.Studio(tmp_path / "studio-data", env={"ATELIER_API_URL": api.url, "ATELIER_UI_USER": "remote-ui"})
+    driver = None
+    try:
+        studio.start(timeout=180)
+        driver = h.make_driver()
+        h.open_studio(driver, studio.url)
+        attach(driver, photo(tmp_path / "mug.jpg"))
+        h.send_message(driver, "a red mug on a white table")
+        h.wait_until(lambda: h.viewer_loaded(driver), 180, message=f"the 3D viewer\n{studio.log()[-3000:]}")
+        h.wait_idle(driver)
+        creation_id = driver.find_elements("css selector", "[data-atelier-creation]")[-1].get_attribute("data-atelier-creation")
+    finally:
+        if driver is not None:
+            driver.quit()
+        studio.stop()
+        api.stop()
+
+    from memory.settings import MemorySettings
+    from memory.store import MemoryStore
+
+    server = MemoryStore(MemorySettings(data_dir=tmp_path / "api-data"))
+    (view,) = server.list("remote-ui")
+    assert view.id == creation_id and view.image.backend == "upload" and view.status == "complete"
+    assert view.original_prompt == "a red mug on a white table"
+    assert not list((tmp_path / "studio-data").glob("assets/*/*"))  # nothing kept by the studio itself
