@@ -614,8 +614,12 @@ def cmd_export(args) -> int:
 def cmd_mcp(args) -> int:
     """`atelier mcp`: Atelier's MCP server on stdin/stdout (agent/mcp_server.py); stdout carries only the protocol."""
     from agent.mcp_server import run_stdio
+    from memory.validation import InvalidInput
 
-    return run_stdio(_user(args.user) if args.user is not None else None)
+    try:
+        return run_stdio(_user(args.user) if args.user is not None else None)
+    except InvalidInput as exc:  # ATELIER_MCP_USER breaks the user-id rule
+        raise UsageError(str(exc)) from None
 
 
 COMMANDS = {"eval": cmd_eval, "create": cmd_create, "recall": cmd_recall, "forget": cmd_forget, "transcribe": cmd_transcribe, "reindex": cmd_reindex,

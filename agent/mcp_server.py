@@ -9,6 +9,7 @@ Tools (annotations say which only read and which destroy):
     create(idea, make_3d, enhance, size, seed, steps)    the real graph through agent/run.py's run loop, as the CLI
     make_3d(creation_id | image_base64)                   the image → 3D step on a creation, or on a picture sent
     recall(query, limit) · get_creation(creation_id) · list_creations(q, since, until, limit, offset) · forget(id)
+    export(creation_id, format, size_mm)                  the model as glb/obj/stl/3mf/ply (tools/export.py)
 A creation comes back as a short text, the picture as image content (at most PICTURE_MAX_SIDE px and
 PICTURE_MAX_BYTES), the GLB embedded (model/gltf-binary) or, when large, as a resource link, and its ids in
 structuredContent. Resources: atelier://creations/{id} (JSON), …/image, …/model. Progress notifications follow the
@@ -421,6 +422,38 @@ class AtelierMCP:
                         f"(used by other creations), {result['remixes_orphaned']} remix(es) now without a parent")
                 return text_result(text, result)
             return await self.guarded("forget", work)
+
+        @server.tool(name="export", title="Export a 3D model", annotations=READ_ONLY, structured_output=False)
+        async def export(
+            creation_id: Annotated[str, Field(description="The creation whose 3D model to export.")],
+            format: Annotated[str, Field(description="glb | obj | stl | 3mf | ply (stl/3mf for a slicer; usdz is not offered).")],
+            ctx: Context,
+            size_mm: Annotated[float | None, Field(description="Largest dimension in millimetres (stl/3mf default 100).")] = None,
+        ) -> types.CallToolResult:
+            """A creation's 3D model as a file for a slicer, Blender or another viewer (tools/export.py), embedded in the result."""
+            async def work():
+                from tools.export import ExportError, export_creation
+
+                user = self.user(ctx)
+                if not _plausible_id(creation_id):
+                    raise Refused(f"no creation {shown(creation_id)} for user {user!r}")
+                try:
+                    result = await asyncio.to_thread(export_creation, self.store(), creation_id, user, format, size_mm)
+                except LookupError:
+                    raise Refused(f"no creation {shown(creation_id)} for user {user!r}") from None
+                except ExportError as exc:
+                    raise Refused(str(exc)) from None
+                if len(result.data) > MODEL_EMBED_MAX_BYTES:
+                    raise Refused(f"the {result.facts['format']} file is {len(result.data)} bytes, too large to embed; "
+                                  f"use `atelier export` or GET /creations/{creation_id}/export")
+                uri = creation_uri(creation_id, f"export.{result.facts['format']}")
+                facts = result.facts
+                text = (f"{creation_id}{result.extension}: {facts['format'].upper()}, {facts['bytes']} bytes"
+                        + (f", {facts['size_mm']:g} mm" if facts.get("size_mm") else "")
+                        + ("" if facts.get("watertight") in (None, True) else ", NOT watertight (a slicer may need to repair it)"))
+                blob = types.BlobResourceContents(uri=uri, mimeType=result.mime, blob=base64.b64encode(result.data).decode())
+                return text_result(text, facts, [types.EmbeddedResource(type="resource", resource=blob)])
+            return await self.guarded("export", work)
 
         # -- resources ---------------------------------------------------------------------------------------
         @server.resource(URI_PREFIX + "{creation_id}", name="creation", mime_type="application/json",

@@ -23,7 +23,7 @@ from services import ROOT, atelier_env, start_api
 
 pytestmark = pytest.mark.timeout(300)
 
-TOOLS = {"create", "make_3d", "recall", "get_creation", "list_creations", "forget"}
+TOOLS = {"create", "make_3d", "recall", "get_creation", "list_creations", "forget", "export"}
 
 
 def stdio_params(data_dir, **env) -> StdioServerParameters:
@@ -102,6 +102,13 @@ async def test_stdio_tools_create_resources_recall_make_3d_forget(tmp_path):
             glb_mesh(base64.b64decode(model.blob))
             about = (await session.read_resource(f"atelier://creations/{kite}")).contents[0]
             assert '"original_prompt": "a red kite over a green hill"' in about.text
+
+            stl = await session.call_tool("export", {"creation_id": kite, "format": "stl", "size_mm": 60})
+            assert not stl.isError and stl.structuredContent["watertight"] is True
+            printed = trimesh.load(io.BytesIO(base64.b64decode(stl.content[1].resource.blob)), file_type="stl")
+            assert stl.content[1].resource.mimeType == "model/stl" and max(printed.extents) == pytest.approx(60, abs=0.01)
+            usdz = await session.call_tool("export", {"creation_id": kite, "format": "usdz"})
+            assert usdz.isError and "USDZ is not offered" in usdz.content[0].text
 
             recalled = await session.call_tool("recall", {"query": "the kite I made today"})
             assert not recalled.isError and recalled.structuredContent["creations"][0]["id"] == kite
@@ -189,7 +196,7 @@ async def test_http_two_users_isolated(api):
     assert steps and steps[-1] == 2
 
     for name, args in (("get_creation", {"creation_id": teapot}), ("forget", {"creation_id": teapot}),
-                       ("make_3d", {"creation_id": teapot})):
+                       ("make_3d", {"creation_id": teapot}), ("export", {"creation_id": teapot, "format": "glb"})):
         refused = await call(api, "bob-token", name, args)
         assert refused.isError and "teapot" not in str(refused.model_dump()), (name, refused.content[0].text)
     with pytest.raises(Exception) as raised:  # a resource of alice's, asked for by bob: an MCP error
