@@ -143,6 +143,24 @@ def parse_size(size: str) -> tuple[int, int]:
 
 
 # -- the server -------------------------------------------------------------------------------------------------
+class _FastMCP(FastMCP):
+    """FastMCP, with arguments that break a tool's schema answered in one line per argument ("seed: Input should be
+    a valid integer") instead of pydantic's report with its documentation links."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]):
+        from mcp.server.fastmcp.exceptions import ToolError
+        from pydantic import ValidationError
+
+        try:
+            return await super().call_tool(name, arguments)
+        except ToolError as exc:
+            if not isinstance(exc.__cause__, ValidationError):
+                raise
+            problems = [f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}" for e in exc.__cause__.errors()]
+            log.info("step=mcp_%s status=refused reason=%s", name, "; ".join(problems))
+            return error_result(f"{name}: " + "; ".join(problems))
+
+
 class AtelierMCP:
     """The tools and resources, over whatever transport; `user_of(ctx)` says whose memory a request reads and writes."""
 
@@ -156,7 +174,7 @@ class AtelierMCP:
             security = TransportSecuritySettings(
                 enable_dns_rebinding_protection="*" not in allowed_hosts, allowed_hosts=allowed_hosts,
                 allowed_origins=[f"http://{h}" for h in allowed_hosts] + [f"https://{h}" for h in allowed_hosts])
-        self.server = FastMCP(
+        self.server = _FastMCP(
             "atelier",
             instructions="Atelier turns ideas into images and 3D models (GLB) and remembers them per user. Use `create` "
                          "for a new idea, `make_3d` for a 3D model of an existing creation or a picture, `recall` / "

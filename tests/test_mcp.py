@@ -133,10 +133,11 @@ async def test_stdio_tools_create_resources_recall_make_3d_forget(tmp_path):
                                 ({"idea": "   "}, "the idea is empty"),
                                 ({"idea": "x", "seed": -1}, "seed must be between 0"),
                                 ({"idea": "x", "steps": 5000}, "steps must be between 1 and 200"),
-                                ({}, "idea"), ({"idea": 5}, "idea")):
+                                ({}, "create: idea: Field required"), ({"idea": 5}, "create: idea: Input should be a valid string"),
+                                ({"idea": "x", "seed": "seven"}, "seed: Input should be a valid integer")):
                 refused = await session.call_tool("create", args)
                 assert refused.isError and words in refused.content[0].text, (args, refused.content[0].text)
-                assert "Traceback" not in refused.content[0].text
+                assert "Traceback" not in refused.content[0].text and "pydantic.dev" not in refused.content[0].text
             for args, words in (({}, "exactly one of creation_id or image_base64"),
                                 ({"creation_id": "nope"}, "there is no creation 'nope' with an image"),
                                 ({"image_base64": "not base64!"}, "not valid base64"),
