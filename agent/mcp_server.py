@@ -278,7 +278,9 @@ class AtelierMCP:
                       "backends": report.get("backends"), "tool_calls": report.get("tool_calls"), "seconds": report.get("seconds"),
                       "uri": creation_uri(view.id), "image": creation_uri(view.id, "image") if view.image else None,
                       "model": creation_uri(view.id, "model") if view.model else None}
-        return text_result("\n".join(lines), structured, creation_blocks(view))
+        result = text_result("\n".join(lines), structured, creation_blocks(view))
+        result.isError = failed  # a step failed (the 3D one, say): what was made still comes back, flagged
+        return result
 
     def _register(self) -> None:  # noqa: C901 (one closure per tool keeps each tool's schema beside its code)
         server, settings = self.server, get_settings()

@@ -218,3 +218,16 @@ async def test_http_two_users_isolated(api):
     assert stl.status_code == 200 and stl.headers["x-atelier-watertight"] == "true"
     assert max(trimesh.load(io.BytesIO(stl.content), file_type="stl").extents) == pytest.approx(50, abs=0.01)
     assert httpx.get(f"{api.url}/creations/{teapot}/export", params={"format": "stl"}, headers=bob, timeout=60).status_code == 404
+
+
+async def test_a_failed_3d_step_is_a_tool_error_that_still_shows_the_picture(tmp_path):
+    # no Hunyuan3D weights in an empty models dir: the only 3D backend fails, as it would on a box without them
+    env = {"ATELIER_MODEL_BACKENDS": "hunyuan3d", "ATELIER_MODELS_DIR": str(tmp_path / "no-models")}
+    async with stdio_client(stdio_params(tmp_path / "data", **env)) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        result = await session.call_tool("create", {"idea": "a brass owl", "enhance": False})
+    assert result.isError
+    text = result.content[0].text
+    assert "Sorry — image_to_3d failed" in text and "Traceback" not in text, text
+    assert [c.type for c in result.content] == ["text", "image"]  # the picture that was made, no model
+    assert result.structuredContent["status"] == "failed" and result.structuredContent["model"] is None
