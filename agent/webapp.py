@@ -3,7 +3,10 @@
 langgraph.json points the server here:
     "auth": {"path": "agent.webapp:auth"}           who is calling, and which threads they may touch
     "http": {"app": "agent.webapp:app", ...}       GET /assets/{sha256}, GET /creations[/{id}], DELETE /creations/{id},
-                                                   GET /atelier/health (documented in /openapi.json)
+                                                   POST /creations (a picture), GET /creations/{id}/export,
+                                                   GET /atelier/health (documented in /openapi.json), and /mcp:
+                                                   Atelier's MCP server (agent/mcp_server.py; "disable_mcp" turns
+                                                   langgraph-api's own off)
 
 Identity (see docs/deployment.md):
   * ATELIER_API_KEYS="alice:token1,bob:token2" set: every request needs `Authorization: Bearer <token>`; the
