@@ -60,7 +60,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
 
     create = sub.add_parser("create", help="run the agent once for a request")
-    create.add_argument("idea", help="the request (use - to read it from stdin)")
+    create.add_argument("idea", nargs="?", help="the request (use - to read it from stdin); with --image, what the picture shows")
     create.add_argument("--user", default="local")
     create.add_argument("--thread", help="continue this conversation (default: a new thread)")
     create.add_argument("--json", action="store_true", help="print one JSON object")
@@ -70,6 +70,7 @@ def build_parser() -> Parser:
     create.add_argument("--review", action="store_true", help="pause to accept or edit the enhanced prompt")
     create.add_argument("--size", default="512x512", help="image size WxH")
     create.add_argument("--seed", type=int)
+    create.add_argument("--image", help="a picture of your own (PNG, JPEG, WebP): kept as a creation (source upload) and made into 3D")
 
     recall = sub.add_parser("recall", help="search your creations by meaning and time")
     recall.add_argument("query")
@@ -99,6 +100,17 @@ def build_parser() -> Parser:
     serve = sub.add_parser("serve", help="run the LangGraph API server")
     serve.add_argument("--port", type=int, default=2024)
     serve.add_argument("--host", default="127.0.0.1")
+
+    export = sub.add_parser("export", help="write a creation's 3D model as glb, obj, stl, 3mf or ply (for a slicer, Blender, a phone)")
+    export.add_argument("creation_id")
+    export.add_argument("--format", required=True, help="glb | obj | stl | 3mf | ply (usdz is not offered: the error says why)")
+    export.add_argument("--size-mm", type=float, help="largest dimension in millimetres (stl/3mf default 100)")
+    export.add_argument("--out", help="file or folder to write (default ./<id>.<format>)")
+    export.add_argument("--user", default="local")
+    export.add_argument("--json", action="store_true")
+
+    mcp = sub.add_parser("mcp", help="serve Atelier's tools to an MCP client (Claude Desktop, VS Code) over stdio")
+    mcp.add_argument("--user", help="whose memory the tools use (default ATELIER_MCP_USER, else 'local')")
 
     sub.add_parser("node", help="serve a local backend as an Openfabric app (see `atelier node --help`)", add_help=False)
 
@@ -201,6 +213,10 @@ from agent.run import run_turn, turn_decisions, turn_report  # noqa: E402,F401
 def cmd_create(args) -> int:
     from agent.settings import get_settings
 
+    if args.image is not None:
+        return create_from_image(args)
+    if args.idea is None:
+        raise UsageError("the idea is missing (or give a picture with --image PATH)")
     settings = get_settings()
     idea = validate_idea(_read_idea(args.idea), settings.max_idea_chars)
     width, height = _size(args.size)
@@ -236,6 +252,55 @@ def cmd_create(args) -> int:
         if stored is not None:
             report["original_prompt"] = report["original_prompt"] or stored.original_prompt
             report["enhanced_prompt"] = report["enhanced_prompt"] or stored.enhanced_prompt
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        print(report["reply"])
+        print(f"(thread {thread})", file=sys.stderr)
+    return 0
+
+
+def create_from_image(args) -> int:
+    """`atelier create --image PATH ["what it shows"]`: the picture validated and kept as a creation of its own
+    (memory/upload.py), then the graph's image → 3D step on it (agent/uploads.py), unless --no-3d."""
+    from pathlib import Path
+
+    from agent.graph import build_graph
+    from agent.settings import get_settings
+    from agent.uploads import image_of, picture_configurable, picture_turn
+    from memory.session import checkpointer
+    from memory.settings import get_settings as memory_settings
+    from memory.store import get_store
+    from memory.upload import store_upload
+    from memory.validation import InvalidInput, validate_thread_id
+
+    user = _user(args.user)
+    description = validate_idea(_read_idea(args.idea), get_settings().max_idea_chars) if args.idea else None
+    path, limit = Path(args.image), memory_settings().upload_max_bytes
+    if not path.is_file():
+        raise UsageError(f"--image {args.image} is not a file")
+    if path.stat().st_size > limit:
+        raise UsageError(f"--image is {path.stat().st_size} bytes; the limit is {limit} (ATELIER_UPLOAD_MAX_BYTES)")
+    try:
+        thread = validate_thread_id(args.thread, "--thread") if args.thread is not None else uuid.uuid4().hex
+    except InvalidInput as exc:
+        raise UsageError(str(exc)) from None
+    configurable = picture_configurable(user, thread, args.seed)
+    _checked_configuration(configurable)  # before anything is stored
+    try:
+        view = store_upload(get_store(), user, path.read_bytes(), filename=path.name, description=description, thread_id=thread)
+    except InvalidInput as exc:
+        raise UsageError(str(exc)) from None
+    if args.no_3d:
+        report = {"creation_id": view.id, "thread_id": thread, "user_id": user, "original_prompt": view.original_prompt,
+                  "image": view.image.path, "model": None, "upload": view.id, "reply": f"Kept your picture as creation {view.id}."}
+    else:
+        config = {"configurable": configurable}
+        graph = build_graph(checkpointer=checkpointer())
+        progress = None if args.json or not sys.stderr.isatty() else _print_event
+        report = turn_report(run_turn(graph, None, config, on_event=progress, payload=picture_turn(view.id, image_of(view))), config)
+        report["creation_id"], report["upload"] = report.get("creation_id") or view.id, view.id
+        report["original_prompt"] = report.get("original_prompt") or view.original_prompt
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
     else:
@@ -546,9 +611,72 @@ def cmd_serve(args) -> int:
     return serve(args.host, args.port)
 
 
-MAKING_COMMANDS = {"create", "chat", "serve", "setup", "eval"}  # those that may run a backend: their lists are checked at start
+def cmd_export(args) -> int:
+    """`atelier export ID --format stl --size-mm 80`: tools/export.py on the user's creation, written atomically."""
+    import tempfile
+    from pathlib import Path
+
+    from memory.store import get_store
+    from tools.export import ExportError, check_format, check_size_mm, export_creation
+
+    user = _user(args.user)
+    try:
+        fmt, size_mm = check_format(args.format), check_size_mm(args.size_mm)
+    except ExportError as exc:
+        raise UsageError(str(exc)) from None
+    if not re.fullmatch(r"[A-Za-z0-9]{1,64}", args.creation_id):
+        print(f"atelier: error: no creation {args.creation_id!r} for user {user!r}", file=sys.stderr)
+        return 1
+    try:
+        result = export_creation(get_store(), args.creation_id, user, fmt, size_mm)
+    except LookupError as exc:  # unknown, or another user's
+        print(f"atelier: error: {exc}", file=sys.stderr)
+        return 1
+    except ExportError as exc:
+        print(f"atelier: error: {exc}", file=sys.stderr)
+        return 1
+    out = Path(args.out) if args.out else Path.cwd()
+    if out.is_dir():
+        out = out / f"{args.creation_id}{result.extension}"
+    if not out.parent.is_dir():
+        raise UsageError(f"--out: the folder {str(out.parent)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".atelier-export-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(result.data)
+        os.replace(tmp, out)  # a reader never sees half a file
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    facts = {**result.facts, "path": str(out.resolve())}
+    if args.json:
+        print(json.dumps(facts, ensure_ascii=False))
+    else:
+        size = f", {facts['size_mm']:g} mm" if facts.get("size_mm") else ""
+        faces = f", {facts['faces']} triangles" if facts.get("faces") else ""
+        print(f"wrote {out} ({fmt.upper()}{size}{faces}, {facts['bytes']} bytes)")
+    if facts.get("watertight") is False:
+        print("atelier: warning: the mesh is not watertight even after filling holes; a slicer may need to repair it", file=sys.stderr)
+    return 0
+
+
+def cmd_mcp(args) -> int:
+    """`atelier mcp`: Atelier's MCP server on stdin/stdout (agent/mcp_server.py); stdout carries only the protocol."""
+    from agent.mcp_server import run_stdio
+    from memory.validation import InvalidInput
+
+    try:
+        return run_stdio(_user(args.user) if args.user is not None else None)
+    except InvalidInput as exc:  # ATELIER_MCP_USER breaks the user-id rule
+        raise UsageError(str(exc)) from None
+
+
+MAKING_COMMANDS = {"create", "chat", "serve", "setup", "eval", "mcp"}  # those that may run a backend: their lists are checked at start
+
+
 COMMANDS = {"eval": cmd_eval, "create": cmd_create, "recall": cmd_recall, "forget": cmd_forget, "transcribe": cmd_transcribe, "reindex": cmd_reindex,
-            "setup": cmd_setup, "chat": cmd_chat, "serve": cmd_serve, "models": cmd_models}
+            "setup": cmd_setup, "chat": cmd_chat, "serve": cmd_serve, "models": cmd_models,
+            "mcp": cmd_mcp, "export": cmd_export}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -32,6 +32,12 @@ class AgentSettings(LayerSettings):
     runtime_edition: str = Field("inmem", validation_alias=AliasChoices("LANGGRAPH_RUNTIME_EDITION"),
                                  description="The LangGraph runtime the API server runs (the server's own LANGGRAPH_RUNTIME_EDITION).")
 
+    # Atelier's MCP server (agent/mcp_server.py)
+    mcp_user: str = Field("local", description="Whose memory `atelier mcp` (stdio) reads and writes; over HTTP (/mcp in "
+                          "`atelier serve`) the caller's API identity is used instead.")
+    mcp_allowed_hosts: str = Field("", description="Host header values /mcp answers besides loopback, 'api:*,atelier.example.com' "
+                                   "(DNS-rebinding protection); '*' = any.")
+
     @property
     def api_admin_set(self) -> frozenset[str]:
         return frozenset(u.strip() for u in self.api_admins.split(",") if u.strip())

@@ -3,7 +3,10 @@
 langgraph.json points the server here:
     "auth": {"path": "agent.webapp:auth"}           who is calling, and which threads they may touch
     "http": {"app": "agent.webapp:app", ...}       GET /assets/{sha256}, GET /creations[/{id}], DELETE /creations/{id},
-                                                   GET /atelier/health (documented in /openapi.json)
+                                                   POST /creations (a picture), GET /creations/{id}/export,
+                                                   GET /atelier/health (documented in /openapi.json), and /mcp:
+                                                   Atelier's MCP server (agent/mcp_server.py; "disable_mcp" turns
+                                                   langgraph-api's own off)
 
 Identity (see docs/deployment.md):
   * ATELIER_API_KEYS="alice:token1,bob:token2" set: every request needs `Authorization: Bearer <token>`; the
@@ -37,7 +40,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from agent.settings import AgentSettings, get_settings
@@ -79,6 +82,17 @@ def admins() -> frozenset[str]:
 
 def max_body_bytes() -> int:
     return get_settings().api_max_body_bytes
+
+
+def body_limit(path: str) -> int:
+    """ATELIER_API_MAX_BODY_BYTES, except where a picture of the user's own is sent: POST /creations (the bytes) and
+    /mcp (base64 inside JSON: 4/3 of them), which take up to ATELIER_UPLOAD_MAX_BYTES."""
+    if path in ("/creations", "/mcp"):
+        from memory.settings import get_settings as memory_settings
+
+        picture = memory_settings().upload_max_bytes
+        return max(max_body_bytes(), (picture * 4 // 3 if path == "/mcp" else picture) + 64 * 1024)
+    return max_body_bytes()
 
 
 def _valid_user(value: Any, status: int = 400) -> str:
@@ -362,6 +376,87 @@ def delete_creation(request: Request):
     return JSONResponse(result)
 
 
+def export_creation_file(request: Request):
+    """Download one of the caller's 3D models in another format.
+    ---
+    summary: Export a creation's 3D model
+    tags: [Atelier history]
+    description: >
+      The creation's GLB as glb, obj, stl, 3mf or ply (tools/export.py; usdz is refused with the reason). STL and 3MF
+      are Z-up, on the bed, scaled so the largest dimension is `size_mm` millimetres (default 100) and checked
+      watertight (header X-Atelier-Watertight). The same as `atelier export ID --format F --size-mm N`.
+    parameters:
+      - {name: creation_id, in: path, required: true, schema: {type: string}}
+      - {name: format, in: query, required: false, schema: {type: string, enum: [glb, obj, stl, 3mf, ply, usdz], default: glb}}
+      - {name: size_mm, in: query, required: false, schema: {type: number, minimum: 1, maximum: 10000}}
+      - {name: user_id, in: query, required: false, schema: {type: string}}
+    responses:
+      "200": {description: "the file, as an attachment named <id>.<format>"}
+      "404": {description: "no such creation for this user"}
+      "422": {description: "an unknown format, a size out of range, or a creation without a 3D model (the message says which)"}
+    """
+    from memory.store import get_store
+    from tools.export import ExportError, export_creation
+
+    user, creation_id = request_user(request), _creation_id(request)
+    try:
+        result = export_creation(get_store(), creation_id, user, request.query_params.get("format") or "glb",
+                                 request.query_params.get("size_mm"))
+    except LookupError:
+        raise HTTPException(404, "no such creation") from None
+    except ExportError as exc:
+        raise HTTPException(422, str(exc)) from None
+    headers = {"Content-Disposition": f'attachment; filename="{creation_id}{result.extension}"', "Cache-Control": "private, no-store"}
+    if "watertight" in result.facts:
+        headers["X-Atelier-Watertight"] = str(result.facts["watertight"]).lower()
+    return Response(result.data, media_type=result.mime, headers=headers)
+
+
+async def upload_creation(request: Request):
+    """Bring in a picture of your own.
+    ---
+    summary: Upload a picture as a creation
+    tags: [Atelier history]
+    description: >
+      The body is the picture's bytes (PNG, JPEG or WebP, told by its content; at most ATELIER_UPLOAD_MAX_BYTES and
+      ATELIER_UPLOAD_MAX_PIXELS). It is turned upright by its EXIF orientation, stripped of its metadata and kept as a
+      new creation of the caller's (its image's backend: `upload`), which becomes what they are working on: a run with
+      "make it 3D" in a new thread (or with `"image": {"creation_id": ID}` in its input) models it. The same as
+      `atelier create --image PATH --no-3d`.
+    parameters:
+      - {name: filename, in: query, required: false, schema: {type: string}}
+      - {name: description, in: query, required: false, schema: {type: string}, description: "what the picture shows"}
+      - {name: user_id, in: query, required: false, schema: {type: string}}
+    responses:
+      "201": {description: "the new creation, as GET /creations/{id} answers"}
+      "413": {description: "the body is larger than ATELIER_UPLOAD_MAX_BYTES"}
+      "422": {description: "not a PNG, JPEG or WebP picture, too many pixels, or unreadable (the message says which)"}
+    """
+    import asyncio
+
+    from memory.settings import get_settings as memory_settings
+    from memory.store import get_store
+    from memory.upload import store_upload
+
+    user, limit = request_user(request), memory_settings().upload_max_bytes
+    if (request.headers.get("content-type") or "").startswith(("multipart/", "application/x-www-form-urlencoded")):
+        raise HTTPException(415, "send the picture's bytes as the body (Content-Type: image/jpeg), not a form")
+    body = bytearray()
+    async for chunk in request.stream():  # a chunked body has no Content-Length for RequestGuard to check
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"the picture is larger than {limit} bytes (ATELIER_UPLOAD_MAX_BYTES)")
+    try:
+        description = request.query_params.get("description")
+        if description is not None:
+            description = validate_idea(description, get_settings().max_idea_chars, field="description")
+        view = await asyncio.to_thread(store_upload, get_store(), user, bytes(body), filename=request.query_params.get("filename"),
+                                       description=description)
+    except InvalidInput as exc:
+        raise HTTPException(422, str(exc)) from None
+    return JSONResponse(_creation_json(view), status_code=201)
+
+
 def time_bound(value: str | None, field: str) -> datetime | None:
     """?since= / ?until=: an ISO date or date-time (a date alone is that whole day, a time without an offset is
     UTC) or a time phrase recall understands ("yesterday", "last week", "3 days ago"): since = its start,
@@ -468,7 +563,7 @@ class RequestGuard:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
-            problem = self.check(scope.get("headers") or [])
+            problem = self.check(scope.get("headers") or [], scope.get("path") or "")
             if problem is not None:
                 status, detail = problem
                 response = JSONResponse({"detail": detail}, status_code=status)
@@ -476,7 +571,7 @@ class RequestGuard:
         return await self.app(scope, receive, send)
 
     @staticmethod
-    def check(headers: list[tuple[bytes, bytes]]) -> tuple[int, str] | None:
+    def check(headers: list[tuple[bytes, bytes]], path: str = "") -> tuple[int, str] | None:
         users = [v for k, v in headers if k.lower() == USER_HEADER.encode()]
         if len(users) > 1:
             return 400, "X-Atelier-User was sent more than once"
@@ -486,14 +581,15 @@ class RequestGuard:
             except UnicodeDecodeError:
                 return 400, "X-Atelier-User is not valid UTF-8"
         lengths = [v for k, v in headers if k.lower() == b"content-length"]
-        limit = max_body_bytes()
+        limit = body_limit(path)
         if lengths:
             try:
                 length = int(lengths[-1])
             except ValueError:
                 return 400, "Content-Length is not a number"
             if length > limit:
-                return 413, f"request body is {length} bytes; the limit is {limit} (ATELIER_API_MAX_BODY_BYTES)"
+                setting = "ATELIER_UPLOAD_MAX_BYTES" if limit != max_body_bytes() else "ATELIER_API_MAX_BODY_BYTES"
+                return 413, f"request body is {length} bytes; the limit is {limit} ({setting})"
         return None
 
 
@@ -519,15 +615,26 @@ async def lifespan(_app):
         await asyncio.to_thread(get_store)
     except Exception as exc:  # the server still starts; the store opens (and recovers) on first use
         log.warning("step=startup_recover status=failed reason=%s", exc)
-    yield
+    async with mcp_http.running():  # Atelier's MCP server at /mcp (agent/mcp_server.py)
+        yield
+
+
+# Atelier's own MCP server (streamable HTTP) at /mcp, in place of langgraph-api's generic one (langgraph.json
+# http.disable_mcp): the caller is who request_user() says, as for /creations.
+from agent.mcp_server import McpHttp  # noqa: E402
+
+mcp_http = McpHttp(request_user)
 
 
 app = Starlette(lifespan=lifespan, middleware=[Middleware(RequestGuard)], routes=[
     Route("/assets/{sha256}", get_asset, methods=["GET", "HEAD"]),
     Route("/creations", list_creations, methods=["GET"]),
+    Route("/creations", upload_creation, methods=["POST"]),
     Route("/creations/{creation_id}", get_creation, methods=["GET"]),
     Route("/creations/{creation_id}", delete_creation, methods=["DELETE"]),
+    Route("/creations/{creation_id}/export", export_creation_file, methods=["GET"]),
     Route("/atelier/health", health, methods=["GET"]),
+    Route("/mcp", mcp_http, methods=["GET", "POST", "DELETE"]),
 ])
 
 

@@ -21,7 +21,7 @@ from .settings import MemorySettings, get_settings
 class WorkingOn:
     """What a user was working on a moment ago: the creation, how it got there, and what their last recall found."""
     creation_id: str
-    reason: str  # made | modelled | recalled
+    reason: str  # made | modelled | recalled | uploaded
     recalled: tuple[str, ...]  # the last recall's creation ids, best first (pending references: "the second one")
     age_seconds: float
 

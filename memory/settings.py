@@ -20,6 +20,10 @@ class MemorySettings(LayerSettings):
                                           "noticed at once).")
     recall_exact_limit: int = Field(150000, ge=0, description="A user with at most this many vectors is searched exactly "
                                     "(numpy over their vectors), above it through Chroma's HNSW index (memory/vectors.py).")
+    upload_max_bytes: int = Field(20_000_000, ge=1, description="Largest picture a user may bring in (CLI --image, MCP make_3d, "
+                                  "the studio); larger is refused before it is decoded.")
+    upload_max_pixels: int = Field(40_000_000, ge=1, description="Most pixels (width x height) an uploaded picture may have "
+                                   "(decompression bombs are refused before decoding).")
 
     @field_validator("chroma_url")
     @classmethod

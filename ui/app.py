@@ -227,12 +227,56 @@ HELP = """**Atelier** turns ideas into images and 3D models, and remembers them.
 - Ask for the past: “the castle from last week”, or **/recall** dragons from last week.
 - Remix: “like before, but with wings” — or press **Remix** on any card.
 - **/history** browses your creations; **/3d** turns the latest image into a model.
+- Drop or attach a picture of your own (“make this 3D”): it is kept as a creation and turned into a 3D model.
 - The microphone button takes your voice; the settings panel has backends, size, seed, enhance, auto-3D and prompt review."""
+
+
+async def handle_picture(element, text: str) -> None:
+    """A picture dropped or attached in the chat ("make this 3D"): kept as a creation of the user's (source
+    upload: validated, upright, metadata stripped) and made into a 3D model by the graph's image → 3D step. The
+    message's words are kept as what the picture shows."""
+    from agent.uploads import MAKE_3D_REQUEST, picture_turn
+    from memory.validation import clean_bounded
+    from ui.runner import PictureRefused, upload_picture
+
+    limit = memory_settings().upload_max_bytes
+    path = Path(getattr(element, "path", None) or "")
+    size = path.stat().st_size if path.is_file() else len(getattr(element, "content", None) or b"")
+    if size > limit:
+        return await cl.Message(content=f"That picture is {size} bytes; the limit is {limit}.", author=AUTHOR).send()
+    data = path.read_bytes() if path.is_file() else bytes(getattr(element, "content", None) or b"")
+    from agent.router import cue_intent
+
+    words = clean_bounded(text or "", agent_settings().max_idea_chars, "the message") or None
+    if words and cue_intent(words) == "to_3d":  # "make this 3D" asks for the model; it does not say what the picture shows
+        words = None
+    user, thread_id = current_user(), cl.context.session.thread_id
+    try:
+        creation_id, image = await in_thread(upload_picture, user, data, getattr(element, "name", None), words, thread_id)
+    except PictureRefused as exc:
+        return await cl.Message(content=f"I can't use that picture: {exc}.", author=AUTHOR).send()
+    log.info("step=studio_upload user=%s creation=%s bytes=%d", user, creation_id, len(data))
+    configurable, problems = settings_panel.to_configurable(current_settings())
+    for problem in problems:
+        await cl.context.emitter.send_toast(problem.capitalize(), "warning")
+    configurable = {**configurable, "decision_policy": "router", "enhance": False, "auto_3d": True}
+    await Turn(user, thread_id, configurable, author=AUTHOR).run(MAKE_3D_REQUEST, payload=picture_turn(creation_id, image))
+
+
+def _picture(message: cl.Message):
+    """The first picture attached to the message, if any (Chainlit's spontaneous file upload)."""
+    for element in getattr(message, "elements", None) or []:
+        mime = getattr(element, "mime", None) or ""
+        if mime.startswith("image/") or getattr(element, "type", None) == "image":
+            return element
+    return None
 
 
 @cl.on_message
 async def _on_message(message: cl.Message):
     try:
+        if (picture := _picture(message)) is not None:
+            return await handle_picture(picture, message.content)
         await handle_text(message.content, getattr(message, "command", None) or None)
     except Exception as exc:  # the promise: no stack traces in the chat
         log.warning("step=message status=failed reason=%s", exc, exc_info=True)

@@ -83,6 +83,40 @@ def ensure_remote_thread(user: str, thread_id: str) -> dict:
                                             metadata={"user_id": user, "source": "studio"})
 
 
+class PictureRefused(ValueError):
+    """A picture the studio could not take; the message says why (memory/upload.py's rules)."""
+
+
+def upload_picture(user: str, data: bytes, filename: str | None, description: str | None, thread_id: str) -> tuple[str, dict]:
+    """Keep a picture the user dropped in the chat as a creation of theirs: (creation id, its image in the graph's
+    state form). In-process: memory/upload.py on the local store; client mode: POST /creations on the API server."""
+    if api_url() is None:
+        from agent.uploads import image_of
+        from memory.store import get_store
+        from memory.upload import store_upload
+        from memory.validation import InvalidInput
+
+        try:
+            view = store_upload(get_store(), user, data, filename=filename, description=description, thread_id=thread_id)
+        except InvalidInput as exc:
+            raise PictureRefused(str(exc)) from None
+        return view.id, image_of(view)
+    params = {k: v for k, v in (("filename", filename), ("description", description)) if v}
+    with api_client(user, timeout=120) as client:
+        response = client.post("/creations", params=params, content=data, headers={"content-type": "application/octet-stream"})
+    if response.status_code in (413, 415, 422):
+        raise PictureRefused(_detail(response))
+    response.raise_for_status()
+    return response.json()["id"], {"creation_id": response.json()["id"]}
+
+
+def _detail(response) -> str:
+    try:
+        return str(response.json().get("detail") or response.text)
+    except ValueError:
+        return response.text[:300]
+
+
 def api_asset_url(sha256: str) -> str:
     """The studio's proxy for the server's GET /assets/{sha256} (ui/app.py), fetched with the user's identity."""
     return f"/atelier/api-asset/{sha256}"
@@ -181,12 +215,13 @@ class Turn:
         self.started = time.perf_counter()
 
     # -- running ------------------------------------------------------------------------------------
-    async def run(self, text: str) -> None:
+    async def run(self, text: str, payload: Any = None) -> None:
+        """One turn for `text`, or for `payload` instead (a picture of the user's: agent/uploads.picture_turn)."""
         try:
             graph = await in_thread(get_graph, self.user)
             if api_url() is not None:
                 await in_thread(ensure_remote_thread, self.user, self.thread_id)
-            run = TurnStream(graph, text, self.config, review=self.ask_review)
+            run = TurnStream(graph, text, self.config, review=self.ask_review, payload=payload)
             async for mode, chunk in run:
                 if mode == "custom":
                     await self.on_event(chunk)
