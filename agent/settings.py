@@ -8,10 +8,15 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 
 from memory.validation import InvalidInput, validate_user_id
+from pydantic_settings import SettingsConfigDict
+
 from models.settings import LayerSettings, cached
 
 
 class AgentSettings(LayerSettings):
+    # a refused ATELIER_API_KEYS must not be repeated in an error message or a log: it holds the tokens
+    model_config = SettingsConfigDict(**LayerSettings.model_config, hide_input_in_errors=True)
+
     log_level: str = Field("INFO", description="Logging level (DEBUG, INFO, WARNING, ERROR).")
     log_format: str = Field("text", description="'text' (key=value) or 'json' log lines.")
     # auto = the model decides when its measured accuracy (`atelier eval decisions`) is within 2 points of the
@@ -124,19 +129,26 @@ def settings_problem(exc: ValidationError) -> str:
         if isinstance(cause, SettingsError):
             problems.append(str(cause))
         else:
-            name = "ATELIER_" + str(error["loc"][0]).upper() if error.get("loc") else "a setting"
+            loc = str(error["loc"][0]) if error.get("loc") else ""
+            name = loc if loc.isupper() else f"ATELIER_{loc.upper()}" if loc else "a setting"  # an alias is the variable
             problems.append(f"{name}: {error['msg']}")
     return "; ".join(problems)
 
 
 def checked_settings() -> AgentSettings:
-    """get_settings(), with a settings error as one line (SettingsError) instead of pydantic's report."""
+    """get_settings(), with the admins also checked against the keys: what `atelier serve` calls first."""
+    settings = get_settings()
+    settings.api_admin_set  # noqa: B018 - raises SettingsError for an admin with no token
+    return settings
+
+
+_read_settings = cached(AgentSettings)
+
+
+def get_settings() -> AgentSettings:
+    """The agent layer's settings (one instance per process, see models/settings.py). A value wrong in form is
+    SettingsError with one line naming the variable — what every entry point prints — not pydantic's report."""
     try:
-        settings = get_settings()
-        settings.api_admin_set  # noqa: B018 - admins are checked against the keys
-        return settings
+        return _read_settings()
     except ValidationError as exc:
-        raise SettingsError("", settings_problem(exc)).with_traceback(None) from None
-
-
-get_settings = cached(AgentSettings)
+        raise SettingsError("", settings_problem(exc)) from None
