@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -324,3 +325,47 @@ def test_fair_pick_serves_users_round_robin_and_threads_in_order():
     # Runs created after `now` (after_seconds) wait.
     assert inmem_queue.fair_pick([run(5, "dave", "tD")], 1, t0) == []
     inmem_queue._last_served.clear()
+
+
+def test_the_server_refuses_to_start_unless_the_guard_is_outermost():
+    """The allow-list only holds if RequestGuard sees every request first (a langgraph.json middleware_order or
+    mount_prefix change would put routes outside it): lifespan() checks the app it is started with."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+
+    webapp.check_guard_is_outermost(Starlette(middleware=[Middleware(webapp.RequestGuard)], routes=list(webapp.app.routes)))
+    class Outer:  # any middleware in front of the guard
+        def __init__(self, app):
+            self.app = app
+
+    for app in (Starlette(), Starlette(middleware=[Middleware(Outer), Middleware(webapp.RequestGuard)])):
+        with pytest.raises(RuntimeError, match="outermost middleware"):
+            webapp.check_guard_is_outermost(app)
+
+
+def test_every_per_run_setting_is_described_and_checked():
+    """Item 9, in-process: the one place (Configuration) the API's run check, the CLI and the graph share."""
+    from agent.configuration import Configuration
+
+    described = Configuration.described()
+    assert set(described) >= {"enhance", "auto_3d", "review_prompt", "guidance", "negative_prompt", "width", "seed", "steps",
+                              "image_backends", "model_backends", "decision_policy", "user_id", "thread_id", "height"}
+    assert all(len(text) > 10 for text in described.values()), described
+
+    def build(**configurable):
+        return Configuration.from_runnable_config({"configurable": configurable})
+
+    cfg = build(enhance="no", auto_3d="FALSE", review_prompt="on", guidance=7, negative_prompt=" fog\x1b[2J ")
+    assert (cfg.enhance, cfg.auto_3d, cfg.review_prompt, cfg.guidance, cfg.negative_prompt) == (False, False, True, 7.0, "fog")
+    for bad, message in (({"enhance": "nope"}, "enhance must be true or false"), ({"auto_3d": 2}, "auto_3d must be true or false"),
+                         ({"review_prompt": []}, "review_prompt must be true or false"),
+                         ({"guidance": float("nan")}, "guidance must be a finite number"), ({"guidance": float("inf")}, "guidance must be a finite"),
+                         ({"guidance": 1e308}, "guidance must be between 0 and 50"), ({"guidance": -1}, "guidance must be between"),
+                         ({"guidance": True}, "guidance must be a number"), ({"guidance": "7.5"}, "guidance must be a number"),
+                         ({"negative_prompt": "n" * 200_000}, "negative_prompt is 200000 characters long; the limit is 1000"),
+                         ({"negative_prompt": 5}, "negative_prompt must be text"),
+                         ({"image_backends": ["sketch"] * 17}, "image_backends names 17 backends"),
+                         ({"model_backends": "relief,../../etc"}, "model_backends has a name that is not a backend name"),
+                         ({"decision_policy": ["router"]}, "decision_policy must be one of")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            build(**bad)
