@@ -4,6 +4,8 @@ langgraph.json points the server here:
     "auth": {"path": "agent.webapp:auth"}           who is calling, and which threads they may touch
     "http": {"app": "agent.webapp:app", ...}       GET /assets/{sha256}, GET /creations[/{id}], DELETE /creations/{id},
                                                    GET /atelier/health (documented in /openapi.json)
+and RequestGuard, in front of every route, answers only the routes in ALLOWED_ROUTES (deny by default: the
+runtime's /internal/*, /deploy, /metrics ... get 404; see docs/api-hardening.md).
 
 Identity (see docs/deployment.md):
   * ATELIER_API_KEYS="alice:token1,bob:token2" set: every request needs `Authorization: Bearer <token>`; the
