@@ -24,14 +24,14 @@ def test_rubric_catches_the_failures_it_exists_for():
 def test_rubric_catches_copied_examples_and_phrases_reused_for_unrelated_ideas():
     lighthouse = [e for e in ENHANCE_EXAMPLES if e[0] == "an old lighthouse in a storm"]
     dragon = "a dragon egg in a nest of embers"
-    copied = f"{dragon}, dramatic oil painting, lightning flash, warm lamp beam, rule of thirds"  # seen in the studio
+    copied = f"{dragon}, dramatic oil painting, lightning flash, sweeping beacon beam, rule of thirds"  # seen in the studio (then: a lamp beam)
     assert any("copies the example" in p for p in rubric(dragon, copied, lighthouse))
     assert rubric(dragon, copied) == []  # without knowing the example, nothing looks wrong: why the check exists
-    assert copied_phrases(["warm lamp beam over the sea"], lighthouse) == ["warm lamp beam over the sea"]  # a run of 3 words
+    assert copied_phrases(["sweeping beacon beam over the sea"], lighthouse) == ["sweeping beacon beam over the sea"]  # a run of 3 words
     helmet = "a diving helmet, dramatic oil painting, lightning flash, brass rivets"
     recent = [(dragon, additions_of(dragon, copied))]
     assert any("unrelated idea: dramatic oil painting, lightning flash" in p for p in rubric("a diving helmet", helmet, (), recent))
-    assert rubric("a dragon egg on a pillow", "a dragon egg on a pillow, dramatic oil painting, silk folds, candle glow", (), recent) == []
+    assert rubric("a dragon egg on a pillow", "a dragon egg on a pillow, dramatic oil painting, silk folds, candlelit glow", (), recent) == []
 
 
 def test_example_pool_has_no_shared_phrases_and_the_nearest_is_chosen():

@@ -255,8 +255,7 @@ def _reply_image(state: dict, step: dict, note: str) -> str | None:
     image = state.get("image")
     if not image or not step.get("creation_id"):
         return None
-    sketch = " — a placeholder sketch, no image model is configured" if image["meta"].get("is_sketch") else ""
-    return f"Image by {step['backend']}{sketch}{note}: {image['path']}"
+    return f"Image by {step['backend']}{note}: {image['path']}"  # a sketch's placeholder hint is said once per thread (respond)
 
 
 def _reply_model(state: dict, step: dict, note: str) -> str:

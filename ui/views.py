@@ -148,6 +148,19 @@ def step_output_end(event: dict) -> str:
     return "\n".join(x for x in lines if x)
 
 
+def reply_text(message: Any, fallback: str, shown: set[str]) -> str:
+    """The reply's words without the lines of the tools whose results the studio already shows (a creation card
+    shows the prompt, the image and the model): built from the reply's parts (agent/nodes.reply_parts), or the
+    whole reply when it has none (a chat answer, an older thread)."""
+    parts = ((getattr(message, "additional_kwargs", None) or {}).get("reply") or {}) if message is not None else {}
+    if not parts or "lines" not in parts:
+        return fallback
+    lines = [parts.get("words") or ""]
+    lines += [line for tool, line in parts.get("lines") or [] if tool not in shown]
+    lines += [parts.get("saved") or ""] + list(parts.get("outages") or []) + [hint for _, hint in parts.get("hints") or []]
+    return "\n\n".join(line for line in lines if line)
+
+
 def step_title(tool: str, event: dict) -> str:
     """"text_to_image · sketch · 0.41 s": the tool, the backend that did the work, the seconds."""
     parts = [tool]
