@@ -89,6 +89,8 @@ def main() -> int:
         proposed += bool(result.dropped)
         ordered += keeps_order(kept, result.prompt) and result.prompt.lower().startswith(kept.lower())
         lines.append(f"{idea} => {result.prompt}  [{result.source}{'; dropped: ' + ' | '.join(result.dropped) if result.dropped else ''}]")
+        if args.out:  # written as it goes: a slow, shared box can read the prompts before the end
+            args.out.write_text("\n".join(lines) + "\n")
         from_model += result.source != "repaired"
         tokens.append(count_tokens(result.prompt))
         adds = additions_of(idea, result.prompt)
@@ -97,8 +99,6 @@ def main() -> int:
         if args.free_form:
             free_passed += not rubric(idea, free_form(llm, idea))
     n = len(ideas)
-    if args.out:
-        args.out.write_text("\n".join(lines) + "\n")
     report = {"model": llm.name, "set": "heldout" if args.heldout else "tests", "n": n, "pass_rate": round(passed / n, 4),
               "subject_drift_rate": round(len(drifted) / n, 4), "drifted": drifted, "proposed_drift_rate": round(proposed / n, 4),
               "order_kept_rate": round(ordered / n, 4), "failures": failures, "model_additions_used": round(from_model / n, 4),

@@ -5,7 +5,8 @@ never add another subject: "a red kite over a green hill" must not gain "a golde
 picture model would draw. This lexicon is how that is checked where the additions are chosen (tools/enhance.py)
 and measured (benchmarks/enhance_rubric.py). No installed package has noun categories (no WordNet here), so the
 lists are kept by hand: common nouns a picture could be *of*. Scenery (sky, hill, forest, sunrise), light,
-materials, plants and parts of things (scales, sails, string) are not subjects here: they describe a scene.
+materials, plants, clothing (worn by a subject: "a knitted cap") and parts of things (scales, sails, string) are
+not subjects here: they describe the subject or its scene.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ lantern lamp candle candles chandelier torch
 book books scroll letter envelope map globe compass telescope microscope hourglass clock watch pocketwatch
 key keys coin coins trophy medal ring necklace bracelet amulet pendant locket jewel
 cup mug teacup teapot kettle vase jar bottle jug pitcher bowl plate goblet chalice
-basket chest suitcase backpack bag purse wallet umbrella parasol hat cap scarf glove gloves boot boots shoe shoes
+basket chest suitcase backpack bag purse wallet umbrella parasol
 guitar violin cello piano harp flute trumpet saxophone drum drums accordion banjo lute
 chair armchair stool bench sofa couch bed table desk cabinet bookshelf wardrobe mirror
 doll dolls teddy toy toys puppet marionette kite balloon balloons ball
