@@ -272,7 +272,6 @@ def outages(steps: list[dict], deps=None, user_id: str | None = None) -> list[st
     return out
 
 
-
 _CANNED = ("I'm Atelier: tell me an idea (\"a glowing dragon on a cliff at sunset\") and I'll write a prompt, make an image and a 3D model. "
            "You can also ask for past creations (\"the castle from last week\") or remix them (\"like before, but with wings\").")
 

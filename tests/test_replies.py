@@ -58,7 +58,17 @@ def test_three_offline_turns_say_the_placeholder_hint_once(offline):
         assert [(f["tool"], f["backend"]) for f in report["fallbacks"]] == [
             ("text_to_image", "openfabric"), ("text_to_image", "diffusers"), ("image_to_3d", "openfabric"), ("image_to_3d", "hunyuan3d")]
         assert all(f["reason"] for f in report["fallbacks"])
-    # Another thread is another conversation: the hint is given there once too.
+    # The creation's details (the studio's history) keep the chain too, from the creation's record.
+    from memory.store import MemoryStore
+    from ui import views
+
+    view = MemoryStore().get(reports[0]["creation_id"], user_id="u")
+    assert [f["backend"] for f in view.image.meta["fallbacks"]] == ["openfabric", "diffusers"]
+    details = views.creation_props(view, detail=True)["notes"]
+    assert "Openfabric text-to-image unreachable — used the local sketch backend" in details
+    assert any(n.startswith("Openfabric image-to-3D unreachable") for n in details) and len(details) == 4
+    assert views.creation_props(view)["notes"] == []  # the card in the conversation does not repeat them
+        # Another thread is another conversation: the hint is given there once too.
     assert PLACEHOLDER_HINT in _turn(graph, "a glass marble", thread="t-other")["reply"]
 
 

@@ -78,7 +78,10 @@ def why_unavailable(reason: str) -> str:
 
 def fallback_notes(tool: str, attempts: Iterable[dict], used_backend: str | None) -> list[str]:
     """'Openfabric text-to-image unreachable — used the local sketch backend' for every failed try."""
-    kind = tool_kind(tool)
+    return kind_fallback_notes(tool_kind(tool), attempts, used_backend)
+
+
+def kind_fallback_notes(kind: str, attempts: Iterable[dict], used_backend: str | None) -> list[str]:
     notes = []
     for attempt in attempts or []:
         if attempt.get("ok"):
@@ -197,6 +200,9 @@ def creation_props(view, *, detail: bool = False, parent=None, children: Iterabl
                    status: str | None = None) -> dict[str, Any]:
     """Props for public/elements/Creation.jsx from a memory.store.CreationView."""
     image, model = view.image, view.model
+    if detail:  # the creation's details keep the fallback chain its record holds (tools.tools._keep_fallbacks)
+        notes = [*notes, *(n for asset, kind in ((image, "image"), (model, "model")) if asset is not None
+                           for n in kind_fallback_notes(kind, asset.meta.get("fallbacks") or [], asset.backend))]
     if status is None:
         status = "complete" if model else ("image" if image else "empty")
     return {
