@@ -114,9 +114,10 @@ def test_pass_rate_over_ideas_with_the_real_model():
     print(f"\nrubric pass {len(IDEAS) - len(failures)}/{len(IDEAS)}; model additions used for {from_model}/{len(IDEAS)}")
     assert len(IDEAS) >= 30
     assert not failures
-    # The repair is a safety net, not the main path. Since copies of the example shown are rejected, the 135M
-    # model's own additions are kept for about 70 % of the ideas (benchmarks/enhance_rubric.py), not 100 %.
-    assert from_model / len(IDEAS) >= 0.6
+    # The repair is a safety net, not the main path. Since copies of the example shown are rejected (about 70 %
+    # kept) and additions naming a subject the idea lacks are dropped, the 135M model's own additions are kept for
+    # about 62 % of these ideas and 64 % of the held-out ones (benchmarks/enhance_rubric.py), not 100 %.
+    assert from_model / len(IDEAS) >= 0.55
     for idea, r in results:
         assert set(content_words(idea)) <= set(content_words(r.prompt))
         assert r.prompt.lower().startswith(fit_idea(idea).lower())  # the idea first, its words in order
