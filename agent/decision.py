@@ -32,7 +32,7 @@ from tools.specs import NEEDS, TOOL_TABLE
 
 from .intent_examples import PLANS
 from .prompts import DECISION_SYSTEM
-from .router import Intent
+from .router import Intent, keeps_words, without_keep_cue
 
 log = logging.getLogger("atelier.decision")
 
@@ -79,6 +79,13 @@ class TurnContext:
     has_memory: bool = True  # the user has at least one stored creation
     enhance: bool = True
     auto_3d: bool = True
+    keep_words: bool = False  # the user asked for their own words as they are ("use my words"): no enhance_prompt
+
+    def __post_init__(self):
+        # The request's own cue decides it, under every policy; it switches the enhance tools off for this turn.
+        self.keep_words = self.keep_words or keeps_words(self.request)
+        if self.keep_words:
+            self.enhance = False
 
     def has(self, need: str) -> bool:
         """Whether a tool's need (tools/specs.py NEEDS) is met now."""
@@ -109,7 +116,7 @@ def plan_for(intent_name: str, ctx: TurnContext) -> list[str]:
     only with automatic 3D on."""
     plan = list(PLANS[intent_name])
     switches = {"enhance": ctx.enhance}
-    plan = [t for t in plan if switches.get(TOOL_TABLE[t].switch or "", True) or intent_name == "enhance"]
+    plan = [t for t in plan if switches.get(TOOL_TABLE[t].switch or "", True) or (intent_name == "enhance" and not ctx.keep_words)]
     if not ctx.auto_3d and intent_name in ("create", "remix"):
         plan = [t for t in plan if t not in TOOL_TABLE.producing("model")]
     return plan
@@ -141,6 +148,8 @@ def veto(tool: str | None, ctx: TurnContext) -> str | None:
         if not ctx.has(need):
             return f"{tool} needs {NEEDS[need]} and there is none"
     if spec.switch and not getattr(ctx, spec.switch, True):
+        if spec.switch == "enhance" and ctx.keep_words:
+            return f"{tool} is skipped: the user asked to keep their own words"
         return f"{tool} is switched off in the settings"
     return None
 
@@ -184,7 +193,10 @@ def exists_lines(exists: dict) -> str:
 def model_messages(history: list[AnyMessage], exists: dict, ctx: TurnContext, max_turns: int = 4) -> list[BaseMessage]:
     """System prompt + the last few turns, tool results summarised, + what exists now."""
     settings = []
-    if not ctx.enhance:
+    if ctx.keep_words:
+        settings += [f"the user asked to keep their own words: do not call {s.name}; send their words as the prompt"
+                     for s in TOOL_TABLE.specs() if s.switch == "enhance"]
+    elif not ctx.enhance:
         settings += [f"prompt enhancement is off: do not call {s.name}" for s in TOOL_TABLE.specs() if s.switch == "enhance"]
     if not ctx.auto_3d:
         settings.append("automatic 3D is off: make a 3D model only when asked")
@@ -286,12 +298,22 @@ def decide(ctx: TurnContext, intent: Intent, policy: str, llm: ChatLLM | Callabl
     if answer.args is None and answer.error and policy != "model" and answer.tool != router_tool:
         return Decision(router_tool, "router", f"model call invalid after repair ({answer.error}); {router_reason}", **base)
     if (why := veto(answer.tool, ctx)) is not None:
+        spec = TOOL_TABLE.get(answer.tool)
+        switched_off = spec is not None and spec.switch and not getattr(ctx, spec.switch, True)
+        if switched_off and router_tool is not None and answer.tool not in ctx.done:
+            # A switched-off step (enhancement, when the user keeps their words or the settings say so) is skipped,
+            # not the request: the router's next step runs with the router's arguments (the user's own words).
+            return Decision(router_tool, "guard", f"overrode the model's {answer.tool}: {why}; {router_reason}", **base)
         if policy == "model":
             spec = TOOL_TABLE.get(answer.tool)
             words = spec.impossible if spec is not None and not ctx.done and answer.tool not in ctx.done else None
             return Decision(None, "guard", f"vetoed {answer.tool}: {why}", content=words, **base)
         return Decision(router_tool, "router", f"vetoed model's {answer.tool}: {why}; {router_reason}", **base)
     reason = "model call" + (" after a repair round" if answer.repaired else "")
+    if ctx.keep_words and answer.tool in TOOL_TABLE.producing("image") and answer.args is not None:
+        # The user's words are the prompt: the model's rewrite of them is not sent (the router's arguments are).
+        return Decision(answer.tool, "model", f"{reason}; the user keeps their words, so their words are the prompt",
+                        call_id=answer.call_id, **base)
     if answer.args is None:
         reason = f"model chose {answer.tool}; its arguments were invalid after the repair round ({answer.error}), router's arguments used"
     return Decision(answer.tool, "model", reason, args=answer.args, call_id=answer.call_id, **base)
@@ -307,6 +329,7 @@ MODIFICATION = re.compile(r"\b(?:but|except|only|and add|add|with)\b\s*(.+)$", r
 
 
 def idea_from_request(request: str) -> str:
+    request = without_keep_cue(request)
     idea = _LEAD_IN.sub("", request).strip()
     idea = re.sub(r"[\s,.;:]*(?:and )?(?:make|turn) (?:it|a 3d model of it|it into 3d)[\s.!]*$", "", idea, flags=re.I)
     idea = re.sub(r"[\s,]*(?:image only|no 3d( please)?|without a model|only the image)[\s.!]*$", "", idea, flags=re.I)

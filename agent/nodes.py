@@ -174,10 +174,13 @@ def respond(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     # A reply the model decided on (its own words, possibly empty) was put in the history by decide.
     decided = isinstance(last, AIMessage) and not last.tool_calls and bool((last.additional_kwargs or {}).get("decision"))
     words = str(last.content).strip() if decided else ""
+    parts: dict[str, Any] = {}
     if (failed := _failed(state.get("messages", []))) is not None:
         text = f"Sorry — {failed.name or 'a step'} failed: {str(failed.content).removeprefix('error: ')}"
     elif done:
-        text = summary(state, done, steps)
+        parts = reply_parts(state, done, steps, dependencies(config), cfg_user(config))
+        text = "\n".join([line for _, line in parts["lines"]] + ([parts["saved"]] if parts["saved"] else [])
+                         + parts["outages"] + [h for _, h in parts["hints"]]) or "Done."
     elif words:
         text = ""
     elif (impossible := _impossible_plan(state)) is not None:
@@ -185,9 +188,16 @@ def respond(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     else:
         text = chat_reply(request, dependencies(config))
     text = "\n".join(part for part in (words, text) if part)
+    # The reply's parts, for a client that shows some of them elsewhere (the studio's card shows the prompt, the
+    # image and the model: it shows only the rest), and the hints said, so the next turn does not say them again.
+    extra = {"reply": {**parts, "words": words}, "said": [key for key, _ in parts.get("hints", [])]} if parts else {}
     if decided:
-        return {"messages": [AIMessage(id=last.id, content=text, additional_kwargs=last.additional_kwargs)]}
-    return {"messages": [AIMessage(content=text)]}
+        return {"messages": [AIMessage(id=last.id, content=text, additional_kwargs={**last.additional_kwargs, **extra})]}
+    return {"messages": [AIMessage(content=text, additional_kwargs=extra)]}
+
+
+def cfg_user(config: RunnableConfig) -> str:
+    return Configuration.from_runnable_config(config).user_id
 
 
 def _impossible_plan(state: AgentState) -> str | None:
@@ -200,24 +210,66 @@ def _impossible_plan(state: AgentState) -> str | None:
     return spec.impossible if spec is not None and "image" in spec.needs else None
 
 
-def summary(state: AgentState, done: list[str], steps: list[dict]) -> str:
-    """The reply after tools ran: each step's line (its spec's `reply`), then where the creation is kept."""
-    lines = []
+PLACEHOLDER_HINT = ("No image model is installed yet, so the pictures are placeholder sketches: "
+                    "`atelier models pull sd-turbo` gets real ones.")
+
+
+def said_before(messages: list[AnyMessage], key: str) -> bool:
+    """Whether an earlier reply in this thread already gave the hint `key` (each is said once per thread)."""
+    return any(isinstance(m, AIMessage) and key in ((m.additional_kwargs or {}).get("said") or []) for m in messages[:-1])
+
+
+def reply_parts(state: AgentState, done: list[str], steps: list[dict], deps=None, user_id: str | None = None) -> dict[str, Any]:
+    """The reply after tools ran, in parts: each step's line (its spec's `reply`: what was made, by what), where
+    the creation is kept, a plain line for each backend that made this user's earlier creations and failed now
+    (a real outage), and the hints not yet given in this thread (placeholders: the one command for real pictures).
+    A fallback that is the box's normal state (Openfabric never reached, no local model) is not repeated here: the
+    step's details, `create --json` and the turn report keep the whole chain with its reasons."""
+    lines: list[tuple[str, str]] = []
     for step in steps:
         spec = TOOL_TABLE.get(step.get("tool"))
-        if spec is None:
-            continue
-        failed = [a for a in step.get("attempts", []) if not a["ok"]]
-        note = "".join(f" ({a['backend']} unavailable — {a['reason']}; used {step['backend']})" for a in failed[:1])
-        if (line := spec.reply(state, step, note)):
-            lines.append(line)
+        if spec is not None and (line := spec.reply(state, step, "")):
+            lines.append((spec.name, line))
     made_image = bool(TOOL_TABLE.producing("image") & set(done))
+    saved = ""
     if state.get("creation_id") and (TOOL_TABLE.producing("image", "model") & set(done)):
         recalled = state.get("recalled") or []
         parent = next((c for c in recalled if c["id"] == state.get("parent_id")), None) if made_image else None
         remix = f" — a remix of “{parent['original_prompt']}”" if parent else ""
-        lines.append(f"Creation {state['creation_id']} is saved{remix}; ask for it any time.")
-    return "\n".join(lines) or "Done."
+        saved = f"Creation {state['creation_id']} is saved{remix}; ask for it any time."
+    hints: list[tuple[str, str]] = []
+    sketched = any((step.get("result") or {}).get("is_sketch") for step in steps)
+    if sketched and not said_before(state.get("messages", []), "placeholder"):
+        hints.append(("placeholder", PLACEHOLDER_HINT))
+    return {"lines": lines, "saved": saved, "outages": outages(steps, deps, user_id), "hints": hints}
+
+
+def outages(steps: list[dict], deps=None, user_id: str | None = None) -> list[str]:
+    """'Openfabric text-to-image did not answer this time …' for each backend that failed in this turn although it
+    made one of this user's earlier creations: an outage worth saying, unlike a backend that never worked here."""
+    failed = [(step, a) for step in steps for a in step.get("attempts") or [] if not a.get("ok")]
+    if not failed or deps is None or not user_id:
+        return []
+    try:
+        earlier = deps.get_store().list(user_id, limit=200)
+    except Exception as exc:  # the reply goes out without the line rather than not at all
+        log.warning("step=reply status=no_outage_check reason=%s", exc)
+        return []
+    made_by = {(kind, asset.backend) for view in earlier for kind in ("image", "model") if (asset := view.asset(kind)) is not None}
+    from tools.backends import backend_label
+
+    out = []
+    for step, attempt in failed:
+        spec = TOOL_TABLE.get(step.get("tool"))
+        kind = "model" if spec is not None and spec.produces == "model" else "image"
+        if (kind, attempt.get("backend")) in made_by:
+            failed_label = backend_label(attempt["backend"], kind)
+            used = backend_label(step["backend"], kind) if step.get("backend") else "the next backend"
+            line = (f"{failed_label[:1].upper()}{failed_label[1:]} did not answer this time (it made your earlier "
+                    f"{'pictures' if kind == 'image' else '3D models'}), so {used} stood in.")
+            if line not in out:
+                out.append(line)
+    return out
 
 
 _CANNED = ("I'm Atelier: tell me an idea (\"a glowing dragon on a cliff at sunset\") and I'll write a prompt, make an image and a 3D model. "

@@ -2,8 +2,9 @@
 
 Two layers, both cheap and deterministic:
 1. Cue rules for what a sentence's *shape* says and embeddings are bad at: negation ("no 3d"),
-   references to the past ("like before", "I made", "last Thursday"), "make it 3d" follow-ups and
-   prompt-only requests.
+   references to the past ("like before", "I made", "last Thursday"), "make it 3d" follow-ups,
+   prompt-only requests, and "keep my words" (no enhancement: the cue is cut off before anything else
+   reads the request, so "use my words" is not mistaken for a reference to "my" past creations).
 2. Everything else is a new idea or chit-chat: MiniLM cosine similarity against labelled examples
    (intent_examples.py) tells which.
 """
@@ -29,6 +30,39 @@ _PAST = re.compile(
     r"\bmy (last|latest|previous|recent|most recent|creations?|models?|images?|pictures?)\b|\bthe (last|previous) (one|creation|image|model|picture)\b|"
     r"\b(still have|my [a-z]+s)\b", re.I)
 _RECALL_VERB = re.compile(r"\b(show|find|list|search|pull up|bring back|open|where is|where's|what did|which)\b", re.I)
+# "Keep my words": the user wants their prompt sent as written (enhance_prompt is skipped under every policy).
+# The whole clause, with its joiners and trailing "exactly / please / as it is", is cut from the prompt.
+_KEEP_CUE = (
+    r"(?:exactly|precisely|just|word for word) as (?:i|i've|i have) (?:wrote|written|typed|said|put|phrased) (?:it|them|this|that)?"
+    r"|(?:use|keep|stick to|stick with|go with) (?:my|these|the) (?:own |exact |original )?(?:words|wording|phrasing|prompt|text)"
+    r"|(?:don'?t|do not|dont|please don'?t|no need to|never) (?:change|alter|rewrite|reword|enhance|improve|edit|touch|embellish|expand|modify|tweak)"
+    r" (?:my|the|this|that|it|a) ?(?:words|wording|prompt|text|idea|description)?"
+    r"|(?:no|without|skip(?: the)?|disable|turn off) (?:prompt )?(?:enhancements?|enhancing|enhancer|rewriting|rewrites?|embellishments?)"
+    r"|(?:verbatim|word for word|as[- ]is|unchanged|unedited|literally as written)"
+)
+_KEEP_WORDS = re.compile(rf"\b(?:{_KEEP_CUE})(?!\w)", re.I)
+_KEEP_CLAUSE = re.compile(
+    rf"[\s,;:.!\-–—(]*(?:\b(?:and|but|so|please|ok|okay)\b[\s,]*)*\b(?:{_KEEP_CUE})(?!\w)"
+    r"(?:[\s,]*\b(?:exactly|precisely|please|as (?:they|it) (?:are|is)|as written|thanks?|thank you)\b)*[\s,;:.!)]*", re.I)
+
+
+def keeps_words(text: str) -> bool:
+    """Whether the request asks for its own words to be used as they are ("use my words", "no enhancement")."""
+    return bool(_KEEP_WORDS.search(text or ""))
+
+
+def without_keep_cue(text: str) -> str:
+    """The request without its keep-my-words clause: "a blue umbrella in the rain, use my words exactly" ->
+    "a blue umbrella in the rain" (what the image model is sent)."""
+    text = text or ""
+
+    def cut(match: re.Match) -> str:  # mid-sentence the clause leaves a comma between what it separated
+        return " " if match.start() == 0 or match.end() == len(text) else ", "
+
+    stripped = _KEEP_CLAUSE.sub(cut, text)
+    return re.sub(r"\s+", " ", stripped).strip(" ,;:-–—") or text.strip()
+
+
 _MODIFY = re.compile(r"\bagain (with|as|in)\b|\b(but|except|instead|variation|version of|remix|redo|same [a-z ]+ as|like (the|my|before|that|last)|similar to)\b", re.I)
 
 
@@ -41,6 +75,7 @@ class Intent:
 
 
 def cue_intent(text: str) -> str | None:
+    text = without_keep_cue(text)
     if _NO_3D.search(text):
         return "image"
     words = text.split()
@@ -80,7 +115,7 @@ class IntentRouter:
             return Intent(cue, 1.0, 1.0, "rule")
         self._fit()
         assert self._matrix is not None
-        sims = self._matrix @ embeddings.embed([text])[0]
+        sims = self._matrix @ embeddings.embed([without_keep_cue(text)])[0]
         scores: dict[str, float] = {}
         for intent in self.examples:
             mine = np.sort(sims[[i for i, label in enumerate(self._labels) if label == intent]])[::-1][: self.k]

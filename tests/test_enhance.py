@@ -7,6 +7,7 @@ from pathlib import Path
 from tools.clip_tokens import count_tokens
 from tools.prompts import ENHANCE_EXAMPLES
 from tools.enhance import additions_of, assemble, content_words, copied_phrases, enhance, fit_idea, nearest_examples, repair, rubric
+from tools.subjects import GENERAL, new_subjects, subjects_in
 
 IDEAS = [line.strip() for line in (Path(__file__).parent / "data" / "enhance_ideas.txt").read_text().splitlines() if line.strip()]
 
@@ -24,14 +25,44 @@ def test_rubric_catches_the_failures_it_exists_for():
 def test_rubric_catches_copied_examples_and_phrases_reused_for_unrelated_ideas():
     lighthouse = [e for e in ENHANCE_EXAMPLES if e[0] == "an old lighthouse in a storm"]
     dragon = "a dragon egg in a nest of embers"
-    copied = f"{dragon}, dramatic oil painting, lightning flash, warm lamp beam, rule of thirds"  # seen in the studio
+    copied = f"{dragon}, dramatic oil painting, lightning flash, sweeping beacon beam, rule of thirds"  # seen in the studio (then: a lamp beam)
     assert any("copies the example" in p for p in rubric(dragon, copied, lighthouse))
     assert rubric(dragon, copied) == []  # without knowing the example, nothing looks wrong: why the check exists
-    assert copied_phrases(["warm lamp beam over the sea"], lighthouse) == ["warm lamp beam over the sea"]  # a run of 3 words
+    assert copied_phrases(["sweeping beacon beam over the sea"], lighthouse) == ["sweeping beacon beam over the sea"]  # a run of 3 words
     helmet = "a diving helmet, dramatic oil painting, lightning flash, brass rivets"
     recent = [(dragon, additions_of(dragon, copied))]
     assert any("unrelated idea: dramatic oil painting, lightning flash" in p for p in rubric("a diving helmet", helmet, (), recent))
-    assert rubric("a dragon egg on a pillow", "a dragon egg on a pillow, dramatic oil painting, silk folds, candle glow", (), recent) == []
+    assert rubric("a dragon egg on a pillow", "a dragon egg on a pillow, dramatic oil painting, silk folds, candlelit glow", (), recent) == []
+
+
+def test_additions_that_bring_a_new_subject_are_caught_and_dropped():
+    kite = "a red kite over a green hill"
+    drifted = f"{kite}, beautiful sunrise over a mountain, soft golden light, golden eagle soaring through the sky"  # seen
+    assert any("adds a subject the idea does not have: eagle" in p for p in rubric(kite, drifted))
+    dropped: list[str] = []
+    prompt = assemble(kite, {"details": "taut string, golden eagle soaring", "style": "bright gouache",
+                             "lighting": "breezy noon light", "composition": "low angle"}, dropped)
+    assert prompt == f"{kite}, taut string, bright gouache, breezy noon light, low angle" and dropped == ["golden eagle soaring"]
+    # Details *of* the subjects the idea has, general words for them and terms of the trade are not new subjects.
+    assert new_subjects("a glowing dragon on a cliff", "the creature's emerald scales, bird's-eye view, butterfly lighting") == []
+    assert new_subjects("a cat and a dog sharing a blanket", "the dogs' paws, a kitten's fluffy fur") == ["kitten"]
+    assert new_subjects("a cozy cabin", "an old man reading, two horses, a parked car, a brass lantern") == ["man", "horse", "car", "lantern"]
+    assert subjects_in("wolves and fishermen") == {"wolf": "creature", "fisherman": "person"}
+
+
+def test_the_idea_stays_first_and_in_order():
+    idea = "a red kite over a green hill"
+    assert any("in order" in p for p in rubric(idea, "a green hill under a red kite over it, bright gouache, breezy noon light"))
+    assert rubric(idea, f"{idea}, taut string, bright gouache, breezy noon light") == []
+
+
+def test_heldout_ideas_are_apart_from_the_pool_and_the_tests():
+    from benchmarks.enhance_rubric import HELDOUT
+
+    assert len(HELDOUT) >= 40
+    assert not set(HELDOUT) & (set(IDEAS) | {e for e, _ in ENHANCE_EXAMPLES})
+    groups = (Path(__file__).parent.parent / "benchmarks" / "data" / "enhance_heldout.txt").read_text()
+    assert all(f"# {g}\n" in groups for g in ("objects", "scenes", "abstract ideas", "two subjects"))
 
 
 def test_example_pool_has_no_shared_phrases_and_the_nearest_is_chosen():
@@ -46,6 +77,10 @@ def test_repairs_never_copy_the_example_pool():
 
     phrases = [p.strip() for _, choices in FALLBACK_STYLES for options in choices for o in options for p in o.split(",")]
     assert copied_phrases(phrases, ENHANCE_EXAMPLES) == []
+    # A repair never brings a subject of its own ("wildlife" is the animal ideas' general word for their own subject).
+    assert set(subjects_in(", ".join(phrases))) <= GENERAL
+    # Nor does a worked example teach the model to: its additions describe its own idea.
+    assert [(idea, new_subjects(idea, ", ".join(a.values()))) for idea, a in ENHANCE_EXAMPLES if new_subjects(idea, ", ".join(a.values()))] == []
 
 
 def test_repair_varies_by_idea():
@@ -79,11 +114,14 @@ def test_pass_rate_over_ideas_with_the_real_model():
     print(f"\nrubric pass {len(IDEAS) - len(failures)}/{len(IDEAS)}; model additions used for {from_model}/{len(IDEAS)}")
     assert len(IDEAS) >= 30
     assert not failures
-    # The repair is a safety net, not the main path. Since copies of the example shown are rejected, the 135M
-    # model's own additions are kept for about 70 % of the ideas (benchmarks/enhance_rubric.py), not 100 %.
-    assert from_model / len(IDEAS) >= 0.6
+    # The repair is a safety net, not the main path. Since copies of the example shown are rejected (about 70 %
+    # kept) and additions naming a subject the idea lacks are dropped, the 135M model's own additions are kept for
+    # about 62 % of these ideas and 64 % of the held-out ones (benchmarks/enhance_rubric.py), not 100 %.
+    assert from_model / len(IDEAS) >= 0.55
     for idea, r in results:
         assert set(content_words(idea)) <= set(content_words(r.prompt))
+        assert r.prompt.lower().startswith(fit_idea(idea).lower())  # the idea first, its words in order
+        assert new_subjects(idea, ", ".join(additions_of(idea, r.prompt))) == []  # no second subject
     # No phrase from any worked example in the pool, and few phrases reused across the ideas.
     added = [(idea, additions_of(idea, r.prompt)) for idea, r in results]
     assert [(idea, copied_phrases(a, ENHANCE_EXAMPLES)) for idea, a in added if copied_phrases(a, ENHANCE_EXAMPLES)] == []

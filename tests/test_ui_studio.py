@@ -226,3 +226,62 @@ def test_silence_gets_a_gentle_answer(studio, tmp_path):
         assert h.count(d, "[data-atelier-creation]") == 0
     finally:
         d.quit()
+
+
+OFFLINE_IDEAS = ("a red kite over a green hill", "a copper kettle on a stove", "a paper boat in a puddle")
+
+
+def _assistant_texts(driver) -> list[str]:
+    """The studio's own words in each assistant message (its cards and tool steps left out)."""
+    return driver.execute_script("""
+        return [...document.querySelectorAll('[data-step-type=assistant_message]')].map(m => {
+          const copy = m.cloneNode(true);
+          copy.querySelectorAll('[data-atelier-creation], [data-atelier-history], [data-step-type=tool]').forEach(e => e.remove());
+          return copy.innerText.trim();
+        }).filter(t => t);""")
+
+
+def test_offline_turns_say_each_thing_once(tmp_path_factory, browser, shots):
+    """A new user's box (default backends: Openfabric unreachable, no image or mesh model): three turns in one thread.
+    The placeholder hint and the studio's own hint come once; no warning is repeated (the cards carry none, the
+    replies no fallback chain, URL or retry timer); the chain with its reasons is in each step's details."""
+    from openfabric_fakes import dead_url
+
+    env = {"ATELIER_IMAGE_BACKENDS": "openfabric,diffusers,sketch", "ATELIER_MODEL_BACKENDS": "openfabric,hunyuan3d,relief",
+           "ATELIER_TEXT_TO_IMAGE_APP": dead_url(), "ATELIER_IMAGE_TO_3D_APP": dead_url(), "ATELIER_OPENFABRIC_RETRIES": "1",
+           "ATELIER_OPENFABRIC_CONNECT_TIMEOUT": "1"}
+    server = h.Studio(tmp_path_factory.mktemp("offline-data"), env=env).start()
+    d = browser
+    try:
+        h.open_studio(d, server.url)
+        for n, idea in enumerate(OFFLINE_IDEAS, 1):
+            h.send_message(d, idea)
+            h.wait_until(lambda n=n: h.page_text(d).count("is saved") == n, 240, message=f"reply {n}\n{server.log()[-1500:]}")
+            h.wait_idle(d)
+            h.wait_until(lambda n=n: h.count(d, "[data-atelier-creation][data-status=complete]") == n, 60, message=f"card {n}")
+        text = h.page_text(d)
+        assert text.count("atelier models pull sd-turbo") == 1, text[-3000:]
+        assert text.count("It is in /history too") == 1
+        assert h.count(d, ".atl-note") == 0  # the cards repeat no warning
+        replies = [t for t in _assistant_texts(d) if "is saved" in t]
+        print("\n" + "\n---\n".join(replies))
+        assert len(replies) == 3
+        for reply in replies:
+            lines = [ln for ln in reply.splitlines() if ln.strip()]
+            assert len(lines) <= 3 and "Prompt:" not in reply and "Image by" not in reply, reply  # the card shows those
+            for noise in ("http", "127.0.0.1", "retry in", "circuit", "unreachable", "unavailable", "⚠"):
+                assert noise not in reply, (noise, reply)
+        assert len([r for r in replies if len(r.splitlines()) > 1]) <= 1  # after the first turn: one line
+        d.set_window_size(1360, 2600)
+        h.scroll_to(d, d.find_elements("css selector", "[data-step-type=user_message]")[0])
+        time.sleep(1.0)
+        h.save_screenshot(d, "10-offline-turns", directory=shots)
+        d.set_window_size(1360, 1000)
+        # The fallback chain with its reasons is in the step's details.
+        h.click(d, h.innermost(d, "text_to_image · sketch"))
+        h.wait_until(lambda: "Openfabric text-to-image unreachable" in h.page_text(d), 20, message="the step's details")
+        time.sleep(0.5)
+        h.scroll_to(d, d.find_elements("css selector", "[data-step-type=user_message]")[-1])
+        h.save_screenshot(d, "11-offline-step-details", directory=shots)
+    finally:
+        server.stop()

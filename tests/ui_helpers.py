@@ -213,6 +213,13 @@ def page_text(driver) -> str:
     return driver.execute_script("return document.body.innerText") or ""
 
 
+def innermost(driver, text: str):
+    """The last, innermost element whose text contains `text` (a step's title, to click it open)."""
+    found = driver.find_elements("xpath", f"//*[contains(., '{text}') and not(*[contains(., '{text}')])]")
+    assert found, f"nothing shows {text!r}"
+    return found[-1]
+
+
 def wait_for_text(driver, text: str, timeout: float = 90) -> None:
     wait_until(lambda: text in page_text(driver), timeout, message=f"the text {text!r}")
 

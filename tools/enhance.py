@@ -1,7 +1,11 @@
-"""enhance_prompt: idea -> one image prompt that keeps every content word and fits CLIP's 77 tokens.
+"""enhance_prompt: idea -> one image prompt that keeps the idea's words, in order, and fits CLIP's 77 tokens.
 
 The model does not rewrite the idea (a 135M model drops words and chats); it fills a JSON schema of
-additions — details, style, lighting, composition — which are sanitised and appended to the idea.
+additions — details of the idea, style, lighting, composition — which are sanitised and appended to the idea.
+The additions describe the idea's own subject and its scene, never a new one: the schema's first field is
+named after the idea ("details of a red kite over a green hill"), so the grammar makes the model write that
+key before its details, and an addition naming a creature, person, vehicle or object the idea does not have
+(tools/subjects.py) is dropped where the additions are chosen (assemble); the rubric rejects one too.
 It is shown one worked example, the nearest to the idea by meaning from a pool (tools/prompts.py), because
 a small model copies what it is shown: the rubric rejects additions copied from the example shown and
 phrases already used for an unrelated recent idea. A failing result is retried with the next-nearest
@@ -22,15 +26,40 @@ from models.llm import ChatLLM, LLMError, parse_json
 from tools.prompts import ENHANCE_EXAMPLES, ENHANCE_SYSTEM
 
 from .clip_tokens import CLIP_CONTEXT, count_tokens, truncate_phrases
+from .subjects import new_subjects
 
 log = logging.getLogger("atelier.enhance")
 
 PARTS = ("details", "style", "lighting", "composition")
+FIELD_LENGTH = 70
 ENHANCE_SCHEMA = {
     "type": "object",
-    "properties": {part: {"type": "string", "maxLength": 70} for part in PARTS},
+    "properties": {part: {"type": "string", "maxLength": FIELD_LENGTH} for part in PARTS},
     "required": list(PARTS),
 }
+
+
+def details_key(idea: str) -> str:
+    """The schema's details field, named after the idea (its first words, up to 60 characters)."""
+    words, key = idea.split(), "details of"
+    for word in words:
+        if len(key) + 1 + len(word) > 60:
+            break
+        key += " " + word
+    return key
+
+
+def schema_for(idea: str) -> dict:
+    """ENHANCE_SCHEMA with the details field named after the idea: the grammar writes "details of <idea>" and
+    the model continues with details *of* it (its parts, materials, colours), not of something else."""
+    keys = (details_key(idea), *PARTS[1:])
+    return {"type": "object", "properties": {k: {"type": "string", "maxLength": FIELD_LENGTH} for k in keys}, "required": list(keys)}
+
+
+def as_parts(answer: dict) -> dict:
+    """The model's answer by part name (its details field is named after the idea)."""
+    details = next((v for k, v in answer.items() if str(k).startswith("details")), "")
+    return {"details": details, **{part: answer.get(part, "") for part in PARTS[1:]}}
 STOPWORDS = set(
     """a an the and or of on in at to for with from by as is are be it its this that these those into onto over under
     up down out off very so too some any all my your our me i we you he she they them please make create generate draw
@@ -72,6 +101,7 @@ class EnhanceResult:
     source: str  # "llm" | "llm-retry" | "repaired"
     attempts: int
     problems: list[str] = field(default_factory=list)  # what failed before the returned prompt
+    dropped: list[str] = field(default_factory=list)  # the model's additions that named a subject the idea lacks
 
 
 def content_words(text: str) -> list[str]:
@@ -124,6 +154,8 @@ def rubric(idea: str, prompt: str, examples=(), recent=()) -> list[str]:
     missing = [w for w in content_words(idea) if w not in have]
     if missing:
         problems.append(f"drops idea words: {', '.join(missing[:5])}")
+    elif not keeps_order(idea, prompt):
+        problems.append("does not keep the idea's words in order")
     tokens = count_tokens(prompt)
     if tokens > CLIP_CONTEXT:
         problems.append(f"{tokens} CLIP tokens (limit {CLIP_CONTEXT})")
@@ -136,11 +168,24 @@ def rubric(idea: str, prompt: str, examples=(), recent=()) -> list[str]:
     if len(phrases) != len(set(phrases)):
         problems.append("repeats a phrase")
     additions = additions_of(idea, prompt)
+    if drift := new_subjects(idea, ", ".join(additions)):
+        problems.append(f"adds a subject the idea does not have: {', '.join(drift[:3])}")
     if copied := copied_phrases(additions, examples):
         problems.append(f"copies the example: {', '.join(copied[:3])}")
     if repeated := repeated_phrases(idea, additions, recent):
         problems.append(f"repeats phrases used for an unrelated idea: {', '.join(repeated[:3])}")
     return problems
+
+
+def keeps_order(idea: str, prompt: str) -> bool:
+    """The idea's content words appear in the prompt in the idea's order."""
+    words, at = re.findall(r"[a-z0-9][a-z0-9'-]*", prompt.lower()), 0
+    for word in content_words(idea):
+        try:
+            at = words.index(word, at) + 1
+        except ValueError:
+            return False
+    return True
 
 
 def fit_idea(idea: str, budget: int = 50) -> str:
@@ -178,13 +223,18 @@ def nearest_examples(idea: str, k: int = 2) -> list[tuple[str, dict]]:
 def _ask(llm: ChatLLM, idea: str, seed: int, examples=()) -> dict:
     messages = [{"role": "system", "content": ENHANCE_SYSTEM}]
     for example, answer in examples:
-        messages += [{"role": "user", "content": f"Idea: {example}"}, {"role": "assistant", "content": json.dumps(answer)}]
+        shown = {details_key(example): answer["details"], **{part: answer[part] for part in PARTS[1:]}}
+        messages += [{"role": "user", "content": f"Idea: {example}"}, {"role": "assistant", "content": json.dumps(shown)}]
     messages.append({"role": "user", "content": f"Idea: {idea}"})
-    return parse_json(llm.chat(messages, max_tokens=160, temperature=0.7 if seed else 0.3, json_schema=ENHANCE_SCHEMA, seed=seed))
+    answer = parse_json(llm.chat(messages, max_tokens=180, temperature=0.7 if seed else 0.3, json_schema=schema_for(idea), seed=seed))
+    if not isinstance(answer, dict):
+        raise ValueError(f"the model's answer is a {type(answer).__name__}, not an object")
+    return as_parts(answer)
 
 
-def assemble(idea: str, additions: dict) -> str:
-    """idea + the model's additions: split into short phrases, without repeats of the idea or each other."""
+def assemble(idea: str, additions: dict, dropped: list[str] | None = None) -> str:
+    """idea + the model's additions: split into short phrases, without repeats of the idea or each other, and
+    without a phrase that names a subject the idea does not have (put in `dropped`, when given)."""
     idea_words = set(content_words(idea))
     phrases: list[str] = []
     seen_words: set[str] = set(idea_words)
@@ -192,7 +242,7 @@ def assemble(idea: str, additions: dict) -> str:
         kept = 0
         text = str(additions.get(part, ""))
         pieces = re.split(r"[,;]", text)
-        if len(text) >= ENHANCE_SCHEMA["properties"][part]["maxLength"] and len(pieces) > 1:
+        if len(text) >= FIELD_LENGTH and len(pieces) > 1:
             pieces = pieces[:-1]  # the grammar cut the field short: its last piece is a broken word
         for raw in pieces:
             phrase = _clean(re.sub(r"^(a|an|the)\s+", "", raw.strip(), flags=re.I))
@@ -200,6 +250,10 @@ def assemble(idea: str, additions: dict) -> str:
             new_words = set(content_words(phrase or "")) - seen_words
             if not phrase or not new_words or kept >= 2 or len(words) > 6 or len(set(words)) < len(words):
                 continue  # empty, chatter, a sentence, stuttering, or only repeats words we already have
+            if new_subjects(idea, phrase):  # a second subject the picture model would draw: not the user's idea
+                if dropped is not None:
+                    dropped.append(phrase)
+                continue
             seen_words |= new_words
             phrases.append(phrase)
             kept += 1
@@ -227,21 +281,24 @@ def enhance(idea: str, llm: ChatLLM | None, attempts: int = 2) -> EnhanceResult:
         recent = list(RECENT)
     nearest = nearest_examples(idea, k=attempts) if llm else []
     result = None
+    dropped: list[str] = []
     for attempt in range(attempts if llm else 0):
         shown = nearest[attempt:attempt + 1]  # the nearest example, then the next one
         try:
-            prompt = assemble(idea, _ask(llm, idea, seed=attempt, examples=shown))
+            prompt = assemble(idea, _ask(llm, idea, seed=attempt, examples=shown), dropped)
         except (LLMError, ValueError) as exc:
             problems.append(f"attempt {attempt + 1}: {exc}")
             continue
         found = rubric(idea, prompt, shown, recent)
         if not found:
-            result = EnhanceResult(prompt, "llm" if attempt == 0 else "llm-retry", attempt + 1, problems)
+            result = EnhanceResult(prompt, "llm" if attempt == 0 else "llm-retry", attempt + 1, problems, dropped)
             break
         problems.append(f"attempt {attempt + 1}: {'; '.join(found)}")
     if result is None:
-        result = EnhanceResult(repair(idea, recent), "repaired", attempts, problems)
+        result = EnhanceResult(repair(idea, recent), "repaired", attempts, problems, dropped)
         log.info("step=enhance source=repaired problems=%s", " | ".join(problems))
+    if dropped:
+        log.info("step=enhance dropped_new_subjects=%s", " | ".join(dropped))
     with _recent_lock:
         RECENT.append((idea, additions_of(idea, result.prompt)))
     return result

@@ -1,9 +1,9 @@
 """The prompts enhance_prompt shows the LLM (the decision and reply prompts are agent/prompts.py).
 Short: the embedded model has 135M parameters."""
 
-ENHANCE_SYSTEM = """You write prompts for an image generator. Given an idea, add visual details: style, lighting,
-composition and a few concrete details. Never ask questions, never talk about yourself. Short phrases only.
-Answer with JSON only."""
+ENHANCE_SYSTEM = """You write prompts for an image generator. Given an idea, describe only that idea: details of its
+own subject (parts, materials, colours, texture), style, lighting and composition. Never add another animal, person,
+vehicle or object. Never ask questions, never talk about yourself. Short phrases only. Answer with JSON only."""
 
 # A pool of worked examples; enhance_prompt shows the model only the nearest one to the idea (by meaning),
 # and none when nothing is near. Every phrase appears once in the pool, so a copied phrase is recognisable:
@@ -12,10 +12,10 @@ Answer with JSON only."""
 ENHANCE_EXAMPLES = [
     ("a cat on a windowsill", {"details": "fluffy fur, rain drops on the glass", "style": "cozy watercolor illustration",
                                "lighting": "soft morning light", "composition": "close-up, shallow depth of field"}),
-    ("a futuristic city", {"details": "neon signs, flying cars, glass towers", "style": "cinematic concept art",
+    ("a futuristic city", {"details": "neon signs, glass towers, layered skyways", "style": "cinematic concept art",
                            "lighting": "blue hour glow", "composition": "wide aerial view"}),
     ("an old lighthouse in a storm", {"details": "crashing waves, dark clouds, spray", "style": "dramatic oil painting",
-                                      "lighting": "lightning flash, warm lamp beam", "composition": "low angle, rule of thirds"}),
+                                      "lighting": "lightning flash, sweeping beacon beam", "composition": "low angle, rule of thirds"}),
     ("a bowl of ramen", {"details": "soft egg, curling steam, scallions", "style": "food photography",
                          "lighting": "warm window light", "composition": "overhead shot"}),
     ("a wolf in a winter forest", {"details": "frosted pine branches, breath vapor", "style": "wildlife photograph",

@@ -109,6 +109,14 @@ def step_result(tool_name: str, call_id: str, content: dict, started: float, upd
     return Command(update={**update, "steps": [{**step, "result": content}], "messages": [message]})
 
 
+def _keep_fallbacks(assets: list, attempts: list) -> None:
+    """The backends tried before the one that made the asset, with their reasons, in the asset's record: the
+    creation's details show the chain later (the reply does not repeat it)."""
+    failed = [{"backend": a.backend, "reason": a.reason} for a in attempts if not a.ok]
+    for asset in assets if failed else []:
+        asset.metadata["fallbacks"] = failed
+
+
 def _asset_dict(view: CreationView, kind: str) -> dict | None:
     asset = view.asset(kind)
     return None if asset is None else {**asdict(asset), "creation_id": view.id}
@@ -139,6 +147,7 @@ def text_to_image(prompt: str, state: Annotated[dict, InjectedState], tool_call_
         request = ImageRequest(prompt=prompt, negative_prompt=cfg.negative_prompt, width=cfg.width, height=cfg.height, seed=cfg.seed, steps=cfg.steps,
                                guidance=cfg.guidance)
         assets, attempts = generate_with_fallback("image", cfg.image_backends, request, _progress("text_to_image", None, store))
+        _keep_fallbacks(assets, attempts)
         view = store.create(user_id=cfg.user_id, thread_id=cfg.thread_id, original_prompt=state.get("idea") or prompt,
                             enhanced_prompt=prompt, assets=assets, parent_id=state.get("parent_id"), idempotency_key=key,
                             in_progress=True)
@@ -200,6 +209,7 @@ def image_to_3d(creation_id: str, state: Annotated[dict, InjectedState], tool_ca
     try:
         request = MeshRequest(image=Path(image.path).read_bytes(), image_mime=image.mime, prompt=view.enhanced_prompt, seed=cfg.seed)
         assets, attempts = generate_with_fallback("model", cfg.model_backends, request, _progress("image_to_3d", view.id, store))
+        _keep_fallbacks(assets, attempts)
         view = store.add_assets(view.id, cfg.user_id, assets, idempotency_key=key)
     except Exception as exc:
         store.fail(view.id, cfg.user_id, f"image_to_3d failed: {exc}")
@@ -256,8 +266,7 @@ def _reply_image(state: dict, step: dict, note: str) -> str | None:
     image = state.get("image")
     if not image or not step.get("creation_id"):
         return None
-    sketch = " — a placeholder sketch, no image model is configured" if image["meta"].get("is_sketch") else ""
-    return f"Image by {step['backend']}{sketch}{note}: {image['path']}"
+    return f"Image by {step['backend']}{note}: {image['path']}"  # a sketch's placeholder hint is said once per thread (respond)
 
 
 def _reply_model(state: dict, step: dict, note: str) -> str:

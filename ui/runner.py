@@ -187,6 +187,13 @@ def creation_card(user: str, creation_id: str, notes: list[str] | None = None, s
     return history.creation(user, creation_id, notes, status)
 
 
+def _final_message(state: dict):
+    from agent.run import as_messages
+
+    messages = as_messages(state.get("messages"))
+    return messages[-1] if messages else None
+
+
 _PATH_TAIL = re.compile(r":\s*/\S+\.(png|jpe?g|webp|glb|gltf|obj|ply)\b")
 
 
@@ -326,7 +333,9 @@ class Turn:
         kind = views.produces(tool)
         if kind == "image" and cid and not result.get("error"):
             self.made = cid
-            self.notes[cid] = views.fallback_notes(tool, event.get("attempts") or [], event.get("backend"))
+            # The fallback chain with its reasons is in the step's details (views.step_output_end), not on the card;
+            # an outage worth saying is in the reply. The card carries notes of its own only (none today).
+            self.notes[cid] = []
             # With auto 3D on, the card says the model is on its way until the 3D step reports back.
             status = "making3d" if self.config["configurable"].get("auto_3d", True) else "image"
             props = await in_thread(creation_card, self.user, cid, self.notes[cid], status)
@@ -334,8 +343,7 @@ class Turn:
                 await self.send_card(cid, props)
         elif kind == "model" and cid and not result.get("error"):
             self.modelled = cid
-            notes = self.notes.setdefault(cid, []) + views.fallback_notes(tool, event.get("attempts") or [], event.get("backend"))
-            self.notes[cid] = notes
+            notes = self.notes.setdefault(cid, [])
             props = await in_thread(creation_card, self.user, cid, notes, None)
             if props:
                 if cid in self.cards:
@@ -392,17 +400,19 @@ class Turn:
                     await element.update()
 
     async def finish(self, state: dict) -> None:
-        """The graph's reply (agent/nodes.respond — the same words the CLI and the API give, which already say the
-        creation is saved and under which id), shown without the server's file paths (the card holds the files),
-        with the card's fallback notes and what only the studio has: /history and the card's Remix button."""
+        """The graph's reply (agent/nodes.respond — the same words the CLI and the API give), less what the card
+        already shows (the prompt, the image and the model with their backends and files): what is left says the
+        creation is saved and under which id, an outage worth saying, the hints not given before in this thread,
+        and — once per session — what only the studio has: /history and the card's Remix button."""
         await self.settle_cards()
         if self.failed:  # the tool's own error, in a sentence (views.failure_message names the step kindly)
             text = views.failure_message(*self.failed)
         else:
-            text = _PATH_TAIL.sub("", graph_reply(state)).strip() or "Done."
-            cid = self.made or self.modelled
-            text += "".join(f"\n\n⚠ {n}" for n in self.notes.get(cid, [])) if cid else ""
-            if self.made:
+            shown = {t for t in self.done if views.produces(t) in ("prompt", "image", "model")} if self.cards else set()
+            text = views.reply_text(_final_message(state), graph_reply(state), shown)
+            text = _PATH_TAIL.sub("", text).strip() or "Done."
+            if self.made and not cl.user_session.get("studio_hint_said"):
+                cl.user_session.set("studio_hint_said", True)
                 text += "\n\nIt is in **/history** too; **Remix** on the card starts a variation."
         await cl.Message(content=text, author=self.author).send()
         if self.recalled and not self.made and api_url() is None:  # client mode: the reply lists what was found

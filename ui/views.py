@@ -78,7 +78,10 @@ def why_unavailable(reason: str) -> str:
 
 def fallback_notes(tool: str, attempts: Iterable[dict], used_backend: str | None) -> list[str]:
     """'Openfabric text-to-image unreachable — used the local sketch backend' for every failed try."""
-    kind = tool_kind(tool)
+    return kind_fallback_notes(tool_kind(tool), attempts, used_backend)
+
+
+def kind_fallback_notes(kind: str, attempts: Iterable[dict], used_backend: str | None) -> list[str]:
     notes = []
     for attempt in attempts or []:
         if attempt.get("ok"):
@@ -148,6 +151,19 @@ def step_output_end(event: dict) -> str:
     return "\n".join(x for x in lines if x)
 
 
+def reply_text(message: Any, fallback: str, shown: set[str]) -> str:
+    """The reply's words without the lines of the tools whose results the studio already shows (a creation card
+    shows the prompt, the image and the model): built from the reply's parts (agent/nodes.reply_parts), or the
+    whole reply when it has none (a chat answer, an older thread)."""
+    parts = ((getattr(message, "additional_kwargs", None) or {}).get("reply") or {}) if message is not None else {}
+    if not parts or "lines" not in parts:
+        return fallback
+    lines = [parts.get("words") or ""]
+    lines += [line for tool, line in parts.get("lines") or [] if tool not in shown]
+    lines += [parts.get("saved") or ""] + list(parts.get("outages") or []) + [hint for _, hint in parts.get("hints") or []]
+    return "\n\n".join(line for line in lines if line)
+
+
 def step_title(tool: str, event: dict) -> str:
     """"text_to_image · sketch · 0.41 s": the tool, the backend that did the work, the seconds."""
     parts = [tool]
@@ -184,6 +200,9 @@ def creation_props(view, *, detail: bool = False, parent=None, children: Iterabl
                    status: str | None = None) -> dict[str, Any]:
     """Props for public/elements/Creation.jsx from a memory.store.CreationView."""
     image, model = view.image, view.model
+    if detail:  # the creation's details keep the fallback chain its record holds (tools.tools._keep_fallbacks)
+        notes = [*notes, *(n for asset, kind in ((image, "image"), (model, "model")) if asset is not None
+                           for n in kind_fallback_notes(kind, asset.meta.get("fallbacks") or [], asset.backend))]
     if status is None:
         status = "complete" if model else ("image" if image else "empty")
     return {
