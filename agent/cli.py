@@ -140,7 +140,7 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["node"]:
-        from tools.openfabric.node import main as node_main
+        from agent.openfabric_node import main as node_main
 
         return node_main(argv[1:])
     parser = build_parser()

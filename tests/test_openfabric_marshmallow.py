@@ -44,7 +44,8 @@ from tools.openfabric.answers import parse_execution_answer
 from tools.openfabric.client import generate_sync, reset_state
 from tools.openfabric.config import OpenfabricSettings, resolve_app
 from tools.openfabric.errors import BadResponse, GenerationFailed, TooLarge
-from tools.openfabric.node import IMAGE_TO_3D, TEXT_TO_IMAGE, LocalNode, RunningServer, serve_in_thread
+from agent.openfabric_node import LocalNode, RunningServer, serve_in_thread
+from tools.openfabric.protocol import IMAGE_TO_3D, TEXT_TO_IMAGE
 from tools.openfabric.output import extract
 from tools.openfabric.schema_mapping import ToolValues, build_input, field_names
 
