@@ -431,7 +431,7 @@ def cmd_setup(args) -> int:
              # once: later processes embed with onnxruntime and never import torch
              ("embeddings ONNX export", lambda: __import__("memory.embeddings", fromlist=["export_onnx"]).export_onnx()),
              ("embeddings", lambda: __import__("memory.embeddings", fromlist=["embed"]).embed(["warm up"])),
-             ("whisper", lambda: __import__("agent.speech", fromlist=["_load"])._load()),
+             ("whisper", lambda: __import__("models.speech", fromlist=["load"]).load()),
              ("memory store", lambda: __import__("memory.store", fromlist=["get_store"]).get_store().ensure_index())]
     with tqdm(steps, desc="setup", unit="step", file=sys.stderr) as bar:
         for name, step in bar:
