@@ -7,23 +7,43 @@ breaker stay with the client."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from tools.backends.base import ProgressFn
 
 from ..answers import FAILED_STATUSES, KNOWN_STATUSES, SCHEMA_WORDS, parse_execution_answer
-from ..errors import BadResponse, SchemaMismatch
-
-if TYPE_CHECKING:
-    from ..client import OpenfabricClient
+from ..config import AppAddress, OpenfabricSettings
+from ..errors import BadResponse, SchemaMismatch, Unauthorized
+from ..outbound import OutboundPolicy
 
 log = logging.getLogger("atelier.openfabric")
+
+
+class Connection(Protocol):
+    """What a transport uses of the client that chose it (OpenfabricClient)."""
+
+    settings: OpenfabricSettings
+    address: AppAddress
+    label: str
+    outbound: OutboundPolicy
+    step: str  # what the call is doing now, for the deadline's message
+
+    def auth_headers(self) -> dict[str, str]: ...
+
+    def unauthorized(self, what: str, detail: str) -> Unauthorized: ...
+
+    def log_step(self, step: str, transport: str, started: float, extra: str = "") -> None: ...
+
+    def report(self, progress: ProgressFn, fraction: float | None, message: str) -> None: ...
+
+    async def request(self, method: str, url: str, what: str, *, cap: int, json_body: Any = None, total: float | None = None,
+                      read_timeout: float | None = None, execution: bool = False) -> tuple[bytes, str]: ...
 
 
 class Transport:
     name: ClassVar[str]  # what an asset's metadata says it came by: socket.io, rest or sdk
 
-    def __init__(self, client: OpenfabricClient):
+    def __init__(self, client: Connection):
         self.client = client
 
     async def execute(self, body: Any, progress: ProgressFn) -> Any:
