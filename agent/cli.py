@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import uuid
 from pathlib import Path
@@ -141,7 +140,7 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["node"]:
-        from tools.openfabric.node import main as node_main
+        from agent.openfabric_node import main as node_main
 
         return node_main(argv[1:])
     parser = build_parser()
@@ -379,9 +378,10 @@ def cmd_recall(args) -> int:
 
 def cmd_forget(args) -> int:
     from memory.store import get_store
+    from memory.validation import is_creation_id
 
     user = _user(args.user)
-    result = get_store().forget(args.creation_id, user) if re.fullmatch(r"[A-Za-z0-9]{1,64}", args.creation_id) else None
+    result = get_store().forget(args.creation_id, user) if is_creation_id(args.creation_id) else None
     if result is None:  # unknown, or another user's: nothing changed
         print(f"atelier: error: no creation {args.creation_id!r} for user {user!r}; nothing was deleted", file=sys.stderr)
         return 1
@@ -431,7 +431,7 @@ def cmd_setup(args) -> int:
              # once: later processes embed with onnxruntime and never import torch
              ("embeddings ONNX export", lambda: __import__("memory.embeddings", fromlist=["export_onnx"]).export_onnx()),
              ("embeddings", lambda: __import__("memory.embeddings", fromlist=["embed"]).embed(["warm up"])),
-             ("whisper", lambda: __import__("agent.speech", fromlist=["_load"])._load()),
+             ("whisper", lambda: __import__("models.speech", fromlist=["load"]).load()),
              ("memory store", lambda: __import__("memory.store", fromlist=["get_store"]).get_store().ensure_index())]
     with tqdm(steps, desc="setup", unit="step", file=sys.stderr) as bar:
         for name, step in bar:
@@ -617,6 +617,7 @@ def cmd_export(args) -> int:
     from pathlib import Path
 
     from memory.store import get_store
+    from memory.validation import is_creation_id
     from tools.export import ExportError, check_format, check_size_mm, export_creation
 
     user = _user(args.user)
@@ -624,7 +625,7 @@ def cmd_export(args) -> int:
         fmt, size_mm = check_format(args.format), check_size_mm(args.size_mm)
     except ExportError as exc:
         raise UsageError(str(exc)) from None
-    if not re.fullmatch(r"[A-Za-z0-9]{1,64}", args.creation_id):
+    if not is_creation_id(args.creation_id):
         print(f"atelier: error: no creation {args.creation_id!r} for user {user!r}", file=sys.stderr)
         return 1
     try:

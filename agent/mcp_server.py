@@ -532,9 +532,9 @@ class AtelierMCP:
 
 
 def _plausible_id(creation_id: Any) -> bool:
-    import re
+    from memory.validation import is_creation_id
 
-    return isinstance(creation_id, str) and re.fullmatch(r"[A-Za-z0-9]{1,64}", creation_id) is not None
+    return is_creation_id(creation_id)
 
 
 # -- transports ---------------------------------------------------------------------------------------------------

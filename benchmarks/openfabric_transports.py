@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/openfabric_transports.py [--n 20] [--shape marshmallow|simple|both] [--json]
 
-Starts `python -m tools.openfabric.node text-to-image` (sketch backend) as a separate process on a free
+Starts `python -m agent.openfabric_node text-to-image` (sketch backend) as a separate process on a free
 loopback port, then for each transport runs --n executions, interleaved round-robin so machine load falls
 on all of them alike, after 2 warm-up runs each:
 
@@ -45,7 +45,7 @@ def start_node(shape: str) -> tuple[subprocess.Popen, str]:
     import httpx
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tools.openfabric.node", "text-to-image", "--port", str(port), "--shape", shape],
+    proc = subprocess.Popen([sys.executable, "-m", "agent.openfabric_node", "text-to-image", "--port", str(port), "--shape", shape],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

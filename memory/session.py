@@ -2,7 +2,6 @@
 (what they are working on, kept for ATELIER_SESSION_TTL_SECONDS)."""
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from . import sqlite
 from .models import SessionRow
 from .settings import MemorySettings, get_settings
 
@@ -36,7 +36,7 @@ class SessionContext:
 
     It lives in the creations database (one row per user), not in a process: the API server, the studio and the
     CLI share it, so a second process never answers from a stale copy of its own. Its table (SessionRow) is made
-    with the others when the store opens the database (memory/store.py _create_schema)."""
+    with the others when the store opens the database (memory/schema.py create_schema)."""
 
     def __init__(self, engine: Engine, ttl_seconds: float, clock: Callable[[], float] = time.time):
         self.engine, self.ttl, self.clock = engine, float(ttl_seconds), clock
@@ -98,9 +98,7 @@ def sqlite_checkpointer(settings: MemorySettings | None = None):
     settings = settings or get_settings()
     path = Path(settings.data_dir) / "checkpoints.sqlite"
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn = sqlite.connect(path, check_same_thread=False)  # the shared pragmas (memory/sqlite.py)
     saver = SqliteSaver(conn)
     saver.setup()
     return saver

@@ -14,6 +14,8 @@ Rules:
   * seed: an integer in 0..2**63-1 — the range every place a seed travels agrees on: the checkpoint
     serialiser (msgpack: -2**63..2**64-1), orjson on the API (the same), SQLite's INTEGER / Postgres' BIGINT
     (signed 64-bit) and torch.Generator.manual_seed (0..2**64-1). A backend that needs fewer bits reduces it.
+  * creation ids: 1-64 ASCII letters and digits (memory.models.new_id makes 16 hex digits; imported ones may be
+    longer). Anything else can never name a creation, so callers answer it like an unknown id (404, "no creation").
   * width / height: integers in 64..2048 (SIZE_MIN..SIZE_MAX); steps: an integer in 1..200 (None = the
     backend's default).
 """
@@ -28,6 +30,8 @@ SEED_MIN, SEED_MAX = 0, 2**63 - 1
 SIZE_MIN, SIZE_MAX = 64, 2048
 STEPS_MIN, STEPS_MAX = 1, 200
 RESERVED_USER_PREFIX = "~"
+# The one creation-id rule. \Z, not $: "$" also matches before a trailing newline; .match and .fullmatch agree.
+CREATION_ID = re.compile(r"[A-Za-z0-9]{1,64}\Z")
 
 # CSI (ESC [ ... final), OSC (ESC ] ... BEL or ESC \), and any other two-character ESC sequence.
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?")
@@ -78,6 +82,11 @@ def validate_user_id(value: Any, field: str = "user id") -> str:
 
 def validate_thread_id(value: Any, field: str = "thread id") -> str:
     return validate_identifier(value, field, reserved_prefix=None)
+
+
+def is_creation_id(value: Any) -> bool:
+    """Whether value could name a creation (CREATION_ID); callers treat anything else as an unknown creation."""
+    return isinstance(value, str) and CREATION_ID.match(value) is not None
 
 
 def clean_text(text: str) -> str:

@@ -42,7 +42,8 @@ import pytest
 import socketio
 from aiohttp import web
 
-from tools.openfabric.node import RunningServer
+from agent.openfabric_node import RunningServer, openfabric_app
+from tools.openfabric.protocol import EMPTY_SHA256 as EMPTY_SHA256, marshmallow_document, marshmallow_resource_field as resource_field
 
 
 def fast_settings(**overrides):
@@ -107,20 +108,6 @@ IMAGE_OUTPUT = {
     "type": "object",
     "properties": {"result": {"type": "string", "format": "binary", "description": "Generated image (resource)"}},
 }
-
-
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-
-
-def marshmallow_document(cls: str, properties: dict) -> dict:
-    """A schema as marshmallow-jsonschema writes it: everything under definitions, a top-level $ref."""
-    return {"$schema": "http://json-schema.org/draft-07/schema#",
-            "definitions": {cls: {"type": "object", "properties": properties, "additionalProperties": False}},
-            "$ref": f"#/definitions/{cls}"}
-
-
-def resource_field(name: str, encoding: str) -> dict:
-    return {"title": name, "type": ["string", "null"], "is_resource": True, "resource_type": "data", "resource_encoding": encoding}
 
 
 MARSHMALLOW_TEXT_INPUT = marshmallow_document("InputClass", {
@@ -254,19 +241,16 @@ class FakeApp:
         return web.json_response(default, status=status)
 
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._lock])
-        app.router.add_get("/manifest", self.manifest_handler)
-        app.router.add_get("/schema", self.schema_handler)
-        app.router.add_post("/execution", self.execution_handler)
-        app.router.add_get("/resource", self.resource_handler)
-        app.router.add_get("/files/{name}", self.file_handler)
+        """The real node's app factory (agent/openfabric_node.py) with this fake's fault-injecting handlers."""
+        sio = None
         if self.socket_io:
-            self.sio = socketio.AsyncServer(async_mode="aiohttp", max_http_buffer_size=64 * 1024 * 1024)
+            sio = self.sio = socketio.AsyncServer(async_mode="aiohttp", max_http_buffer_size=64 * 1024 * 1024)
             self.sio.on("execute", self.socket_execute, namespace="/app")
             self.sio.on("connect", self.socket_connect, namespace="/app")
             self.sio.on("restore", self.socket_restore, namespace="/app")
-            self.sio.attach(app)
-        return app
+        return openfabric_app(manifest=self.manifest_handler, schema=self.schema_handler, execution=self.execution_handler,
+                              resource=self.resource_handler, sio=sio, middlewares=[self._lock], client_max_size=64 * 1024 * 1024,
+                              extra_routes=[("GET", "/files/{name}", self.file_handler)])
 
     async def manifest_handler(self, request: web.Request) -> web.StreamResponse:
         self.counts["manifest"] += 1

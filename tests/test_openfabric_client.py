@@ -26,7 +26,8 @@ from openfabric_fakes import (  # noqa: F401 (fresh_openfabric_state is an autou
 from tools.backends import generate_with_fallback, load_backend
 from tools.backends.base import BackendError, ImageRequest, MeshRequest
 from tools.openfabric.client import generate_sync
-from tools.openfabric.node import IMAGE_TO_3D, SIMPLE, TEXT_TO_IMAGE, LocalNode, main as node_main, serve_in_thread
+from agent.openfabric_node import LocalNode, main as node_main, serve_in_thread
+from tools.openfabric.protocol import IMAGE_TO_3D, SIMPLE, TEXT_TO_IMAGE
 from tools.openfabric.schema_mapping import ToolValues
 
 pytestmark = pytest.mark.timeout(60)
@@ -433,7 +434,7 @@ def test_node_main_serves_until_stopped(tmp_path):
 
     port = int(dead_url().rsplit(":", 1)[1])
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.Popen([sys.executable, "-m", "tools.openfabric.node", "text-to-image", "--port", str(port)], cwd=root,
+    proc = subprocess.Popen([sys.executable, "-m", "agent.openfabric_node", "text-to-image", "--port", str(port)], cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": root})
     try:
         deadline = time.monotonic() + 30

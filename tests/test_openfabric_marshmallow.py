@@ -40,10 +40,12 @@ from openfabric_fakes import (  # noqa: F401 (fresh_openfabric_state is an autou
 )
 from tools.backends import generate_with_fallback, load_backend
 from tools.backends.base import BackendError, ImageRequest, MeshRequest
-from tools.openfabric.client import generate_sync, parse_execution_answer, reset_state
+from tools.openfabric.answers import parse_execution_answer
+from tools.openfabric.client import generate_sync, reset_state
 from tools.openfabric.config import OpenfabricSettings, resolve_app
 from tools.openfabric.errors import BadResponse, GenerationFailed, TooLarge
-from tools.openfabric.node import IMAGE_TO_3D, TEXT_TO_IMAGE, LocalNode, RunningServer, serve_in_thread
+from agent.openfabric_node import LocalNode, RunningServer, serve_in_thread
+from tools.openfabric.protocol import IMAGE_TO_3D, TEXT_TO_IMAGE
 from tools.openfabric.output import extract
 from tools.openfabric.schema_mapping import ToolValues, build_input, field_names
 
@@ -345,7 +347,7 @@ def test_stalled_socket_execution_is_given_up():
 def test_a_lost_response_is_recovered_with_restore(monkeypatch):
     """The app finished but its `response` never reached us: after a quiet spell the client asks with `restore`
     (the SDK's Proxy does the same after 5 s; shortened here) and takes the output from the answer."""
-    from tools.openfabric import client as client_module
+    from tools.openfabric.transports import socket_io as client_module
 
     monkeypatch.setattr(client_module, "RESTORE_AFTER", 0.3)
     with marshmallow_text_to_image(faults=Faults(response_by_restore_only=True)) as app:

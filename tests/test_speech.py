@@ -124,8 +124,8 @@ def test_whisper_model_switch_picks_a_folder_from_models_dir(tmp_path, monkeypat
     monkeypatch.setenv("ATELIER_MODELS_DIR", str(models))
     monkeypatch.setenv("ATELIER_WHISPER_MODEL", "tiny-copy.en")
     reset_settings()
-    monkeypatch.setattr(speech, "_model", None)  # a fresh load, then the packaged one again after the test
-    monkeypatch.setattr(speech, "_model_path", None)
+    monkeypatch.setattr("models.speech._model", None)  # a fresh load, then the packaged one again after the test
+    monkeypatch.setattr("models.speech._model_path", None)
     try:
         assert whisper_model_path() == models / "tiny-copy.en"
         result = speech.transcribe(speak("make one like before, but with wings", tmp_path / "w.wav"))

@@ -72,7 +72,7 @@ def test_a_three_hour_file_is_refused_from_its_header_in_a_real_cli_process(tmp_
     probe = ("import json, resource, sys, time\n"
              "from agent.cli import main\n"
              "t = time.perf_counter(); rc = main(['transcribe', sys.argv[1]]); t = time.perf_counter() - t\n"
-             "import agent.speech as s\n"
+             "import models.speech as s\n"
              "print(json.dumps({'rc': rc, 'seconds': t, 'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
              " 'model_loaded': s._model is not None}))\n")
     out = subprocess.run([sys.executable, "-c", probe, str(wav)], cwd=ROOT, env=cli_env(tmp_path / "data"), capture_output=True,

@@ -22,6 +22,8 @@ from chainlit.data.utils import queue_until_user_message
 from chainlit.types import Feedback, PageInfo, PaginatedResponse, Pagination, ThreadDict, ThreadFilter
 from chainlit.user import PersistedUser, User
 
+from memory import sqlite as memory_sqlite
+
 log = logging.getLogger("atelier.ui")
 
 SCHEMA = """
@@ -55,11 +57,9 @@ class SQLiteDataLayer(BaseDataLayer):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+        self._conn = memory_sqlite.connect(self.path, check_same_thread=False)  # the shared pragmas
         self._conn.row_factory = sqlite3.Row
         with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA busy_timeout=30000")
             self._conn.executescript(SCHEMA)
             self._conn.commit()
 

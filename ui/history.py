@@ -9,11 +9,11 @@ import re
 
 from memory.recall import recall
 from memory.store import get_store
+from memory.validation import is_creation_id
 
 from . import views
 
 PAGE = 12
-_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
 
 
 def page(user: str, offset: int = 0, limit: int = PAGE) -> dict:
@@ -35,7 +35,7 @@ def search(user: str, query: str, limit: int = PAGE) -> dict:
 
 def detail(user: str, creation_id: str) -> dict | None:
     """Creation.jsx props for one creation, with what it remixes and what remixes it."""
-    if not _ID.match(creation_id or ""):
+    if not is_creation_id(creation_id):
         return None
     store = get_store()
     view = store.get(creation_id, user_id=user)
@@ -47,7 +47,7 @@ def detail(user: str, creation_id: str) -> dict | None:
 
 
 def creation(user: str, creation_id: str, notes: list[str] | None = None, status: str | None = None) -> dict | None:
-    if not _ID.match(creation_id or ""):
+    if not is_creation_id(creation_id):
         return None
     view = get_store().get(creation_id, user_id=user)
     if view is None:
@@ -58,13 +58,13 @@ def creation(user: str, creation_id: str, notes: list[str] | None = None, status
 
 def views_of(user: str, ids: list[str]) -> list:
     """The user's creations with these ids, in this order (others' ids find nothing)."""
-    found = get_store().get_many([i for i in ids if _ID.match(i or "")], user)
+    found = get_store().get_many([i for i in ids if is_creation_id(i)], user)
     return [found[i] for i in ids if i in found]
 
 
 def remix_request(user: str, creation_id: str, change: str) -> str | None:
     """The request text that remixes a creation: the agent recalls it by these words and applies the change."""
-    view = get_store().get(creation_id, user_id=user) if _ID.match(creation_id or "") else None
+    view = get_store().get(creation_id, user_id=user) if is_creation_id(creation_id) else None
     return None if view is None else remix_text(view.original_prompt, change)
 
 

@@ -1,4 +1,5 @@
-"""Openfabric apps: schema-driven client (socket.io + REST), output handling, circuit breaker, local node.
+"""Openfabric apps: schema-driven client (transports: socket.io, REST, the SDK), the protocol, output handling,
+circuit breaker. The local node that serves the protocol is an entry point: agent/openfabric_node.py (`atelier node`).
 
 The names below load their module on first use (PEP 562), so reading the settings (`tools.openfabric.config`, at
 every start) does not import httpx, socket.io and aiohttp."""

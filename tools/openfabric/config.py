@@ -41,7 +41,7 @@ class OpenfabricSettings(BaseSettings):
     max_repr_bytes: int = Field(16 * 1024 * 1024, description="Largest REST execution answer read as a Python literal (the apps answer "
                                                              "repr(output), not JSON); parsed with ast.literal_eval, never eval.")
     uid: str = Field("atelier", description="User id sent in the socket.io header.")
-    node_token: str = Field("", description="Bearer token a local node (`python -m tools.openfabric.node`) requires; empty = open.")
+    node_token: str = Field("", description="Bearer token a local node (`python -m agent.openfabric_node`) requires; empty = open.")
     verify_tls: bool = Field(True, description="Check the app's TLS certificate (https apps).")
     allowed_hosts: str = Field("", description="Comma-separated hosts (`host` any port, `host:port` one port) besides the configured "
                                "app's own that redirects and URLs in an app's output may lead to; they never get the token, and "

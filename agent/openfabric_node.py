@@ -1,4 +1,5 @@
-"""A local Openfabric node: serves a local backend over the Openfabric app protocol.
+"""`atelier node`: a local Openfabric node, serving a local backend over the Openfabric app protocol
+(tools/openfabric/protocol.py). An entry point beside the CLI: nothing in the library layers imports it.
 
     atelier node text-to-image --port 8765 [--host 127.0.0.1] [--backend sketch] [--shape marshmallow|simple] [--token T]
     atelier node image-to-3d  --port 8766 [--host 127.0.0.1] [--backend relief] [--shape marshmallow|simple] [--token T]
@@ -31,20 +32,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import binascii
 import contextlib
 import copy
-import hashlib
-import json
 import logging
 import threading
 import time
 import uuid
-import zlib
-from collections import OrderedDict
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Callable
 
 import jsonschema
@@ -53,227 +46,51 @@ from aiohttp import web
 
 from tools.backends.base import BackendError, GeneratedAsset, ImageRequest, MeshRequest
 from tools.openfabric.config import get_openfabric_settings
+from tools.openfabric.protocol import (
+    APP_KINDS,
+    DEFAULT_SHAPE,
+    EMPTY_SHA256,
+    IMAGE_TO_3D,
+    MARSHMALLOW,
+    SHAPES,
+    TEXT_TO_IMAGE,
+    InputRejected,
+    Ray,
+    ResourceStore,
+    decode_execute_payload,
+    decode_image_field,
+    default_manifest,
+    default_schemas,
+    marshmallow_schemas,
+    now_iso,
+    sha_in,
+)
 
 log = logging.getLogger("atelier.openfabric")
 
-TEXT_TO_IMAGE = "text-to-image"
-IMAGE_TO_3D = "image-to-3d"
-APP_KINDS = {TEXT_TO_IMAGE: "image", IMAGE_TO_3D: "model"}
 DEFAULT_BACKENDS = {TEXT_TO_IMAGE: "sketch", IMAGE_TO_3D: "relief"}
-NODE_VERSION = "1.0.0"
-MARSHMALLOW = "marshmallow"
-SIMPLE = "simple"
-SHAPES = (MARSHMALLOW, SIMPLE)
-DEFAULT_SHAPE = MARSHMALLOW  # mirrors the real apps
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 PULSE_SECONDS = 2.0  # the SDK's Proxy gives up after 15 s without an update
 
 
-def default_manifest(app_kind: str, backend_name: str) -> dict:
-    what = "Text to image" if app_kind == TEXT_TO_IMAGE else "Image to 3D model"
-    return {
-        "name": f"atelier-local-{app_kind}",
-        "version": NODE_VERSION,
-        "description": f"{what}, served by Atelier's local Openfabric node with the '{backend_name}' backend.",
-        "organization": "atelier (local)",
-        "sdk": "atelier-openfabric-node",
-        "overview": f"Local stand-in for an Openfabric {app_kind} app; same protocol (manifest, schema, execution, resource, socket.io /app).",
-        "input": "InputClass",
-        "output": "OutputClass",
-    }
+Handler = Callable[[web.Request], Any]
 
 
-def default_schemas(app_kind: str) -> tuple[dict, dict]:
-    resource_note = "a resource reference (data_blob_<hex>); fetch the bytes with GET /resource?reid=<ref>"
-    if app_kind == TEXT_TO_IMAGE:
-        input_schema = {
-            "$schema": "http://json-schema.org/draft-07/schema#",
-            "title": "InputClass",
-            "type": "object",
-            "properties": {
-                "prompt": {"type": "string", "minLength": 1, "maxLength": 4000, "description": "Text prompt describing the image."},
-                "negative_prompt": {"type": "string", "maxLength": 2000, "description": "What the image should avoid."},
-                "seed": {"type": "integer", "minimum": 0, "maximum": 4294967295, "description": "Random seed for reproducible images."},
-                "width": {"type": "integer", "minimum": 64, "maximum": 2048, "default": 512, "description": "Image width in pixels."},
-                "height": {"type": "integer", "minimum": 64, "maximum": 2048, "default": 512, "description": "Image height in pixels."},
-                "steps": {"type": "integer", "minimum": 1, "maximum": 200, "description": "Inference steps (ignored by fast backends)."},
-            },
-            "required": ["prompt"],
-            "additionalProperties": False,
-        }
-        output_schema = {
-            "$schema": "http://json-schema.org/draft-07/schema#",
-            "title": "OutputClass",
-            "type": "object",
-            "properties": {
-                "result": {"type": "string", "format": "binary", "contentMediaType": "image/png", "description": f"Generated image: {resource_note}."},
-            },
-            "required": ["result"],
-        }
-    elif app_kind == IMAGE_TO_3D:
-        input_schema = {
-            "$schema": "http://json-schema.org/draft-07/schema#",
-            "title": "InputClass",
-            "type": "object",
-            "properties": {
-                "input_image": {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png",
-                                "description": "Source image, base64 encoded (a data: URI is accepted too)."},
-                "prompt": {"type": "string", "maxLength": 4000, "description": "Optional text describing the object."},
-                "seed": {"type": "integer", "minimum": 0, "maximum": 4294967295, "description": "Random seed."},
-            },
-            "required": ["input_image"],
-            "additionalProperties": False,
-        }
-        output_schema = {
-            "$schema": "http://json-schema.org/draft-07/schema#",
-            "title": "OutputClass",
-            "type": "object",
-            "properties": {
-                "generated_object": {"type": "string", "format": "binary", "contentMediaType": "model/gltf-binary", "description": f"3D model (GLB): {resource_note}."},
-                "video_object": {"type": "string", "format": "binary", "contentMediaType": "video/mp4", "description": f"Optional turntable preview video: {resource_note}."},
-            },
-            "required": ["generated_object"],
-        }
-    else:
-        raise ValueError(f"unknown app kind {app_kind!r} (use {TEXT_TO_IMAGE} or {IMAGE_TO_3D})")
-    return input_schema, output_schema
-
-
-def marshmallow_schemas(app_kind: str) -> tuple[dict, dict]:
-    """Schemas as openfabric-pysdk publishes them (marshmallow-jsonschema): a top-level $ref into definitions."""
-
-    def resource(name: str, encoding: str) -> dict:
-        return {"title": name, "type": ["string", "null"], "is_resource": True, "resource_type": "data", "resource_encoding": encoding}
-
-    def document(cls: str, properties: dict) -> dict:
-        return {"$schema": "http://json-schema.org/draft-07/schema#",
-                "definitions": {cls: {"type": "object", "properties": properties, "additionalProperties": False}},
-                "$ref": f"#/definitions/{cls}"}
-
-    if app_kind == TEXT_TO_IMAGE:
-        return (document("InputClass", {"prompt": {"title": "prompt", "type": "string"},
-                                        "attachments": {"title": "attachments", "type": "array", "items": {"title": "attachments", "type": "string"}}}),
-                document("OutputClass", {"result": resource("result", "blob")}))
-    if app_kind == IMAGE_TO_3D:
-        return (document("InputClass", {"input_image": resource("input_image", "blob")}),
-                document("OutputClass", {"generated_object": resource("generated_object", "WebGL"), "video_object": resource("video_object", "blob")}))
-    raise ValueError(f"unknown app kind {app_kind!r} (use {TEXT_TO_IMAGE} or {IMAGE_TO_3D})")
-
-
-def _sha_in(ref: str) -> str | None:
-    """The sha256 in a resource id (`data_blob_<sha>`, `<type>_<encoding>_<sha>/resources`, `.../executions/<qid>`)."""
-    head = ref.split("/", 1)[0]
-    digest = head.rsplit("_", 1)[-1].lower()
-    return digest if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest) else None
-
-
-class ResourceStore:
-    """Bounded in-memory store for generated bytes, kept by sha256 and found by any resource id that carries it."""
-
-    def __init__(self, max_bytes: int = 512 * 1024 * 1024, max_items: int = 256):
-        self.max_bytes = max_bytes
-        self.max_items = max_items
-        self._items: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
-        self._size = 0
-        self._lock = threading.Lock()
-
-    def put(self, data: bytes, mime: str) -> str:
-        ref = "data_blob_" + hashlib.sha256(data).hexdigest()
-        with self._lock:
-            if ref in self._items:
-                self._items.move_to_end(ref)
-                return ref
-            self._items[ref] = (data, mime)
-            self._size += len(data)
-            while self._items and (self._size > self.max_bytes or len(self._items) > self.max_items) and len(self._items) > 1:
-                _, (old, _) = self._items.popitem(last=False)
-                self._size -= len(old)
-        return ref
-
-    def get(self, ref: str) -> tuple[bytes, str] | None:
-        digest = _sha_in(ref)
-        if digest == EMPTY_SHA256:
-            return b"", "application/octet-stream"
-        with self._lock:
-            return self._items.get(f"data_blob_{digest}") if digest else None
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
-
-
-@dataclass
-class Ray:
-    sid: str
-    uid: str | None
-    rid: str | None
-    qid: str
-    status: str = "QUEUED"
-    percent: float = 0.0
-    finished: bool = False
-    created_at: str = ""
-    updated_at: str = ""
-
-    def __post_init__(self) -> None:
-        self.created_at = self.updated_at = _now()
-        self.messages: list[dict] = []
-
-    def update(self, *, status: str | None = None, percent: float | None = None, message: str | None = None, kind: str = "INFO") -> None:
-        if status:
-            self.status = status
-        if percent is not None:
-            self.percent = max(0.0, min(100.0, percent))
-        if message:
-            self.messages.append({"type": kind, "content": message, "created_at": _now()})
-            self.messages = self.messages[-20:]
-        self.updated_at = _now()
-
-    def dump(self) -> dict:
-        return {"sid": self.sid, "uid": self.uid, "rid": self.rid, "qid": self.qid,
-                "bars": {"default": {"percent": round(self.percent, 1), "remaining": "NaN"}},
-                "messages": list(self.messages), "status": self.status, "finished": self.finished,
-                "created_at": self.created_at, "updated_at": self.updated_at}
-
-
-class InputRejected(Exception):
-    pass
-
-
-def decode_execute_payload(data: Any) -> dict:
-    """The `execute` payload: zlib-compressed JSON bytes (as Proxy sends), or plain JSON text / object."""
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        raw = bytes(data)
-        try:
-            raw = zlib.decompress(raw)
-        except zlib.error:
-            pass
-        data = raw.decode("utf-8")
-    if isinstance(data, str):
-        data = json.loads(data)
-    if not isinstance(data, dict):
-        raise InputRejected("execute payload is not a JSON object")
-    return data
-
-
-def decode_image_field(value: Any) -> tuple[bytes, str]:
-    if not isinstance(value, str):
-        raise InputRejected("image field is not a string")
-    mime = ""
-    text = value.strip()
-    if text.startswith("data:"):
-        head, _, text = text.partition(",")
-        mime = head[5:].split(";")[0]
-    try:
-        data = base64.b64decode(text + "=" * (-len(text) % 4), validate=False)
-    except (binascii.Error, ValueError) as exc:
-        raise InputRejected(f"image field is not base64: {exc}") from None
-    if data.startswith(b"\x89PNG"):
-        mime = "image/png"
-    elif data.startswith(b"\xff\xd8\xff"):
-        mime = "image/jpeg"
-    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        mime = "image/webp"
-    return data, mime or "application/octet-stream"
+def openfabric_app(*, manifest: Handler, schema: Handler, execution: Handler, resource: Handler, client_max_size: int,
+                   sio: socketio.AsyncServer | None = None, middlewares: list | tuple = (),
+                   extra_routes: list[tuple[str, str, Handler]] | tuple = ()) -> web.Application:
+    """An aiohttp application with an Openfabric app's endpoints (GET /manifest, GET /schema?type=, POST /execution,
+    GET /resource?reid=, socket.io /app when `sio` is given, its handlers registered by the caller). The node
+    passes its own handlers; the test fakes (tests/openfabric_fakes.py) pass fault-injecting ones."""
+    app = web.Application(client_max_size=client_max_size, middlewares=list(middlewares))
+    for method, path, handler in extra_routes:
+        app.router.add_route(method, path, handler)
+    app.router.add_get("/manifest", manifest)
+    app.router.add_get("/schema", schema)
+    app.router.add_post("/execution", execution)
+    app.router.add_get("/resource", resource)
+    if sio is not None:
+        sio.attach(app)
+    return app
 
 
 class LocalNode:
@@ -324,14 +141,9 @@ class LocalNode:
         return web.json_response({"error": "UNAUTHORIZED"}, status=401)
 
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_message_bytes, middlewares=[self._lock] if self.token else [])
-        app.router.add_get("/", self.handle_index)
-        app.router.add_get("/manifest", self.handle_manifest)
-        app.router.add_get("/schema", self.handle_schema)
-        app.router.add_post("/execution", self.handle_execution)
-        app.router.add_get("/resource", self.handle_resource)
-        self.sio.attach(app)
-        return app
+        return openfabric_app(manifest=self.handle_manifest, schema=self.handle_schema, execution=self.handle_execution,
+                              resource=self.handle_resource, sio=self.sio, middlewares=[self._lock] if self.token else [],
+                              client_max_size=self.max_message_bytes, extra_routes=[("GET", "/", self.handle_index)])
 
     async def handle_index(self, request: web.Request) -> web.Response:
         return web.json_response({"app": self.manifest.get("name"), "endpoints": ["/manifest", "/schema?type=input", "/schema?type=output",
@@ -389,7 +201,7 @@ class LocalNode:
                                 height=int(body.get("height", 512)), seed=body.get("seed"), steps=body.get("steps"))
         if not body.get("input_image"):
             raise InputRejected("input_image: the image (base64 or a data: URL) is required")
-        if _sha_in(str(body["input_image"])):
+        if sha_in(str(body["input_image"])):
             raise InputRejected("input_image holds a resource id; send the image bytes (base64 or a data: URL)")
         image, mime = decode_image_field(body["input_image"])
         return MeshRequest(image=image, image_mime=mime, prompt=body.get("prompt"), seed=body.get("seed"))
@@ -497,7 +309,7 @@ class LocalNode:
         async def pulse() -> None:
             while True:
                 await asyncio.sleep(self.pulse_seconds)
-                await self.sio.emit("pulse", {"rid": ray.rid, "qid": ray.qid, "status": ray.status, "ts": _now()}, to=sid, namespace="/app")
+                await self.sio.emit("pulse", {"rid": ray.rid, "qid": ray.qid, "status": ray.status, "ts": now_iso()}, to=sid, namespace="/app")
 
         output = None
         pulses = asyncio.ensure_future(pulse())  # both shapes: a keep-alive costs nothing and saves long runs from stall watchdogs
@@ -520,7 +332,7 @@ class LocalNode:
         self._rays[ray.qid] = (ray, output)
         answer = {"ray": ray.dump(), "output": output}
         if self.shape == MARSHMALLOW:
-            answer["output_ts"] = _now()
+            answer["output_ts"] = now_iso()
         await self.sio.emit("response", answer, to=sid, namespace="/app")
         log.info("openfabric node step=execute app=%s transport=socket.io seconds=%.2f status=%s", self.app_kind, time.monotonic() - started, ray.status)
 
@@ -645,5 +457,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m tools.openfabric.node ...
+if __name__ == "__main__":  # python -m agent.openfabric_node ...
     raise SystemExit(main())
