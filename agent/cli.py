@@ -605,8 +605,8 @@ def cmd_eval(args) -> int:
 
 def cmd_serve(args) -> int:
     """The LangGraph API server (in-memory runtime) on langgraph.json, over the same memory as the chat; its
-    threads live under <data dir>/api (see agent/webapp.py and docs/deployment.md)."""
-    from agent.webapp import serve
+    threads live under <data dir>/api (see agent/api/server.py and docs/deployment.md)."""
+    from agent.api.server import serve
 
     return serve(args.host, args.port)
 

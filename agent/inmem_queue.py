@@ -9,7 +9,7 @@ longest ago first — and each user's oldest first. benchmarks/api_fairness.py m
 
 Caps. A user may have at most ATELIER_API_MAX_PENDING_RUNS_PER_USER runs waiting, a thread at most
 ATELIER_API_MAX_PENDING_RUNS_PER_THREAD; one more is refused with 429 before it is stored (admit(), called by
-the run-create auth handler in agent/webapp.py).
+the run-create auth handler in agent/api/auth.py).
 
 Start at once. langgraph-runtime-inmem's scheduler (`langgraph_runtime_inmem.queue.queue`) asks `ops.Runs.next(wait=...)` for
 pending runs; when the previous ask found nothing, `next` first sleeps 0.5 s, and it takes `now` *before* that

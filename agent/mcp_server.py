@@ -3,7 +3,7 @@ CLI and the API server offer, as tools and resources a desktop client (Claude De
 
     atelier mcp                      stdio; the user is ATELIER_MCP_USER (default "local")
     atelier serve  → /mcp            streamable HTTP in the API server, behind its identity (API keys or
-                                     X-Atelier-User, agent/webapp.py request_user): scoped per user like /creations
+                                     X-Atelier-User, agent/api/routes.py request_user): scoped per user like /creations
 
 Tools (annotations say which only read and which destroy):
     create(idea, make_3d, enhance, size, seed, steps)    the real graph through agent/run.py's run loop, as the CLI
@@ -184,7 +184,7 @@ class AtelierMCP:
             transport_security=security, log_level="WARNING")
         self._register()
 
-    # dependencies, made on first use (the HTTP app is built when the API server imports agent.webapp)
+    # dependencies, made on first use (the HTTP app is built when the API server imports agent.api.app)
     def store(self):
         if self._store is None:
             from memory.store import get_store
@@ -401,7 +401,7 @@ class AtelierMCP:
         ) -> types.CallToolResult:
             """Page through your creations, newest first or by meaning, within a time window."""
             async def work():
-                from agent.webapp import MAX_OFFSET, time_bound
+                from agent.api.routes import MAX_OFFSET, time_bound
                 from memory.recall import recall as recall_memory
 
                 user = self.user(ctx)
@@ -564,7 +564,7 @@ class McpHttp:
         from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
         settings = self.mcp.server.settings
-        from agent.webapp import body_limit
+        from agent.api.auth import body_limit
 
         manager = StreamableHTTPSessionManager(app=self.mcp.server._mcp_server, stateless=True, json_response=False,
                                                security_settings=settings.transport_security, max_request_body_size=body_limit("/mcp"))

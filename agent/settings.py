@@ -25,7 +25,7 @@ class AgentSettings(LayerSettings):
     max_idea_chars: int = Field(4000, ge=1, description="Longest idea or message accepted (CLI, API server, studio).")
     voice_vocabulary: bool = Field(True, description="Bias Whisper toward the tool words and the user's own past prompts.")
 
-    # The API server (agent/webapp.py, docs/api-hardening.md, docs/durability.md)
+    # The API server (agent/api/, docs/api-hardening.md, docs/durability.md)
     api_keys: str = Field("", description="Bearer tokens, 'alice:tok1,bob:tok2'; empty = the X-Atelier-User header names the user. "
                           "A value not of that form is refused at start (never read as 'no tokens').")
     api_admins: str = Field("", description="Users who may create, change or delete assistants, 'ops,alice' (only with "

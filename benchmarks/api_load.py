@@ -58,7 +58,7 @@ def _free_port() -> int:
 
 
 class LocalServer:
-    """`atelier serve` (via agent.webapp) in a temp data dir, its own process group, stopped on exit."""
+    """`atelier serve` (via agent.api.server) in a temp data dir, its own process group, stopped on exit."""
 
     def __init__(self, jobs: int, data_dir: Path | None = None, extra_env: dict[str, str] | None = None):
         self.owns_data = data_dir is None
@@ -70,7 +70,7 @@ class LocalServer:
                    PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
         env.update(extra_env or {})
         self.log = open(self.data_dir / "api.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "agent.webapp", "--host", "127.0.0.1", "--port", str(self.port)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "agent.api.server", "--host", "127.0.0.1", "--port", str(self.port)],
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=self.data_dir, start_new_session=True)
 
     async def wait(self, timeout: float = 180) -> None:

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import lazyload
 
 from .leases import lease_broken
-from .models import CreationRecord
+from .models import Asset, CreationRecord
 from .views import AssetView, CreationView, utc
 
 
@@ -63,6 +63,15 @@ class Queries:
             query = query.where(CreationRecord.user_id == user_id)
         with self.sessions() as session:
             return int(session.scalar(query) or 0)
+
+    def asset_file(self, sha256: str, user_id: str) -> tuple[str, str] | None:
+        """(path relative to the data dir, mime) of the file with this content hash in one of the user's creations;
+        None when the user has none (another user's asset is answered the same way, so ids cannot be probed)."""
+        query = (select(Asset.path, Asset.mime).join(CreationRecord, Asset.creation_id == CreationRecord.id)
+                 .where(Asset.sha256 == sha256, CreationRecord.user_id == user_id).limit(1))
+        with self.sessions() as session:
+            row = session.execute(query).first()
+        return (row.path, row.mime) if row is not None else None
 
     def get_many(self, ids: list[str], user_id: str) -> dict[str, CreationView]:
         if not ids:

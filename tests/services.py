@@ -123,15 +123,8 @@ def wait_http(service: Service, path: str, timeout: float, ok=lambda r: r.status
 
 # -- the LangGraph API server ------------------------------------------------------------------------------
 def serve_command(port: int) -> list[str]:
-    """`atelier serve`, once the CLI runs it through agent.webapp (which keeps the runtime's state under the data
-    dir); until then the same server through `python -m agent.webapp`."""
-    import inspect
-
-    from agent import cli
-
-    if "webapp" in inspect.getsource(cli.cmd_serve):
-        return [sys.executable, "-m", "agent.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    return [sys.executable, "-m", "agent.webapp", "--host", "127.0.0.1", "--port", str(port)]
+    """`atelier serve` (agent.api.server.serve, which keeps the runtime's state under the data dir)."""
+    return [sys.executable, "-m", "agent.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
 
 
 def start_api(data_dir: Path, *, port: int | None = None, log: Path | None = None, timeout: float = 120, **env: str) -> Service:

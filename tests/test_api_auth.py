@@ -1,4 +1,4 @@
-"""agent.webapp's identity rules, in-process: bearer tokens, the X-Atelier-User header, config/metadata claims."""
+"""agent.api's identity rules, in-process: bearer tokens, the X-Atelier-User header, config/metadata claims."""
 from __future__ import annotations
 
 import asyncio
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from langgraph_sdk import Auth
 
-from agent import webapp
+from agent.api import app as api_app, auth, guard
 from models.settings import reset_settings
 
 
@@ -30,80 +30,80 @@ def status(exc_info) -> int:
 def test_header_or_anonymous(monkeypatch):
     monkeypatch.delenv("ATELIER_API_KEYS", raising=False)
     reset_settings()
-    assert webapp.identify({b"x-atelier-user": b"alice"}, None)["identity"] == "alice"
-    anonymous = webapp.identify({}, None)
-    assert anonymous["identity"] == webapp.ANONYMOUS and anonymous["is_authenticated"] is False
+    assert auth.identify({b"x-atelier-user": b"alice"}, None)["identity"] == "alice"
+    anonymous = auth.identify({}, None)
+    assert anonymous["identity"] == auth.ANONYMOUS and anonymous["is_authenticated"] is False
     for bad in (b"~root", b"a\x01b", b"x" * 200):
         with pytest.raises(Auth.exceptions.HTTPException) as e:
-            webapp.identify({b"x-atelier-user": bad}, None)
+            auth.identify({b"x-atelier-user": bad}, None)
         assert status(e) == 401
 
 
 def test_tokens_when_configured(monkeypatch):
     monkeypatch.setenv("ATELIER_API_KEYS", "alice:s3cret-a, bob:s3cret-b")
     reset_settings()
-    assert webapp.identify({}, "Bearer s3cret-b")["identity"] == "bob"
+    assert auth.identify({}, "Bearer s3cret-b")["identity"] == "bob"
     # A header claim means nothing once tokens are on.
-    assert webapp.identify({b"x-atelier-user": b"alice"}, "Bearer s3cret-b")["identity"] == "bob"
+    assert auth.identify({b"x-atelier-user": b"alice"}, "Bearer s3cret-b")["identity"] == "bob"
     for authorization in (None, "Bearer nope", "Basic s3cret-a", "Bearer "):
         with pytest.raises(Auth.exceptions.HTTPException) as e:
-            webapp.identify({b"x-atelier-user": b"alice"}, authorization)
+            auth.identify({b"x-atelier-user": b"alice"}, authorization)
         assert status(e) == 401
 
 
 def test_run_user_is_forced_to_the_caller():
     value = run_value({"user_id": "alice"})
-    assert asyncio.run(webapp.on_run_create(ctx("alice"), value)) == {"user_id": "alice"}
+    assert asyncio.run(auth.on_run_create(ctx("alice"), value)) == {"user_id": "alice"}
     value = run_value()
-    asyncio.run(webapp.on_run_create(ctx("alice"), value))
+    asyncio.run(auth.on_run_create(ctx("alice"), value))
     assert value["kwargs"]["config"]["configurable"]["user_id"] == "alice" and value["metadata"]["user_id"] == "alice"
     with pytest.raises(Auth.exceptions.HTTPException) as e:
-        asyncio.run(webapp.on_run_create(ctx("bob"), run_value({"user_id": "alice"})))
+        asyncio.run(auth.on_run_create(ctx("bob"), run_value({"user_id": "alice"})))
     assert status(e) == 403
     with pytest.raises(Auth.exceptions.HTTPException) as e:
-        asyncio.run(webapp.on_run_create(ctx("bob"), run_value(metadata={"user_id": "alice"})))
+        asyncio.run(auth.on_run_create(ctx("bob"), run_value(metadata={"user_id": "alice"})))
     assert status(e) == 403
 
 
 def test_anonymous_runs_take_the_claimed_user():
-    anon = ctx(webapp.ANONYMOUS)
+    anon = ctx(auth.ANONYMOUS)
     for value, user in ((run_value({"user_id": "carol"}), "carol"), (run_value(metadata={"user_id": "dave"}), "dave"),
                         (run_value(config_metadata={"user_id": "erin"}), "erin"), (run_value(), "local")):
-        assert asyncio.run(webapp.on_run_create(anon, value)) == {"user_id": user}
+        assert asyncio.run(auth.on_run_create(anon, value)) == {"user_id": user}
         assert value["kwargs"]["config"]["configurable"]["user_id"] == user
     with pytest.raises(Auth.exceptions.HTTPException) as e:
-        asyncio.run(webapp.on_run_create(anon, run_value({"user_id": "carol"}, metadata={"user_id": "dave"})))
+        asyncio.run(auth.on_run_create(anon, run_value({"user_id": "carol"}, metadata={"user_id": "dave"})))
     assert status(e) == 400
     with pytest.raises(Auth.exceptions.HTTPException):
-        asyncio.run(webapp.on_run_create(anon, run_value({"user_id": webapp.ANONYMOUS})))
+        asyncio.run(auth.on_run_create(anon, run_value({"user_id": auth.ANONYMOUS})))
 
 
 def test_threads_are_scoped_to_their_user():
     value = {"metadata": None}
-    assert asyncio.run(webapp.on_thread_create(ctx("alice"), value)) == {"user_id": "alice"}
+    assert asyncio.run(auth.on_thread_create(ctx("alice"), value)) == {"user_id": "alice"}
     assert value["metadata"] == {"user_id": "alice"}
-    assert asyncio.run(webapp.on_threads(ctx("alice"), {"thread_id": "t"})) == {"user_id": "alice"}
-    assert asyncio.run(webapp.on_threads(ctx(webapp.ANONYMOUS), {"thread_id": "t"})) is None
+    assert asyncio.run(auth.on_threads(ctx("alice"), {"thread_id": "t"})) == {"user_id": "alice"}
+    assert asyncio.run(auth.on_threads(ctx(auth.ANONYMOUS), {"thread_id": "t"})) is None
     with pytest.raises(Auth.exceptions.HTTPException):
-        asyncio.run(webapp.on_threads(ctx("alice"), {"thread_id": "t", "metadata": {"user_id": "bob"}}))
-    assert asyncio.run(webapp.on_thread_search(ctx("alice"), {"metadata": {"user_id": "bob"}})) == {"user_id": "alice"}
-    assert asyncio.run(webapp.on_thread_search(ctx(webapp.ANONYMOUS), {"metadata": {"user_id": "bob"}})) == {"user_id": "bob"}
-    assert asyncio.run(webapp.on_thread_search(ctx(webapp.ANONYMOUS), {})) == {"user_id": "local"}
+        asyncio.run(auth.on_threads(ctx("alice"), {"thread_id": "t", "metadata": {"user_id": "bob"}}))
+    assert asyncio.run(auth.on_thread_search(ctx("alice"), {"metadata": {"user_id": "bob"}})) == {"user_id": "alice"}
+    assert asyncio.run(auth.on_thread_search(ctx(auth.ANONYMOUS), {"metadata": {"user_id": "bob"}})) == {"user_id": "bob"}
+    assert asyncio.run(auth.on_thread_search(ctx(auth.ANONYMOUS), {})) == {"user_id": "local"}
     with pytest.raises(Auth.exceptions.HTTPException):
-        asyncio.run(webapp.on_store(ctx("alice"), {"namespace": ("bob", "notes")}))
-    assert asyncio.run(webapp.on_store(ctx("alice"), {"namespace": ("alice", "notes")})) is None
+        asyncio.run(auth.on_store(ctx("alice"), {"namespace": ("bob", "notes")}))
+    assert asyncio.run(auth.on_store(ctx("alice"), {"namespace": ("alice", "notes")})) is None
 
 
 def test_assistants_are_read_only_except_for_token_admins(monkeypatch):
     def attempt(identity, action):
-        return asyncio.run(webapp.on_assistants(SimpleNamespace(user=SimpleNamespace(identity=identity), action=action), {}))
+        return asyncio.run(auth.on_assistants(SimpleNamespace(user=SimpleNamespace(identity=identity), action=action), {}))
 
     monkeypatch.delenv("ATELIER_API_KEYS", raising=False)
 
     reset_settings()
     monkeypatch.setenv("ATELIER_API_ADMINS", "ops")
     reset_settings()
-    for identity in ("bob", "ops", webapp.ANONYMOUS):  # without tokens nobody is an admin (a header is only a claim)
+    for identity in ("bob", "ops", auth.ANONYMOUS):  # without tokens nobody is an admin (a header is only a claim)
         assert attempt(identity, "read") is None and attempt(identity, "search") is None
         for action in ("create", "update", "delete"):
             with pytest.raises(Auth.exceptions.HTTPException) as e:
@@ -119,12 +119,12 @@ def test_assistants_are_read_only_except_for_token_admins(monkeypatch):
 def test_request_guard_checks_headers_before_anything_parses_them(monkeypatch):
     monkeypatch.delenv("ATELIER_API_MAX_BODY_BYTES", raising=False)
     reset_settings()
-    check = webapp.RequestGuard.check
+    check = guard.RequestGuard.check
     assert check([(b"x-atelier-user", b"alice"), (b"content-length", b"120")]) is None
     assert check([(b"x-atelier-user", b"alice"), (b"X-Atelier-User", b"bob")])[0] == 400
     assert check([(b"x-atelier-user", b"\xff\xfe")]) == (400, "X-Atelier-User is not valid UTF-8")
     assert check([(b"content-length", b"20000000")])[0] == 413
-    assert check([(b"content-length", str(webapp.DEFAULT_MAX_BODY_BYTES).encode())]) is None
+    assert check([(b"content-length", str(auth.DEFAULT_MAX_BODY_BYTES).encode())]) is None
     monkeypatch.setenv("ATELIER_API_MAX_BODY_BYTES", "1000")
     reset_settings()
     assert check([(b"content-length", b"1001")])[0] == 413
@@ -135,17 +135,17 @@ def test_runs_are_checked_before_they_are_queued():
         return run_value(configurable) | {"kwargs": {"config": {"configurable": configurable},
                                                      "input": {"messages": [{"role": "user", "content": content}]}}}
 
-    assert asyncio.run(webapp.on_run_create(ctx("alice"), value(seed=7))) == {"user_id": "alice"}
+    assert asyncio.run(auth.on_run_create(ctx("alice"), value(seed=7))) == {"user_id": "alice"}
     for bad, detail in ((value(seed=2**64), "seed must be between"), (value(width=10), "width must be between"),
                         (value("x" * 4001), "the message is 4001 characters long"),
                         (value([{"type": "text", "text": "x" * 4001}]), "the message is 4001 characters long")):
         with pytest.raises(Auth.exceptions.HTTPException) as e:
-            asyncio.run(webapp.on_run_create(ctx("alice"), bad))
+            asyncio.run(auth.on_run_create(ctx("alice"), bad))
         assert status(e) == 422 and e.value.detail.startswith(detail)
     # A resume (no input) and an assistant's reply in the input are not ideas.
-    assert asyncio.run(webapp.on_run_create(ctx("alice"), run_value())) == {"user_id": "alice"}
+    assert asyncio.run(auth.on_run_create(ctx("alice"), run_value())) == {"user_id": "alice"}
     reply = value() | {"kwargs": {"config": {"configurable": {}}, "input": {"messages": [{"role": "assistant", "content": "x" * 5000}]}}}
-    assert asyncio.run(webapp.on_run_create(ctx("alice"), reply)) == {"user_id": "alice"}
+    assert asyncio.run(auth.on_run_create(ctx("alice"), reply)) == {"user_id": "alice"}
 
 
 def test_token_users_follow_the_user_id_rule(monkeypatch):
@@ -156,7 +156,7 @@ def test_token_users_follow_the_user_id_rule(monkeypatch):
     monkeypatch.setenv("ATELIER_API_KEYS", "alice:tok-a,~root:tok-r,ev\x1bil:tok-e")
     reset_settings()
     with pytest.raises(SettingsError, match="ATELIER_API_KEYS entry 2: user id may not start with '~'"):
-        webapp.api_keys()
+        auth.api_keys()
 
 
 # -- issue 21 ------------------------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def test_misformatted_api_keys_are_refused_at_start(monkeypatch, value, complain
     assert message.startswith("ATELIER_API_KEYS ") and complaint in message and "\n" not in message
     assert "tokA" not in message and "tokB" not in message and "same" not in message.replace("repeats the token", "")
     with pytest.raises(SettingsError):  # nor does a request get through as "no tokens configured"
-        webapp.identify({}, None)
+        auth.identify({}, None)
 
 
 @pytest.mark.parametrize("keys, admins, complaint", [
@@ -212,7 +212,7 @@ def test_well_formed_keys_and_admins_are_read(monkeypatch):
     reset_settings()
     settings = checked_settings()
     assert settings.api_key_map == {"tok-a": "alice", "tok-b": "bob", "tok-a2": "alice"}
-    assert webapp.admins() == {"alice"}
+    assert auth.admins() == {"alice"}
 
 
 def test_bulk_cancel_needs_an_identity():
@@ -220,18 +220,18 @@ def test_bulk_cancel_needs_an_identity():
     runs. Now refused; with an identity it is scoped to the caller's threads; one named thread stays allowed."""
     bulk = {"thread_id": None, "action": "interrupt", "metadata": {"run_ids": None, "status": "pending"}}
     with pytest.raises(Auth.exceptions.HTTPException) as refused:
-        asyncio.run(webapp.on_threads(ctx(webapp.ANONYMOUS, "update"), dict(bulk)))
+        asyncio.run(auth.on_threads(ctx(auth.ANONYMOUS, "update"), dict(bulk)))
     assert status(refused) == 403 and "needs an identity" in refused.value.detail
-    assert asyncio.run(webapp.on_threads(ctx("alice", "update"), dict(bulk))) == {"user_id": "alice"}
+    assert asyncio.run(auth.on_threads(ctx("alice", "update"), dict(bulk))) == {"user_id": "alice"}
     named = {"thread_id": "9f0b7f0e-0000-0000-0000-000000000000", "action": "interrupt", "metadata": {"run_ids": ["r"], "status": None}}
-    assert asyncio.run(webapp.on_threads(ctx(webapp.ANONYMOUS, "update"), named)) is None
+    assert asyncio.run(auth.on_threads(ctx(auth.ANONYMOUS, "update"), named)) is None
 
 
 def test_the_route_allow_list_denies_by_default(monkeypatch):
     """Item 1, in-process: the guard's verdicts (the live server is walked route by route in test_api_security)."""
     monkeypatch.delenv("ATELIER_API_KEYS", raising=False)
     reset_settings()
-    admit = webapp.RequestGuard.admit
+    admit = guard.RequestGuard.admit
     for method, path in (("GET", "/internal/debug/thread/abc"), ("POST", "/internal/truncate"), ("POST", "/deploy"),
                          ("GET", "/metrics"), ("GET", "/info"), ("GET", "/"), ("POST", "/threads/prune"),
                          ("PUT", "/store/items"), ("POST", "/runs/crons"), ("GET", "/ui/x/y.js"), ("POST", "/a2a/atelier"),
@@ -264,7 +264,7 @@ def test_server_paths_are_cut_from_answers(monkeypatch, tmp_path):
         async def send(message):
             sent.append(message)
 
-        wrapped = webapp.relative_paths(send)
+        wrapped = guard.relative_paths(send)
 
         async def go():
             for message in messages:
@@ -333,14 +333,14 @@ def test_the_server_refuses_to_start_unless_the_guard_is_outermost():
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
 
-    webapp.check_guard_is_outermost(Starlette(middleware=[Middleware(webapp.RequestGuard)], routes=list(webapp.app.routes)))
+    guard.check_guard_is_outermost(Starlette(middleware=[Middleware(guard.RequestGuard)], routes=list(api_app.app.routes)))
     class Outer:  # any middleware in front of the guard
         def __init__(self, app):
             self.app = app
 
-    for app in (Starlette(), Starlette(middleware=[Middleware(Outer), Middleware(webapp.RequestGuard)])):
+    for app in (Starlette(), Starlette(middleware=[Middleware(Outer), Middleware(guard.RequestGuard)])):
         with pytest.raises(RuntimeError, match="outermost middleware"):
-            webapp.check_guard_is_outermost(app)
+            guard.check_guard_is_outermost(app)
 
 
 def test_every_per_run_setting_is_described_and_checked():

@@ -29,9 +29,9 @@ RUN = {"enhance": False, "auto_3d": False}
 
 
 def route_table(data_dir: Path, **env: str) -> list[dict]:
-    """The route table of the app `atelier serve` builds, with the allow-list's verdict (python -m agent.webapp
+    """The route table of the app `atelier serve` builds, with the allow-list's verdict (python -m agent.api.server
     --routes: langgraph_api.server imported in serve()'s environment, nothing listening)."""
-    out = subprocess.run([sys.executable, "-m", "agent.webapp", "--routes"], env=atelier_env(data_dir, **env),
+    out = subprocess.run([sys.executable, "-m", "agent.api.server", "--routes"], env=atelier_env(data_dir, **env),
                          capture_output=True, text=True, timeout=120, cwd=data_dir)
     assert out.returncode == 0, out.stderr[-3000:]
     table = json.loads(out.stdout)
@@ -346,7 +346,7 @@ def test_serve_refuses_a_misformatted_setting(tmp_path, variable, value):
 def test_every_allow_list_row_is_a_real_route(tmp_path):
     """Every row of the allow-list names a route the server really has (a stale row would be a door for a route a
     later langgraph-api adds under that path)."""
-    from agent.webapp import ALLOWED_ROUTES
+    from agent.api.guard import ALLOWED_ROUTES
 
     table = {(r["method"], r["path"]) for r in route_table(tmp_path)}
     stale = [(m, p) for m, p, _ in ALLOWED_ROUTES if (m, p) not in table]

@@ -132,7 +132,7 @@ def test_cli_export_and_route_scoped_to_the_user(data_dir, store, glb, tmp_path)
     # the download route (open local mode: ?user_id= names the user)
     from starlette.testclient import TestClient
 
-    from agent.webapp import app
+    from agent.api.app import app
 
     client = TestClient(app)
     response = client.get(f"/creations/{view.id}/export", params={"format": "3mf", "size_mm": "40", "user_id": "alice"})

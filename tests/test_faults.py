@@ -290,7 +290,7 @@ def test_where_creations_are_listed_the_status_shows(data_dir):
     and its reason; a creation that finished normally needs no badge."""
     from starlette.testclient import TestClient
 
-    from agent.webapp import app
+    from agent.api.app import app
     from memory.store import get_store
     from ui import history
 

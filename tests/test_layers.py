@@ -16,7 +16,7 @@ ENV_READERS = {
     "models/settings.py", "memory/settings.py", "tools/settings.py", "agent/settings.py", "ui/settings.py",
     "tools/openfabric/config.py",
 }
-ENV_PASS_THROUGH = {("agent/webapp.py", "PYTHONPATH")}
+ENV_PASS_THROUGH = {("agent/api/server.py", "PYTHONPATH")}
 
 
 def modules():

@@ -36,46 +36,65 @@ from ui.runner import Turn, api_url, get_graph, identity_headers, in_thread, rem
 from ui.voice import DIDNT_CATCH, VoiceBuffer  # noqa: E402
 
 log = logging.getLogger("atelier.ui")
-try:
-    from agent.logs import configure_logging
-
-    configure_logging()
-except Exception:  # logging set-up is a nicety; the studio runs without it
-    pass
-
-DATA_DIR = Path(memory_settings().data_dir)
-DATA_DIR.mkdir(parents=True, exist_ok=True)
 AUTHOR = "Atelier"
 
-# -- users ---------------------------------------------------------------------------------------
-try:
-    USERS = parse_users(ui_settings().auth_users)
-except AuthConfigError as exc:
-    log.error("step=auth status=invalid reason=%s", exc)
-    raise SystemExit(f"atelier chat: {exc}") from None
-ensure_secret(DATA_DIR)
 
-if USERS:
-    @cl.password_auth_callback
-    def _password_login(username: str, password: str):
-        if check_password(USERS, username, password):
-            log.info("step=login user=%s", username)
-            return cl.User(identifier=username.strip(), metadata={"provider": "password"})
-        log.info("step=login status=refused user=%s", username[:64])
-        return None
-else:
-    @cl.header_auth_callback
-    def _local_login(headers):
-        # Auth off: one local user, signed in without a form, so threads and memories still have an owner.
-        return cl.User(identifier=local_user_name(), metadata={"provider": "local"})
+def data_dir() -> Path:
+    return Path(memory_settings().data_dir)
+
+
+@cl.on_app_startup
+def _start_studio() -> None:
+    """The studio's start-up, once, when Chainlit's server starts (before it answers a request): logging, the data
+    dir and the cookie secret, the login callbacks (password login with ATELIER_AUTH_USERS, else the local user),
+    the studio's own routes, and the warm-up of the graph in the background. A broken ATELIER_AUTH_USERS stops
+    the server here with one line naming the problem."""
+    try:
+        from agent.logs import configure_logging
+
+        configure_logging()
+    except Exception:  # logging set-up is a nicety; the studio runs without it
+        pass
+    data_dir().mkdir(parents=True, exist_ok=True)
+    try:
+        users = parse_users(ui_settings().auth_users)
+    except AuthConfigError as exc:
+        log.error("step=auth status=invalid reason=%s", exc)
+        print(f"atelier chat: {exc}", file=sys.stderr, flush=True)
+        os._exit(1)  # a SystemExit here would only end Chainlit's lifespan, and the process would exit 0
+    ensure_secret(data_dir())
+    _install_login(users)
+    routes.install(server_app)
+    if api_url() is not None:
+        _install_api_assets(server_app)
+        log.info("step=studio mode=client api=%s", api_url())
+    threading.Thread(target=_warm_up, name="atelier-warm-up", daemon=True).start()
+
+
+def _install_login(users: dict[str, str]) -> None:
+    """Password login for the users of ATELIER_AUTH_USERS; without any, one local user signed in without a form,
+    so threads and memories still have an owner. (Chainlit reads these callbacks per request, so registering
+    them at start-up, before the first request, is enough.)"""
+    if users:
+        @cl.password_auth_callback
+        def _password_login(username: str, password: str):
+            if check_password(users, username, password):
+                log.info("step=login user=%s", username)
+                return cl.User(identifier=username.strip(), metadata={"provider": "password"})
+            log.info("step=login status=refused user=%s", username[:64])
+            return None
+    else:
+        @cl.header_auth_callback
+        def _local_login(headers):
+            return cl.User(identifier=local_user_name(), metadata={"provider": "local"})
+    from chainlit.auth import ensure_jwt_secret
+
+    ensure_jwt_secret()  # what `chainlit run` checks after import, when no login callback existed yet
 
 
 @cl.data_layer
 def _data_layer():
-    return SQLiteDataLayer(DATA_DIR / "ui_threads.sqlite")
-
-
-routes.install(server_app)
+    return SQLiteDataLayer(data_dir() / "ui_threads.sqlite")
 
 
 # -- client mode (ATELIER_API_URL): the server's assets, fetched with the signed-in user's identity -------------
@@ -114,11 +133,6 @@ def _install_api_assets(app) -> None:
     routes_list[0:0] = added  # ahead of Chainlit's catch-all page route, as ui/routes.install does
 
 
-if api_url() is not None:
-    _install_api_assets(server_app)
-    log.info("step=studio mode=client api=%s", api_url())
-
-
 def _warm_up() -> None:
     """Load the graph, memory and router in the background so the first request does not wait for them."""
     if api_url() is not None:  # client mode: the server holds the graph, the memory and the router
@@ -132,9 +146,6 @@ def _warm_up() -> None:
         get_router().classify("a red fox")
     except Exception as exc:
         log.warning("step=warm_up status=failed reason=%s", exc)
-
-
-threading.Thread(target=_warm_up, name="atelier-warm-up", daemon=True).start()
 
 
 # -- session helpers -------------------------------------------------------------------------------
