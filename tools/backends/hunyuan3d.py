@@ -37,6 +37,8 @@ from PIL import Image
 from models.registry import MESH_WEIGHT_FILES, ModelMissing, background_remover_path, mesh_model_path
 
 from .base import Backend, BackendError, GeneratedAsset, MeshRequest, ProgressFn, no_progress
+from .simplify import clean_and_simplify
+from .surface import latents_to_mesh
 
 # scipy, the relief module's decoder, torch, hy3dgen, pymeshlab and trimesh are imported where they are used: with
 # no mesh model in ./models, an attempt must cost milliseconds, not the seconds those imports take.
@@ -258,34 +260,6 @@ def load_pipeline(folder: Path) -> LoadedPipeline:
 
 # ---------------------------------------------------------------------------------------------- mesh work
 
-def clean_and_simplify(vertices: np.ndarray, faces: np.ndarray, max_faces: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Duplicate vertices/faces, zero-area faces and floaters (components under 0.5% of the faces, hy3dgen's
-    threshold) out; then quadric edge-collapse decimation to the budget, keeping the topology closed.
-    pymeshlab in memory (hy3dgen's FaceReducer does the same through temporary files that it never deletes)."""
-    import pymeshlab
-
-    ms = pymeshlab.MeshSet()
-    ms.add_mesh(pymeshlab.Mesh(vertex_matrix=np.asarray(vertices, np.float64), face_matrix=np.asarray(faces, np.int32)))
-    raw = ms.current_mesh().face_number()
-    ms.apply_filter("meshing_remove_duplicate_vertices")
-    ms.apply_filter("meshing_remove_duplicate_faces")
-    ms.apply_filter("meshing_remove_null_faces")
-    ms.apply_filter("compute_selection_by_small_disconnected_components_per_face", nbfaceratio=0.005)
-    ms.apply_filter("compute_selection_transfer_face_to_vertex", inclusive=False)
-    ms.apply_filter("meshing_remove_selected_vertices_and_faces")
-    ms.apply_filter("meshing_remove_unreferenced_vertices")
-    cleaned = ms.current_mesh().face_number()
-    for _ in range(3):  # quadric decimation can stop a little above the target; a second pass gets there
-        if ms.current_mesh().face_number() <= max_faces:
-            break
-        ms.apply_filter("meshing_decimation_quadric_edge_collapse", targetfacenum=int(max_faces), qualitythr=1.0,
-                        preserveboundary=True, boundaryweight=3, preservenormal=True, preservetopology=True,
-                        autoclean=True)
-    mesh = ms.current_mesh()
-    info = {"raw_faces": int(raw), "faces_removed_by_cleanup": int(raw - cleaned), "simplified": bool(cleaned > max_faces)}
-    return mesh.vertex_matrix(), mesh.face_matrix(), info
-
-
 def close_mesh(vertices: np.ndarray, faces: np.ndarray):
     """A trimesh with merged vertices, holes filled, consistent outward winding; and whether it is watertight."""
     import trimesh
@@ -373,30 +347,29 @@ class Hunyuan3DBackend(Backend):
             num_chunks = options.num_chunks or variant.num_chunks
             seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
             generator = torch.Generator(device=loaded.device).manual_seed(int(seed))
-            diffusion_done = [t]
 
             def on_step(index: int, _timestep, _outputs) -> None:
-                diffusion_done[0] = time.perf_counter()
                 progress(0.08 + 0.62 * (index + 1) / steps, f"hunyuan3d: shape diffusion step {index + 1}/{steps}")
 
             try:
-                meshes = loaded.pipeline(image=matte.rgba, num_inference_steps=steps, guidance_scale=variant.guidance_scale,
-                                         generator=generator, octree_resolution=octree, num_chunks=num_chunks,
-                                         output_type="trimesh", enable_pbar=False, callback=on_step, callback_steps=1)
+                latents = loaded.pipeline(image=matte.rgba, num_inference_steps=steps, guidance_scale=variant.guidance_scale,
+                                          generator=generator, octree_resolution=octree, num_chunks=num_chunks,
+                                          output_type="latent", enable_pbar=False, callback=on_step, callback_steps=1)
+                stages["shape"], t = time.perf_counter() - t, time.perf_counter()
+                progress(0.72, f"hunyuan3d: decoding the volume at {octree}^3 and extracting the surface")
+                surface_mesh = latents_to_mesh(loaded.pipeline, latents, octree_resolution=octree, num_chunks=num_chunks,
+                                               flashvdm=variant.flashvdm)
             except torch.OutOfMemoryError as exc:
                 raise BackendError(f"hunyuan3d: out of {loaded.device} memory at octree resolution {octree} "
                                    f"(lower ATELIER_MESH_OCTREE_RESOLUTION or ATELIER_MESH_NUM_CHUNKS): {exc}",
                                    backend=self.name) from exc
-            end = time.perf_counter()
-            stages["shape"], stages["surface_extraction"] = diffusion_done[0] - t, end - diffusion_done[0]
-            t = end
-        raw = meshes[0] if isinstance(meshes, list) else meshes
-        if raw is None or len(getattr(raw, "faces", ())) == 0:
+            stages["surface_extraction"], t = time.perf_counter() - t, time.perf_counter()
+        if len(surface_mesh.faces) == 0:
             raise BackendError("hunyuan3d: the shape model's field never crossed the surface level, so there is no surface "
                                "(for real weights this means the picture gave it nothing to build)", backend=self.name)
 
-        progress(0.75, f"hunyuan3d: cleaning up and simplifying {len(raw.faces)} faces to at most {options.max_faces}")
-        vertices, faces, clean_info = clean_and_simplify(np.asarray(raw.vertices), np.asarray(raw.faces), options.max_faces)
+        progress(0.75, f"hunyuan3d: cleaning up and simplifying {len(surface_mesh.faces)} faces to at most {options.max_faces}")
+        vertices, faces, clean_info = clean_and_simplify(surface_mesh.vertices, surface_mesh.faces, options.max_faces)
         mesh, watertight, holes_filled = close_mesh(vertices, faces)
         if len(mesh.faces) > options.max_faces:
             raise BackendError(f"hunyuan3d: simplification left {len(mesh.faces)} faces, over the budget of "
@@ -438,6 +411,7 @@ class Hunyuan3DBackend(Backend):
             "watertight": watertight,
             "holes_filled_faces": int(holes_filled),
             **clean_info,
+            "surface": surface_mesh.info,
             "colour": "vertex colours, orthographic front projection (back mirrored)",
             "seconds": {k: round(v, 3) for k, v in stages.items()} | {"total": round(total, 3)},
             "extents": [round(float(e), 4) for e in mesh.extents],
