@@ -70,6 +70,9 @@ class CellTopKProcessor:
     def finish_selection(self, rows_per_cell) -> None:
         import torch
 
+        if self.summed is None:  # the decoder never reached its attention (a stand-in decoder in the tests)
+            self.mode, self.allowed = None, None
+            return
         mean = self.summed / rows_per_cell.clamp_min(1).to(torch.float32)[:, None]
         chosen = mean.topk(_topk_for(mean.shape[-1]), dim=-1).indices
         self.allowed = torch.zeros(mean.shape, dtype=torch.bool, device=mean.device).scatter_(-1, chosen, True)
@@ -88,7 +91,7 @@ class CellTopKProcessor:
                 self.summed = torch.zeros(*sim.shape[:2], self.cells, sim.shape[-1], dtype=torch.float32, device=q.device)
             self.summed.index_add_(2, self.cell_of_row, sim.float())
             return q  # shape-compatible; the caller discards the decoder's output
-        if self.mode == "apply":
+        if self.mode == "apply" and self.allowed is not None:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=self.allowed[:, :, self.cell_of_row])
         return F.scaled_dot_product_attention(q, k, v)
 
@@ -213,6 +216,10 @@ def decode_volume(latents, geo_decoder, *, octree_resolution: int, bounds: float
     FlashVDMVolumeDecoding('mean'), batched. With `track`, the finest level decodes only where marching cubes
     makes faces (see the module docstring); without, every point hy3dgen decodes."""
     import torch
+
+    from ._torchvision_standin import conditioner_module
+
+    conditioner_module()  # importing hy3dgen.shapegen needs torchvision.transforms (or the stand-in)
     from hy3dgen.shapegen.models.autoencoders.volume_decoders import (
         extract_near_surface_volume_fn, generate_dense_grid_points)
 
