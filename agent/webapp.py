@@ -513,6 +513,9 @@ async def lifespan(_app):
         from agent.inmem_queue import install as start_runs_when_created
 
         start_runs_when_created()  # a new run starts at once, not at the runtime's next 0.5 s poll
+    from tools.backends import warm_up
+
+    warm_up()  # the image and mesh pipelines load in background threads; a creation meanwhile waits for that load
     try:
         from memory.store import get_store
 

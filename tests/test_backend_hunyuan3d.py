@@ -257,7 +257,11 @@ def test_without_a_mesh_model_the_attempt_is_fast_clear_and_relief_is_used(tmp_p
         "from tools.backends.base import MeshRequest\n"
         "buf = io.BytesIO(); Image.new('RGB', (64, 64), (200, 30, 30)).save(buf, 'PNG')\n"
         "assets, attempts = generate_with_fallback('model', ['hunyuan3d', 'relief'], MeshRequest(image=buf.getvalue()))\n"
+        "from tools.backends import warm_up\n"
+        "entries = warm_up()\n"
+        "[e.thread.join(30) for e in entries.values()]\n"
         "print(json.dumps({'backend': assets[0].backend, 'attempts': [a.__dict__ for a in attempts],\n"
+        "                  'warm_up': {k: [e.state, e.detail, e.seconds] for k, e in entries.items()},\n"
         "                  'torch': 'torch' in sys.modules, 'hy3dgen': any(m.startswith('hy3dgen') for m in sys.modules)}))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
@@ -271,6 +275,10 @@ def test_without_a_mesh_model_the_attempt_is_fast_clear_and_relief_is_used(tmp_p
     assert first["backend"] == "hunyuan3d" and not first["ok"] and first["seconds"] < 0.5
     assert "no Hunyuan3D shape model" in first["reason"] and "atelier models pull hunyuan3d-2mini" in first["reason"]
     assert "ATELIER_MESH_MODEL" in first["reason"] and "South Korea" in first["reason"]
+    # the start-up warm-up finds no model either: skipped in milliseconds, nothing heavy imported
+    warm = result["warm_up"]
+    assert warm["hunyuan3d:model"][:2] == ["skipped", "no model"] and warm["diffusers:image"][:2] == ["skipped", "no model"]
+    assert all(seconds < 0.5 for _, _, seconds in warm.values())
     assert not result["torch"] and not result["hy3dgen"]
 
 
@@ -422,3 +430,40 @@ def test_simplification_keeps_the_mesh_closed_and_the_shape():
     distance = _symmetric_hausdorff(body, mesh) / np.linalg.norm(body.extents)
     print(f"symmetric Hausdorff {distance:.5f} of the diagonal, {len(raw.faces)} -> {len(mesh.faces)} faces")
     assert distance < 0.005
+
+
+# ------------------------------------------------------------------ warm-up at start
+
+def test_warm_up_loads_once_and_a_creation_meanwhile_waits_for_that_load(mesh_env, monkeypatch, caplog):
+    import logging
+    import time
+
+    import tools.backends as backends
+    from tools.backends import hunyuan3d, warm_up, warming_up
+
+    monkeypatch.setenv("ATELIER_MODEL_BACKENDS", "hunyuan3d,relief")
+    monkeypatch.setenv("ATELIER_IMAGE_BACKENDS", "sketch")
+    reset_settings()
+    monkeypatch.setattr(hunyuan3d, "_loaded", None)  # a fresh process: nothing loaded yet
+    monkeypatch.setattr(backends, "_warm_ups", {})
+    slow_check = hunyuan3d._check_local_only
+
+    def slow_load_step(path):  # inside the load, under the lock: widens the window a creation can start in
+        time.sleep(1.5)
+        slow_check(path)
+
+    monkeypatch.setattr(hunyuan3d, "_check_local_only", slow_load_step)
+    caplog.set_level(logging.INFO, logger="atelier.backends")
+    entries = warm_up()
+    assert list(entries) == ["hunyuan3d:model"] and warm_up() == entries  # once per process
+    deadline = time.monotonic() + 30
+    while not hunyuan3d._pipeline_lock.locked() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert warming_up() == ["hunyuan3d"]
+    events: list[str] = []
+    asset = Hunyuan3DBackend().generate(MeshRequest(image=_png(_quadrants()), seed=1), lambda f, m: events.append(m))[0]
+    entries["hunyuan3d:model"].thread.join(30)
+    loads = [r for r in caplog.records if r.getMessage().startswith("hunyuan3d loaded")]
+    assert len(loads) == 1, [r.getMessage() for r in loads]
+    assert any("warming up" in m for m in events) and asset.metadata["seconds"]["load"] > 0.1  # it waited
+    assert entries["hunyuan3d:model"].state == "ready" and warming_up() == []

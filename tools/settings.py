@@ -26,6 +26,8 @@ class ToolSettings(LayerSettings):
     mesh_octree_resolution: int | None = Field(None, ge=16, le=1024, description="Marching-cubes grid; default 256 on CUDA, "
                                                "128 on CPU.")
     mesh_num_chunks: int | None = Field(None, ge=1000, description="Query points per decoder call; default from the variant.")
+    warm_up: bool = Field(True, description="Load the local learned image and mesh pipelines in the background when "
+                          "`atelier serve` / `atelier chat` start (only those with a model in models_dir).")
 
     @property
     def image_backend_list(self) -> list[str]:

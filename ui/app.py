@@ -124,6 +124,9 @@ def _warm_up() -> None:
     if api_url() is not None:  # client mode: the server holds the graph, the memory and the router
         return
     try:
+        from tools.backends import warm_up
+
+        warm_up()  # the image and mesh pipelines, each in its own thread: started first, they load meanwhile
         get_graph()
         from agent.router import get_router
         from memory.store import get_store

@@ -243,9 +243,21 @@ class DiffusersBackend(Backend):
         self._loaded: LoadedPipeline | None = None
 
     # -- loading ----------------------------------------------------------------------------------------------
+    def warm_up(self) -> str:
+        """Load the pipeline now (tools.backends.warm_up calls this in a background thread); a creation that starts
+        meanwhile waits for this load under the same lock. Without a model: returns at once, nothing imported."""
+        try:
+            folder = image_model_path()
+        except ModelMissing:
+            return "no model"
+        self.pipeline(folder)
+        return f"loaded {folder.name}"
+
     def pipeline(self, folder: Path, progress: ProgressFn = no_progress) -> LoadedPipeline:
         """The process's pipeline for `folder`, loaded on first use; a different folder replaces it (one per process)."""
         folder = folder.resolve()
+        if self._load_lock.locked() and (self._loaded is None or self._loaded.folder != folder):
+            progress(None, f"warming up: {folder.name} is loading …")
         with self._load_lock:
             if self._loaded is not None and self._loaded.folder == folder:
                 return self._loaded

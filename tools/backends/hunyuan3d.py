@@ -311,6 +311,18 @@ class Hunyuan3DBackend(Backend):
         if kind != "model":
             raise BackendError(f"hunyuan3d does not make {kind}s", transient=False, backend=self.name)
 
+    def warm_up(self) -> str:
+        """Load the pipeline now (tools.backends.warm_up calls this in a background thread); a creation that
+        starts meanwhile waits for this load under the same lock instead of loading again. Without a model:
+        returns at once, nothing imported."""
+        try:
+            folder = mesh_model_path()
+        except ModelMissing:
+            return "no model"
+        with _pipeline_lock:
+            load_pipeline(folder)
+        return f"loaded {folder.name}"
+
     def generate(self, request: MeshRequest, progress: ProgressFn = no_progress) -> list[GeneratedAsset]:
         try:
             folder = mesh_model_path()  # directory listings only: no torch, no hy3dgen until a model is there
@@ -336,9 +348,10 @@ class Hunyuan3DBackend(Backend):
 
         import torch
 
+        if _loaded is None or _loaded.folder != folder:
+            progress(0.05, f"hunyuan3d: {'warming up' if _pipeline_lock.locked() else 'loading'} {folder.name} "
+                           f"(once per process)")
         with _pipeline_lock:
-            if _loaded is None or _loaded.folder != folder:
-                progress(0.05, f"hunyuan3d: loading {folder.name} (once per process)")
             loaded = load_pipeline(folder)
             stages["load"], t = time.perf_counter() - t, time.perf_counter()
             variant = loaded.variant
