@@ -341,10 +341,17 @@ class Hunyuan3DBackend(Backend):
         options = _options()
         stages: dict[str, float] = {}
         started = t = time.perf_counter()
+        call = secrets.token_hex(4)  # ties this call's stage lines together (the tool's step line has the creation)
+
+        def stage_done(name: str, since: float) -> float:
+            now = time.perf_counter()
+            stages[name] = now - since
+            log.info("step=mesh_stage backend=%s call=%s stage=%s seconds=%.3f", self.name, call, name, stages[name])
+            return now
 
         progress(0.02, "hunyuan3d: separating the subject from the background")
         matte = matte_subject(img)
-        stages["matte"], t = time.perf_counter() - t, time.perf_counter()
+        t = stage_done("matte", t)
 
         import torch
 
@@ -353,7 +360,7 @@ class Hunyuan3DBackend(Backend):
                            f"(once per process)")
         with _pipeline_lock:
             loaded = load_pipeline(folder)
-            stages["load"], t = time.perf_counter() - t, time.perf_counter()
+            t = stage_done("load", t)
             variant = loaded.variant
             steps = options.steps or variant.steps
             octree = options.octree_resolution or OCTREE_RESOLUTION[loaded.device]
@@ -368,7 +375,7 @@ class Hunyuan3DBackend(Backend):
                 latents = loaded.pipeline(image=matte.rgba, num_inference_steps=steps, guidance_scale=variant.guidance_scale,
                                           generator=generator, octree_resolution=octree, num_chunks=num_chunks,
                                           output_type="latent", enable_pbar=False, callback=on_step, callback_steps=1)
-                stages["shape"], t = time.perf_counter() - t, time.perf_counter()
+                t = stage_done("shape", t)
                 progress(0.72, f"hunyuan3d: decoding the volume at {octree}^3 and extracting the surface")
                 surface_mesh = latents_to_mesh(loaded.pipeline, latents, octree_resolution=octree, num_chunks=num_chunks,
                                                flashvdm=variant.flashvdm)
@@ -376,7 +383,7 @@ class Hunyuan3DBackend(Backend):
                 raise BackendError(f"hunyuan3d: out of {loaded.device} memory at octree resolution {octree} "
                                    f"(lower ATELIER_MESH_OCTREE_RESOLUTION or ATELIER_MESH_NUM_CHUNKS): {exc}",
                                    backend=self.name) from exc
-            stages["surface_extraction"], t = time.perf_counter() - t, time.perf_counter()
+            t = stage_done("surface_extraction", t)
         if len(surface_mesh.faces) == 0:
             raise BackendError("hunyuan3d: the shape model's field never crossed the surface level, so there is no surface "
                                "(for real weights this means the picture gave it nothing to build)", backend=self.name)
@@ -387,13 +394,13 @@ class Hunyuan3DBackend(Backend):
         if len(mesh.faces) > options.max_faces:
             raise BackendError(f"hunyuan3d: simplification left {len(mesh.faces)} faces, over the budget of "
                                f"{options.max_faces}", transient=False, backend=self.name)
-        stages["simplify"], t = time.perf_counter() - t, time.perf_counter()
+        t = stage_done("simplify", t)
 
         progress(0.88, "hunyuan3d: projecting the picture's colours onto the mesh")
         import trimesh
 
         mesh.visual = trimesh.visual.ColorVisuals(mesh=mesh, vertex_colors=project_colours(np.asarray(mesh.vertices), matte))
-        stages["colour"], t = time.perf_counter() - t, time.perf_counter()
+        t = stage_done("colour", t)
 
         progress(0.94, "hunyuan3d: exporting GLB")
         scene = trimesh.Scene()
@@ -401,7 +408,7 @@ class Hunyuan3DBackend(Backend):
         data = scene.export(file_type="glb", include_normals=True)
         if not isinstance(data, (bytes, bytearray)) or data[:4] != b"glTF":
             raise BackendError("hunyuan3d: GLB export produced no glTF binary", transient=False, backend=self.name)
-        stages["export"] = time.perf_counter() - t
+        stage_done("export", t)
         total = time.perf_counter() - started
         metadata = {
             "generator": GENERATOR,
