@@ -11,8 +11,8 @@ Built for one cold device call under 5 minutes: random folders are built with th
 (benchmarks/image_backend.py build_random, tests/tiny_hunyuan3d.py), the two pipelines load at the same time
 through the start-up warm-up (tools.backends.warm_up, what `atelier serve` runs), then one first creation and
 --steady steady ones run text -> DiffusersBackend -> PNG -> Hunyuan3DBackend -> GLB. Every stage writes its JSON
-under --out as soon as it is done (env, build, load, first_call, steady_N, summary), so a run cut short by a
-timeout still returns what finished.
+under --out as soon as it is done (env, build, load, first_call, steady_N, summary, and with --compare hy3dgen's
+surface path against ours on the same latents), so a run cut short by a timeout still returns what finished.
 """
 from __future__ import annotations
 
@@ -89,6 +89,60 @@ def creation(image_backend, mesh_backend, seed: int, cuda: bool) -> dict:
             "watertight": md["watertight"], "glb_kb": round(len(model.data) / 1024)}
 
 
+def compare(octree: int, cuda: bool) -> dict:
+    """hy3dgen's own post-diffusion path (its _export: FlashVDM decoding, scikit-image, trimesh) against ours
+    (tools/backends/surface.py) on the same latents: seconds of each and how far apart the meshes are."""
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image
+    from scipy.spatial import cKDTree
+
+    from mesh_backend import picture
+    from tools.backends import hunyuan3d
+    from tools.backends.marching_cubes import marching_cubes
+    from tools.backends.surface import decode_volume, latents_to_mesh
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    pipe = hunyuan3d._loaded.pipeline
+    matte = hunyuan3d.matte_subject(Image.open(io.BytesIO(picture())))
+    generator = torch.Generator(device=hunyuan3d._loaded.device).manual_seed(7)
+    latents = pipe(image=matte.rgba, num_inference_steps=5, guidance_scale=5.0, generator=generator, output_type="latent",
+                   enable_pbar=False)
+    timings: dict[str, list[float]] = {"ours_s": [], "hy3dgen_s": []}
+    for _ in range(2):  # the second of each is the steady one
+        sync()
+        started = time.perf_counter()
+        ours = latents_to_mesh(pipe, latents, octree_resolution=octree, num_chunks=20000, flashvdm=True)
+        sync()
+        timings["ours_s"].append(round(time.perf_counter() - started, 3))
+        started = time.perf_counter()
+        theirs = pipe._export(latents, "trimesh", 1.01, 0.0, 20000, octree, "mc", enable_pbar=False)[0]
+        sync()
+        timings["hy3dgen_s"].append(round(time.perf_counter() - started, 3))
+    theirs_v = np.asarray(theirs.vertices)
+    gap = max(cKDTree(theirs_v).query(ours.vertices)[0].max(), cKDTree(ours.vertices).query(theirs_v)[0].max())
+    with torch.inference_mode():  # the torch marching cubes on the GPU grid against scikit-image on the same grid
+        decoded = pipe.vae(1.0 / pipe.vae.scale_factor * latents)
+        grid, _ = decode_volume(decoded, pipe.vae.geo_decoder, octree_resolution=octree)
+        sync()
+        started = time.perf_counter()
+        gpu_v, gpu_f = marching_cubes(grid)
+        gpu_s = time.perf_counter() - started
+        started = time.perf_counter()
+        cpu_v, cpu_f = marching_cubes(grid.cpu())
+        cpu_s = time.perf_counter() - started
+    return {**timings, "ours": ours.info, "faces_ours": int(len(ours.faces)), "faces_hy3dgen": int(len(theirs.faces)),
+            "vertices_ours": int(len(ours.vertices)), "vertices_hy3dgen": int(len(theirs_v)),
+            "max_vertex_gap": float(gap), "bbox_diagonal": float(np.linalg.norm(np.ptp(theirs_v, axis=0))),
+            "marching_cubes": {"device": str(grid.device), "torch_s": round(gpu_s, 3), "skimage_s": round(cpu_s, 3),
+                               "vertices": [int(len(gpu_v)), int(len(cpu_v))], "faces": [int(len(gpu_f)), int(len(cpu_f))]}}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="where each stage's JSON is written as it finishes")
@@ -101,6 +155,8 @@ def main() -> int:
     parser.add_argument("--octree", type=int, default=256)
     parser.add_argument("--max-faces", type=int, default=40000)
     parser.add_argument("--steady", type=int, default=5, help="steady creations after the first")
+    parser.add_argument("--compare", action="store_true", help="then hy3dgen's own surface path against ours on the same "
+                        "latents (seconds, mesh gap), and the torch marching cubes against scikit-image on one grid")
     args = parser.parse_args()
     if args.tiny:
         args.image_arch, args.mesh_arch = "tiny", "tiny"
@@ -151,6 +207,8 @@ def main() -> int:
     summary["peak_vram_mb"] = round(torch.cuda.max_memory_allocated() / 2 ** 20) if cuda else None
     summary["all_watertight"] = all(s["watertight"] for s in [first, *steady])
     write(args.out, "summary", summary)
+    if args.compare:
+        write(args.out, "compare", compare(args.octree, cuda))
     return 0 if summary["all_watertight"] else 1
 
 

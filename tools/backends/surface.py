@@ -344,6 +344,23 @@ def extract_surface(grid, *, octree_resolution: int, bounds: float = 1.01, mc_le
     return np.asarray(mesh.vertices), np.asarray(mesh.faces)
 
 
+CPU_CALL_ELEMENTS = 1 << 24  # activations per decoder call on a CPU (the MLP's widest layer): 64 MB in float32
+
+
+def decoder_budget(num_chunks: int, geo_decoder, device_type: str) -> int:
+    """Query points per decoder call. On a GPU, num_chunks (the memory knob). On a CPU, at least enough points to
+    fill CPU_CALL_ELEMENTS: every torch op is a parallel region whose threads meet at a barrier, and on a shared,
+    oversubscribed CPU each barrier waits for a descheduled thread; the tiny test decoder (32 wide) made 77 calls
+    of 20000 points, ~2300 barriers, 23 s at load average 7-10 on the 2-core box. Fewer, fuller calls, same values."""
+    if device_type != "cpu":
+        return num_chunks
+    try:
+        width = geo_decoder.query_proj.out_features * 4  # the MLP expands 4x (hy3dgen's mlp_expand_ratio)
+    except AttributeError:
+        return num_chunks
+    return max(num_chunks, CPU_CALL_ELEMENTS // max(width, 1))
+
+
 @dataclass
 class SurfaceMesh:
     vertices: np.ndarray
@@ -363,7 +380,7 @@ def latents_to_mesh(pipeline, latents, *, octree_resolution: int, num_chunks: in
         decoded = vae(1.0 / vae.scale_factor * latents)  # hy3dgen's expression: the same rounding
         if flashvdm:
             grid, stats = decode_volume(decoded, vae.geo_decoder, octree_resolution=octree_resolution, bounds=bounds,
-                                        budget=num_chunks)
+                                        budget=decoder_budget(num_chunks, vae.geo_decoder, decoded.device.type))
             info = {"volume_decoder": "flashvdm-tracked", "decoded_points": int(sum(stats.decoded)),
                     "flashvdm_points": int(sum(stats.band_points)), "decoder_calls": stats.calls,
                     "decode_seconds": round(stats.seconds, 3)}
