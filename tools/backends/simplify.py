@@ -26,10 +26,15 @@ def clean(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarr
     tri = vertices[faces]
     area2 = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
     faces = faces[distinct & (area2 > 0)]
-    _, first = np.unique(np.sort(faces, axis=1), axis=0, return_index=True)
+    n = len(vertices)
+    ordered = np.sort(faces, axis=1)
+    key = (ordered[:, 0] * n + ordered[:, 1]) * n + ordered[:, 2]  # one int64 per face (n^3 < 2^63 below 2M vertices)
+    if n < 2_000_000:
+        _, first = np.unique(key, return_index=True)
+    else:
+        _, first = np.unique(ordered, axis=0, return_index=True)
     faces = faces[np.sort(first)]
     # components by shared vertices (a vertex graph: each face links its three corners)
-    n = len(vertices)
     rows = np.concatenate([faces[:, 0], faces[:, 1]])
     cols = np.concatenate([faces[:, 1], faces[:, 2]])
     graph = coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(n, n))
