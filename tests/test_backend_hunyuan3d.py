@@ -387,6 +387,17 @@ def test_tracking_finds_every_surface_the_coarser_level_saw():
     assert np.abs(np.sort(v_tracked, axis=0) - np.sort(v_full, axis=0)).max() < 1e-6
 
 
+def test_a_field_that_never_crosses_gives_no_faces_and_a_clear_error_upstream():
+    """No surface anywhere (the coarse level sees no crossing): an empty mesh, which the backend reports as "never
+    crossed the surface level", not a scikit-image exception."""
+    from tools.backends.surface import decode_volume, extract_surface
+
+    grid, stats = decode_volume(torch.zeros(1, 4, 8), _FieldDecoder(lambda p: -1 - p[..., 0] ** 2), octree_resolution=128)
+    assert stats.tracking_rounds == 0 and torch.isnan(grid).all()
+    vertices, faces = extract_surface(grid, octree_resolution=128)
+    assert len(vertices) == 0 and len(faces) == 0
+
+
 def _symmetric_hausdorff(a: trimesh.Trimesh, b: trimesh.Trimesh, samples: int = 20000, dense: int = 1_000_000) -> float:
     """max over both directions of the distance from points of one surface (its vertices + area samples) to the
     other, measured against a dense sampling of the other (an overestimate by at most the sample spacing)."""

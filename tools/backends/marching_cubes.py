@@ -141,5 +141,8 @@ def marching_cubes(grid, level: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     from skimage import measure
 
     volume = grid.detach().float().cpu().numpy() if hasattr(grid, "detach") else np.asarray(grid, np.float32)
+    decoded = volume[~np.isnan(volume)]
+    if decoded.size == 0 or not decoded.min() <= level < decoded.max():  # no crossing: skimage would raise
+        return np.zeros((0, 3)), np.zeros((0, 3), np.int64)
     verts, faces, _normals, _values = measure.marching_cubes(volume, level, method="lewiner")
     return verts.astype(np.float64), faces.astype(np.int64)

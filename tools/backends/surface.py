@@ -278,6 +278,11 @@ def decode_volume(latents, geo_decoder, *, octree_resolution: int, bounds: float
             for _ in range(2 if last else 1):
                 band = _dilate(band)
             nidx = torch.stack(torch.where(band), dim=1)
+            if nidx.shape[0] == 0:  # nothing near a surface (hy3dgen fails here): an empty grid, no faces
+                grid = torch.full((size,) * 3, float("nan"), dtype=dtype, device=device)
+                stats.band_points.append(0)
+                stats.decoded.append(0)
+                continue
             points = (nidx * torch.tensor(bbox_size / resolution, dtype=torch.float32, device=device)
                       + torch.tensor(bbox_min, dtype=torch.float32, device=device))
             # hy3dgen's 6^3 partition of the points' bounding box
