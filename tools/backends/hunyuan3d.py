@@ -6,9 +6,10 @@ hunyuan3d-dit-v2-mini-turbo/ from tencent/Hunyuan3D-2mini) in ./models or named 
 is imported, with the exact instruction, and the fallback runner moves on (to relief by default).
 
 One call: matte the subject (rembg when its weights are in ./models, else a border-colour matte) -> the flow-
-matching DiT (progress per step) -> the ShapeVAE's volume decoder + marching cubes -> clean-up (duplicate and
-degenerate faces, floaters) and quadric simplification to the face budget (pymeshlab, as hy3dgen's own
-FaceReducer/FloaterRemover do, but in memory) -> holes filled and normals made outward (trimesh) -> colours
+matching DiT (progress per step) -> the ShapeVAE's volume decoder + marching cubes (surface.py: hy3dgen's FlashVDM
+decoding, batched and tracked along the surface; marching_cubes.py) -> clean-up (duplicate and degenerate faces,
+floaters, as hy3dgen's FloaterRemover) and quadric decimation to the face budget (simplify.py, fast-simplification)
+-> holes filled and normals made outward (trimesh) -> colours
 projected from the picture onto the vertices -> binary GLB with vertex colours.
 
 Colour: an orthographic projection along the view axis (hy3dgen's meshes are Y-up with the picture's view
@@ -40,7 +41,7 @@ from .base import Backend, BackendError, GeneratedAsset, MeshRequest, ProgressFn
 from .simplify import clean_and_simplify
 from .surface import latents_to_mesh
 
-# scipy, the relief module's decoder, torch, hy3dgen, pymeshlab and trimesh are imported where they are used: with
+# scipy, the relief module's decoder, torch, hy3dgen, fast-simplification and trimesh are imported where they are used: with
 # no mesh model in ./models, an attempt must cost milliseconds, not the seconds those imports take.
 
 log = logging.getLogger("atelier.backends")

@@ -13,18 +13,23 @@ cross-attention processor is ours):
 * the points decoded at each level are exactly hy3dgen's (same coarse grid and mini-grids, same near-surface
   test, same dilations, same 6^3 cell partition and sort), so the grid has values at the same places;
 * each cell's top-k keys come from the same rule (the mean similarity of every 50th (every 100th for the
-  coarse mini-grids) query of the cell), computed for all cells of a chunk with one matrix product and a
-  segment sum instead of a loop; attention to "this cell's keys only" is one masked
-  `scaled_dot_product_attention` over the chunk (softmax over the selected keys = softmax with the others
-  masked out);
-* dilations are separable boolean maxima (a 3x3x3 box is three 1-D ones), not convolutions.
+  coarse mini-grids) query of the cell), computed for all cells in one pass over those sampled queries (their
+  similarities summed per cell) instead of a loop; attention to "this cell's keys only" is one masked
+  `scaled_dot_product_attention` per call (softmax over the selected keys = softmax with the others masked out);
+* dilations are separable boolean maxima (a 3x3x3 box is three 1-D ones), not convolutions;
+* the finest level is tracked (track=True, what the backend runs): hy3dgen decodes its whole band (for the tiny
+  test model a thick shell, 2.7 M points at octree 256), but marching cubes only needs the corners of cells whose
+  corners change sign. Starting from the cells under the coarser level's faces, the band's corners of the wanted
+  cells are decoded, and every cell with faces wants its 26 neighbours, until no new corner is wanted (two or
+  three rounds). The mesh equals the one from the whole band; an island that exists only at the finest level
+  and touches no surface the coarser level saw would be missed (hy3dgen's whole band would find it).
 
-Values equal hy3dgen's within float rounding (a top-k tie may fall the other way in half precision); the test
-compares grids and meshes against hy3dgen's decoder on the same latents. Undecoded grid points are NaN, as in
+Values equal hy3dgen's within float rounding (a top-k tie may fall the other way in half precision); the tests
+compare grids and meshes against hy3dgen's decoder on the same latents. Undecoded grid points are NaN, as in
 hy3dgen, and the mesh keeps hy3dgen's vertex scaling (marching-cubes index / (octree_resolution + 1) * box).
 
-Marching cubes: scikit-image's (hy3dgen's 'mc') on the CPU; on CUDA the grid would cross to the host for it,
-so there `tools/backends/marching_cubes.py` extracts on the GPU when it is importable.
+Marching cubes (marching_cubes.py): scikit-image's (hy3dgen's 'mc') for a grid on the CPU; for a grid on CUDA a
+torch implementation on the GPU, so the volume does not cross to the host.
 """
 from __future__ import annotations
 
