@@ -252,6 +252,10 @@ def load_pipeline(folder: Path) -> LoadedPipeline:
             vae = vae_folder.name
         # marching cubes from scikit-image ('mc'); 'dmc' needs diso, a CUDA extension that is not a dependency
         pipeline.vae.enable_flashvdm_decoder(enabled=True, adaptive_kv_selection=True, topk_mode="mean", mc_algo="mc")
+    if device == "cuda":  # the GPU marching cubes' case table, built once here rather than in the first creation
+        from .marching_cubes import case_table
+
+        case_table()
     _loaded = LoadedPipeline(pipeline, folder, variant, device, str(dtype).replace("torch.", ""), transforms, vae,
                              time.perf_counter() - started)
     log.info("hunyuan3d loaded folder=%s variant=%s device=%s dtype=%s transforms=%s vae=%s seconds=%.2f", folder,
