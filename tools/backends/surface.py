@@ -19,9 +19,9 @@ cross-attention processor is ours):
 * dilations are separable boolean maxima (a 3x3x3 box is three 1-D ones), not convolutions;
 * the finest level is tracked (track=True, what the backend runs): hy3dgen decodes its whole band (for the tiny
   test model a thick shell, 2.7 M points at octree 256), but marching cubes only needs the corners of cells whose
-  corners change sign. Starting from the cells under the coarser level's faces, the band's corners of the wanted
-  cells are decoded, and every cell with faces wants its 26 neighbours, until no new corner is wanted (two or
-  three rounds). The mesh equals the one from the whole band; an island that exists only at the finest level
+  corners change sign. Starting from the cells inside the coarser level's cells with faces, the band's corners of
+  the wanted cells are decoded, and every cell whose decoded corners change sign is wanted next, until no new
+  corner is wanted (two or three rounds). The mesh equals the one from the whole band; an island that exists only at the finest level
   and touches no surface the coarser level saw would be missed (hy3dgen's whole band would find it).
 
 Values equal hy3dgen's within float rounding (a top-k tie may fall the other way in half precision); the tests
@@ -306,8 +306,10 @@ def decode_volume(latents, geo_decoder, *, octree_resolution: int, bounds: float
                 fine[sorted_idx[:, 0], sorted_idx[:, 1], sorted_idx[:, 2]] = values
                 grid = fine
                 continue
-            # the finest level: start from the cells under the coarser level's faces and their neighbours; decode
-            # the band's corners of wanted cells; every cell with faces wants its 26 neighbours; until closed
+            # the finest level: start from the 8 cells inside each cell of the coarser level that has faces, decode
+            # the band's corners of the wanted cells; then every cell whose decoded corners change sign is wanted
+            # (the surface leaves a cell through a face or edge whose ends change sign, and the cell across it has
+            # those corners decoded, so it is found in the next round); until no corner is new
             cell_grid = torch.full((size,) * 3, -1, dtype=torch.long, device=device)
             sorted_idx = nidx[level.order]
             cell_grid[sorted_idx[:, 0], sorted_idx[:, 1], sorted_idx[:, 2]] = level.cell
@@ -318,7 +320,6 @@ def decode_volume(latents, geo_decoder, *, octree_resolution: int, bounds: float
                 for b in (0, 1):
                     for c in (0, 1):
                         want[cx * 2 + a, cy * 2 + b, cz * 2 + c] = True
-            want = _dilate(want)
             decoded = torch.zeros((size,) * 3, dtype=torch.bool, device=device)
             while True:
                 todo = _corners(want) & band & ~decoded
@@ -331,7 +332,7 @@ def decode_volume(latents, geo_decoder, *, octree_resolution: int, bounds: float
                 fine[ix] = _run(geo_decoder, processor, pts, cell_grid[ix], latents, budget, stats)
                 stats.decoded[-1] += int(ix[0].numel())
                 decoded |= todo
-                want = want | _dilate(_mixed_cells(fine))
+                want = want | _mixed_cells(fine)
             grid = fine
     finally:
         processor.mode = None
