@@ -32,6 +32,7 @@ from .base import Backend, BackendError, GeneratedAsset, ProgressFn, no_progress
 log = logging.getLogger("atelier.backends")
 
 ENTRY_POINT_GROUP = "atelier.backends"
+HELPER_MODULES = {"base", "surface", "simplify", "marching_cubes"}  # parts of backends, not backends
 KINDS = ("image", "model")
 CAPABILITIES = ("supports_size", "supports_seed", "supports_steps", "supports_negative_prompt", "needs_gpu",
                 "prefers_gpu", "learned")
@@ -129,7 +130,7 @@ def _sources() -> dict[str, _Source]:
     (a plugin cannot take a built-in's name)."""
     found: dict[str, _Source] = {}
     for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_") and info.name != "base":
+        if not info.name.startswith("_") and info.name not in HELPER_MODULES:
             module_name = f"{__name__}.{info.name}"
             found[info.name] = _Source(info.name, f"built-in: {module_name}", partial(importlib.import_module, module_name), False)
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
