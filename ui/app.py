@@ -124,9 +124,6 @@ def _warm_up() -> None:
     if api_url() is not None:  # client mode: the server holds the graph, the memory and the router
         return
     try:
-        from tools.backends import warm_up
-
-        warm_up()  # the image and mesh pipelines, each in its own thread: started first, they load meanwhile
         get_graph()
         from agent.router import get_router
         from memory.store import get_store
@@ -137,6 +134,10 @@ def _warm_up() -> None:
         log.warning("step=warm_up status=failed reason=%s", exc)
 
 
+if api_url() is None:  # the image and mesh pipelines load in the background (here: some imports need the main thread)
+    from tools.backends import warm_up
+
+    warm_up()
 threading.Thread(target=_warm_up, name="atelier-warm-up", daemon=True).start()
 
 

@@ -314,15 +314,19 @@ def _warm_one(entry: WarmUp) -> None:
 
 def warm_up() -> dict[str, WarmUp]:
     """Start loading every configured learned backend that has a model on disk, each in its own background thread,
-    at the same time (`atelier serve` and the studio call this at start). Once per process: later calls return the
+    at the same time. Called by `atelier serve` and the studio at start. Once per process: later calls return the
     same entries. A backend without its model on disk is skipped in milliseconds (directory listings; torch is not
-    imported). Off with ATELIER_WARM_UP=false."""
+    imported). Off with ATELIER_WARM_UP=false.
+
+    A backend's `prepare_main_thread()` runs first, here, in the caller's thread (call warm_up from the main
+    thread): pymeshlab, which hy3dgen imports, corrupts the C heap at exit when first imported in another thread."""
     from tools.settings import get_settings
 
     settings = get_settings()
     with _lock:
         if not settings.warm_up:
             return {}
+        new: list[WarmUp] = []
         for kind, names in (("image", settings.image_backend_list), ("model", settings.model_backend_list)):
             for name in names:
                 if (name, kind) in _warm_ups:
@@ -333,9 +337,16 @@ def warm_up() -> dict[str, WarmUp]:
                     continue
                 if kind not in info.kinds or not callable(getattr(info.cls, "warm_up", None)):
                     continue
-                entry = _warm_ups[(name, kind)] = WarmUp(name, kind)
-                entry.thread = threading.Thread(target=_warm_one, args=(entry,), name=f"atelier-warm-up-{name}", daemon=True)
-                entry.thread.start()
+                new.append(WarmUp(name, kind))
+        for entry in new:  # what must happen in the calling (main) thread, e.g. a library that needs it for import
+            prepare = getattr(backend_info(entry.backend).cls, "prepare_main_thread", None)
+            if callable(prepare):
+                prepare()
+        for entry in new:
+            entry.thread = threading.Thread(target=_warm_one, args=(entry,), name=f"atelier-warm-up-{entry.backend}",
+                                            daemon=True)
+            _warm_ups[(entry.backend, entry.kind)] = entry
+            entry.thread.start()
         return {f"{name}:{kind}": entry for (name, kind), entry in _warm_ups.items()}
 
 

@@ -316,6 +316,20 @@ class Hunyuan3DBackend(Backend):
         if kind != "model":
             raise BackendError(f"hunyuan3d does not make {kind}s", transient=False, backend=self.name)
 
+    @classmethod
+    def prepare_main_thread(cls) -> None:
+        """Import pymeshlab (hy3dgen.shapegen imports it) in the calling, main thread when a mesh model is there:
+        imported first in another thread, its Qt libraries corrupt the C heap at process exit (glibc aborts:
+        "malloc_consolidate(): unaligned fastbin chunk detected"; reproduced with a bare import in a thread)."""
+        try:
+            mesh_model_path()
+        except ModelMissing:
+            return
+        try:
+            import pymeshlab  # noqa: F401
+        except ImportError:  # the load will say what is missing
+            pass
+
     def warm_up(self) -> str:
         """Load the pipeline now (tools.backends.warm_up calls this in a background thread); a creation that
         starts meanwhile waits for this load under the same lock instead of loading again. Without a model:
