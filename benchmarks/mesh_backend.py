@@ -60,10 +60,16 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None, help="default: the variant's (turbo 5, else 30)")
     parser.add_argument("--max-faces", type=int, default=40000)
     parser.add_argument("--repeat", type=int, default=3, help="steady-state calls after the first")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core). On a shared, "
+                        "oversubscribed CPU, 1 avoids OpenMP threads spinning while they wait for a descheduled peer")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
 
     build_s = 0.0
     if args.model:
@@ -114,6 +120,9 @@ def main() -> int:
         "watertight": md["watertight"], "build_s": round(build_s, 2), "load_s": first.metadata["seconds"]["load"],
         "first_call_s": round(first_s, 3), "steady_s_median": round(statistics.median(steady), 3) if steady else None,
         "steady_s_min": round(min(steady), 3) if steady else None, "steady_stages_s": md["seconds"],
+        "surface_plus_simplify_s": round(md["seconds"]["surface_extraction"] + md["seconds"]["simplify"], 3),
+        "surface": md.get("surface"),
+        "load_average": [round(x, 2) for x in load_before] + [round(x, 2) for x in os.getloadavg()],
         "peak_rss_mb": round(peak_rss_mb()), "peak_vram_mb": round(torch.cuda.max_memory_allocated() / 2**20) if cuda else None,
         "glb_kb": round(len(last.data) / 1024),
     }

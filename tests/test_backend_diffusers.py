@@ -168,6 +168,52 @@ def test_concurrent_calls_from_two_threads_both_succeed(use_models, models_dir, 
         assert fresh.generate(ImageRequest(prompt="a tea pot", width=64, height=64, seed=seed, steps=2))[0].data == data
 
 
+def test_speedups_run_on_the_cpu_and_keep_the_picture(use_models, models_dir, monkeypatch):
+    """ATELIER_IMAGE_SPEEDUPS (off by default): channels_last and fused QKV projections load and run; the picture is
+    the same one within rounding (both only change memory layout and how the same products are grouped). Speed is
+    unmeasured on a GPU; torch.compile is not run here (minutes of compiling on two shared cores)."""
+    import numpy as np
+
+    from models.settings import reset_settings
+
+    use_models(str(models_dir / "tiny-sd"))
+    request = ImageRequest(prompt="a tea pot", width=64, height=64, seed=5, steps=2)
+    plain = DiffusersBackend().generate(request)[0]
+    assert plain.metadata["speedups"] == []
+    monkeypatch.setenv("ATELIER_IMAGE_SPEEDUPS", "channels_last, fused_qkv")
+    reset_settings()
+    fast = DiffusersBackend().generate(request)[0]
+    assert fast.metadata["speedups"] == ["channels_last", "fused_qkv"]
+    a, b = (np.asarray(_image(x).convert("RGB"), dtype=np.int16) for x in (plain, fast))
+    assert np.abs(a - b).max() <= 2
+    monkeypatch.setenv("ATELIER_IMAGE_SPEEDUPS", "channels_last,warp_drive")
+    reset_settings()
+    with pytest.raises(BackendError, match="unknown warp_drive .known: channels_last, fused_qkv, compile"):
+        DiffusersBackend().generate(request)
+
+
+def test_warm_up_loads_the_image_pipeline_once_and_a_creation_waits_for_it(use_models, models_dir, monkeypatch, caplog):
+    import tools.backends as backends
+    from models.settings import reset_settings
+    from tools.backends import load_backend, warm_up
+
+    use_models(str(models_dir / "tiny-sd"))
+    monkeypatch.setenv("ATELIER_IMAGE_BACKENDS", "diffusers,sketch")
+    monkeypatch.setenv("ATELIER_MODEL_BACKENDS", "relief")
+    reset_settings()
+    monkeypatch.setattr(backends, "_warm_ups", {})
+    monkeypatch.setattr(backends, "_instances", {})  # a fresh process: the registry's instance is not loaded yet
+    with caplog.at_level(logging.INFO, logger="atelier.backends.diffusers"):
+        entries = warm_up()
+        assert list(entries) == ["diffusers:image"]
+        events: list[str] = []
+        asset = load_backend("diffusers", "image").generate(ImageRequest(prompt="a tea pot", width=64, height=64, seed=1, steps=1),
+                                                            lambda f, m: events.append(m))[0]
+        entries["diffusers:image"].thread.join(60)
+    assert asset.backend == "diffusers" and entries["diffusers:image"].state == "ready"
+    assert sum("diffusers loaded" in r.getMessage() for r in caplog.records) == 1
+
+
 # ---------------------------------------------------------------- choosing the folder, and failing fast
 
 def test_no_model_fails_fast_with_what_to_do(backend, use_models, tmp_path):

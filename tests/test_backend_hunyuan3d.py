@@ -257,7 +257,11 @@ def test_without_a_mesh_model_the_attempt_is_fast_clear_and_relief_is_used(tmp_p
         "from tools.backends.base import MeshRequest\n"
         "buf = io.BytesIO(); Image.new('RGB', (64, 64), (200, 30, 30)).save(buf, 'PNG')\n"
         "assets, attempts = generate_with_fallback('model', ['hunyuan3d', 'relief'], MeshRequest(image=buf.getvalue()))\n"
+        "from tools.backends import warm_up\n"
+        "entries = warm_up()\n"
+        "[e.thread.join(30) for e in entries.values()]\n"
         "print(json.dumps({'backend': assets[0].backend, 'attempts': [a.__dict__ for a in attempts],\n"
+        "                  'warm_up': {k: [e.state, e.detail, e.seconds] for k, e in entries.items()},\n"
         "                  'torch': 'torch' in sys.modules, 'hy3dgen': any(m.startswith('hy3dgen') for m in sys.modules)}))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_")}
@@ -271,6 +275,10 @@ def test_without_a_mesh_model_the_attempt_is_fast_clear_and_relief_is_used(tmp_p
     assert first["backend"] == "hunyuan3d" and not first["ok"] and first["seconds"] < 0.5
     assert "no Hunyuan3D shape model" in first["reason"] and "atelier models pull hunyuan3d-2mini" in first["reason"]
     assert "ATELIER_MESH_MODEL" in first["reason"] and "South Korea" in first["reason"]
+    # the start-up warm-up finds no model either: skipped in milliseconds, nothing heavy imported
+    warm = result["warm_up"]
+    assert warm["hunyuan3d:model"][:2] == ["skipped", "no model"] and warm["diffusers:image"][:2] == ["skipped", "no model"]
+    assert all(seconds < 0.5 for _, _, seconds in warm.values())
     assert not result["torch"] and not result["hy3dgen"]
 
 
@@ -283,3 +291,225 @@ def test_fallback_runner_uses_hunyuan3d_when_its_model_is_there(mesh_env):
     assets, attempts = generate_with_fallback("model", ["hunyuan3d", "relief"], MeshRequest(image=_png(_quadrants()), seed=3))
     assert [a.backend for a in attempts] == ["hunyuan3d"] and attempts[0].ok
     assert assets[0].backend == "hunyuan3d" and assets[0].metadata["watertight"]
+
+
+# ------------------------------------------------------------------ surface extraction: the same surface, faster
+
+def _turbo_latents(models_dir: Path, seed: int = 4):
+    """The tiny turbo pipeline's decoded latents (after the VAE's transformer) for a picture."""
+    from tools.backends.hunyuan3d import _pipeline_lock, load_pipeline, matte_subject
+
+    with _pipeline_lock:
+        loaded = load_pipeline(models_dir / "hunyuan3d-2mini" / "hunyuan3d-dit-v2-mini-turbo")
+    pipe = loaded.pipeline
+    latents = pipe(image=matte_subject(_quadrants()).rgba, num_inference_steps=2, guidance_scale=5.0,
+                   generator=torch.Generator().manual_seed(seed), output_type="latent", enable_pbar=False)
+    return pipe, latents
+
+
+def test_flashvdm_decoding_gives_hy3dgens_grid_and_mesh_on_the_same_latents(models_dir):
+    """Our batched FlashVDM decoder against hy3dgen's own (FlashVDMVolumeDecoding, 'mean' top-k), octree 128
+    (levels 63 and 126): without tracking the same decoded points and values; with tracking (what the backend
+    runs) fewer points decoded and the same marching-cubes mesh."""
+    from hy3dgen.shapegen.models.autoencoders.volume_decoders import FlashVDMVolumeDecoding
+    from hy3dgen.shapegen.pipelines import export_to_trimesh
+
+    from tools.backends.surface import decode_volume, latents_to_mesh
+
+    pipe, latents = _turbo_latents(models_dir)
+    vae = pipe.vae
+    octree = 128
+    with torch.inference_mode():
+        decoded = vae(1.0 / vae.scale_factor * latents)
+        theirs = FlashVDMVolumeDecoding("mean")(decoded, vae.geo_decoder, bounds=1.01, num_chunks=20000, mc_level=0.0,
+                                                octree_resolution=octree, enable_pbar=False)[0]
+        full, full_stats = decode_volume(decoded, vae.geo_decoder, octree_resolution=octree, track=False)
+        tracked, stats = decode_volume(decoded, vae.geo_decoder, octree_resolution=octree)
+        vae.enable_flashvdm_decoder(enabled=True, adaptive_kv_selection=True, topk_mode="mean", mc_algo="mc")
+        their_mesh = export_to_trimesh(vae.latents2mesh(decoded, bounds=1.01, mc_level=0.0, num_chunks=20000,
+                                                        octree_resolution=octree, enable_pbar=False))[0]
+    assert stats.resolutions == [63, 126] and full.shape == theirs.shape == (127, 127, 127)
+    decoded_theirs = ~torch.isnan(theirs)
+    assert torch.equal(decoded_theirs, ~torch.isnan(full))
+    assert torch.allclose(full[decoded_theirs], theirs[decoded_theirs], atol=1e-5, rtol=0)
+    assert ((theirs[decoded_theirs] > 0).sum() > 1000) and ((theirs[decoded_theirs] < 0).sum() > 1000)  # a real surface
+    assert full_stats.band_points == stats.band_points and stats.decoded[-1] < 0.7 * stats.band_points[-1]
+
+    ours = latents_to_mesh(pipe, latents, octree_resolution=octree, num_chunks=20000, flashvdm=True)
+    assert ours.info["volume_decoder"] == "flashvdm-tracked" and ours.info["decoded_points"] < ours.info["flashvdm_points"]
+    theirs_v = np.asarray(their_mesh.vertices)
+    assert len(ours.faces) == len(their_mesh.faces) > 5000 and ours.vertices.shape == theirs_v.shape
+    assert np.abs(np.sort(ours.vertices, axis=0) - np.sort(theirs_v, axis=0)).max() < 1e-5
+    assert trimesh.Trimesh(ours.vertices, ours.faces, process=False).is_watertight
+
+
+class _FieldDecoder:
+    """A stand-in geometry decoder with an analytic field (for shapes the tiny model cannot make): what
+    decode_volume needs of hy3dgen's CrossAttentionDecoder (the processor hook, forward(queries, latents)).
+    Its attention processor is installed and removed but never called."""
+
+    def __init__(self, field):
+        self.field = field
+        self.cross_attn_decoder = type("Block", (), {})()
+        self.cross_attn_decoder.attn = type("Attn", (), {})()
+        self.cross_attn_decoder.attn.attention = type("QKV", (), {"attn_processor": "default"})()
+
+    def set_cross_attention_processor(self, processor):
+        self.cross_attn_decoder.attn.attention.attn_processor = processor
+
+    def __call__(self, queries, latents):
+        return self.field(queries)[..., None]
+
+
+def _two_blobs_and_a_ring(p):
+    """A sphere, a small sphere off to the side and a thin torus: several components, one of them thin."""
+    x, y, z = p[..., 0], p[..., 1], p[..., 2]
+    sphere = 0.45 - torch.sqrt((x + 0.3) ** 2 + y ** 2 + z ** 2)
+    small = 0.12 - torch.sqrt((x - 0.6) ** 2 + (y - 0.5) ** 2 + z ** 2)
+    ring = 0.04 - torch.sqrt((torch.sqrt((x - 0.45) ** 2 + y ** 2) - 0.3) ** 2 + (z + 0.3) ** 2)
+    return torch.tanh(8 * torch.maximum(torch.maximum(sphere, small), ring))
+
+
+def test_tracking_finds_every_surface_the_coarser_level_saw():
+    """Several components, one thin: the tracked finest level gives the same mesh as decoding the whole band."""
+    from tools.backends.surface import decode_volume, extract_surface
+
+    decoder, latents = _FieldDecoder(_two_blobs_and_a_ring), torch.zeros(1, 4, 8)
+    full, _ = decode_volume(latents, decoder, octree_resolution=256, track=False)
+    tracked, stats = decode_volume(latents, decoder, octree_resolution=256)
+    assert stats.tracking_rounds >= 1 and stats.decoded[-1] < stats.band_points[-1]
+    assert decoder.cross_attn_decoder.attn.attention.attn_processor == "default"  # put back
+    v_full, f_full = extract_surface(full, octree_resolution=256)
+    v_tracked, f_tracked = extract_surface(tracked, octree_resolution=256)
+    parts = trimesh.Trimesh(v_tracked, f_tracked).split(only_watertight=False)
+    assert len(parts) == 3 and all(p.is_watertight for p in parts)
+    assert len(f_tracked) == len(f_full) and v_tracked.shape == v_full.shape
+    assert np.abs(np.sort(v_tracked, axis=0) - np.sort(v_full, axis=0)).max() < 1e-6
+
+
+def test_a_field_that_never_crosses_gives_no_faces_and_a_clear_error_upstream():
+    """No surface anywhere (the coarse level sees no crossing): an empty mesh, which the backend reports as "never
+    crossed the surface level", not a scikit-image exception."""
+    from tools.backends.surface import decode_volume, extract_surface
+
+    grid, stats = decode_volume(torch.zeros(1, 4, 8), _FieldDecoder(lambda p: -1 - p[..., 0] ** 2), octree_resolution=128)
+    assert stats.tracking_rounds == 0 and torch.isnan(grid).all()
+    vertices, faces = extract_surface(grid, octree_resolution=128)
+    assert len(vertices) == 0 and len(faces) == 0
+
+
+def _symmetric_hausdorff(a: trimesh.Trimesh, b: trimesh.Trimesh, samples: int = 20000, dense: int = 1_000_000) -> float:
+    """max over both directions of the distance from points of one surface (its vertices + area samples) to the
+    other, measured against a dense sampling of the other (an overestimate by at most the sample spacing)."""
+    from scipy.spatial import cKDTree
+
+    worst = 0.0
+    for src, dst in ((a, b), (b, a)):
+        points = np.concatenate([np.asarray(src.vertices)[::max(1, len(src.vertices) // samples)],
+                                 trimesh.sample.sample_surface(src, samples, seed=0)[0]])
+        targets = np.concatenate([np.asarray(dst.vertices), trimesh.sample.sample_surface(dst, dense, seed=1)[0]])
+        worst = max(worst, float(cKDTree(targets).query(points)[0].max()))
+    return worst
+
+
+def test_simplification_keeps_the_mesh_closed_and_the_shape():
+    """A marching-cubes mesh with a hole through it and a floater, 6.7x decimated (the benchmark's 268k -> 40k
+    ratio): within the budget, watertight, no floater, and within 0.5 % of the bounding-box diagonal of the raw
+    surface both ways (symmetric Hausdorff)."""
+    from skimage import measure
+
+    from tools.backends.hunyuan3d import close_mesh
+    from tools.backends.simplify import clean_and_simplify
+
+    n = 120
+    axis = np.linspace(-1, 1, n)
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
+    torus = 0.18 - np.sqrt((np.sqrt(x ** 2 + y ** 2) - 0.55) ** 2 + z ** 2)
+    bump = 0.25 - np.sqrt(x ** 2 + (y - 0.55) ** 2 + (z - 0.15) ** 2)
+    speck = 0.03 - np.sqrt((x - 0.9) ** 2 + (y - 0.9) ** 2 + (z - 0.9) ** 2)  # a floater: under 0.5 % of the faces
+    verts, faces, _, _ = measure.marching_cubes(np.maximum(np.maximum(torus, bump), speck), 0.0)
+    raw = trimesh.Trimesh(verts, faces)
+    assert raw.is_watertight and len(raw.split(only_watertight=False)) == 2
+    budget = len(raw.faces) * 10 // 67
+    vertices, faces_out, info = clean_and_simplify(np.asarray(raw.vertices), np.asarray(raw.faces), budget)
+    mesh, watertight, filled = close_mesh(vertices, faces_out)
+    assert info["simplified"] and info["faces_removed_by_cleanup"] > 0 and info["raw_faces"] == len(raw.faces)
+    assert watertight and filled == 0 and len(mesh.faces) <= budget and len(mesh.faces) > 0.9 * budget
+    assert len(mesh.split(only_watertight=False)) == 1 and mesh.euler_number == 0  # the floater gone, the hole kept
+    body = raw.split(only_watertight=False)
+    body = max(body, key=lambda m: len(m.faces))
+    distance = _symmetric_hausdorff(body, mesh) / np.linalg.norm(body.extents)
+    print(f"symmetric Hausdorff {distance:.5f} of the diagonal, {len(raw.faces)} -> {len(mesh.faces)} faces")
+    assert distance < 0.005
+
+
+# ------------------------------------------------------------------ warm-up at start
+
+def test_warm_up_loads_once_and_a_creation_meanwhile_waits_for_that_load(mesh_env, monkeypatch, caplog):
+    import logging
+    import time
+
+    import tools.backends as backends
+    from tools.backends import hunyuan3d, warm_up, warming_up
+
+    monkeypatch.setenv("ATELIER_MODEL_BACKENDS", "hunyuan3d,relief")
+    monkeypatch.setenv("ATELIER_IMAGE_BACKENDS", "sketch")
+    reset_settings()
+    monkeypatch.setattr(hunyuan3d, "_loaded", None)  # a fresh process: nothing loaded yet
+    monkeypatch.setattr(backends, "_warm_ups", {})
+    slow_check = hunyuan3d._check_local_only
+
+    def slow_load_step(path):  # inside the load, under the lock: widens the window a creation can start in
+        time.sleep(1.5)
+        slow_check(path)
+
+    monkeypatch.setattr(hunyuan3d, "_check_local_only", slow_load_step)
+    caplog.set_level(logging.INFO, logger="atelier.backends")
+    entries = warm_up()
+    assert list(entries) == ["hunyuan3d:model"] and warm_up() == entries  # once per process
+    deadline = time.monotonic() + 30
+    while not hunyuan3d._pipeline_lock.locked() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert warming_up() == ["hunyuan3d"]
+    events: list[str] = []
+    asset = Hunyuan3DBackend().generate(MeshRequest(image=_png(_quadrants()), seed=1), lambda f, m: events.append(m))[0]
+    entries["hunyuan3d:model"].thread.join(30)
+    loads = [r for r in caplog.records if r.getMessage().startswith("hunyuan3d loaded")]
+    assert len(loads) == 1, [r.getMessage() for r in loads]
+    assert any("warming up" in m for m in events) and asset.metadata["seconds"]["load"] > 0.1  # it waited
+    assert entries["hunyuan3d:model"].state == "ready" and warming_up() == []
+
+
+# ------------------------------------------------------------------ marching cubes on the GPU (tested here on CPU tensors)
+
+def test_torch_marching_cubes_gives_scikit_images_vertices_and_a_closed_surface():
+    """The torch implementation (used when the grid is on a GPU) against scikit-image on the same grid: the same
+    vertices (one per crossing grid edge, linearly interpolated), as many faces, wound the same way, closed."""
+    from skimage import measure
+
+    from tools.backends.marching_cubes import marching_cubes_torch
+
+    n = 72
+    axis = np.linspace(-1, 1, n)
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
+    torus = 0.18 - np.sqrt((np.sqrt(x ** 2 + y ** 2) - 0.55) ** 2 + z ** 2)
+    ripple = 0.05 * np.sin(7 * x) * np.cos(5 * y) * np.sin(6 * z)
+    field = (np.maximum(torus, 0.3 - np.sqrt(x ** 2 + (y - 0.5) ** 2 + z ** 2)) + ripple).astype(np.float32)
+    theirs_v, theirs_f, _, _ = measure.marching_cubes(field, 0.0, method="lewiner")
+    ours_v, ours_f = (t.numpy() for t in marching_cubes_torch(torch.from_numpy(field), 0.0))
+    assert ours_v.shape == theirs_v.shape and ours_f.shape == theirs_f.shape
+    assert np.abs(np.sort(ours_v, axis=0) - np.sort(theirs_v, axis=0)).max() < 1e-4
+    theirs, ours = trimesh.Trimesh(theirs_v, theirs_f, process=False), trimesh.Trimesh(ours_v, ours_f, process=False)
+    assert ours.is_watertight and ours.euler_number == theirs.euler_number == 0
+    assert np.sign(ours.volume) == np.sign(theirs.volume) and abs(ours.volume / theirs.volume - 1) < 1e-3
+
+    # noise: every ambiguous case occurs; the surface stays a manifold (no edge on more than two faces) and an
+    # undecoded (NaN) corner makes its cell faceless instead of making NaN vertices
+    noise = torch.from_numpy(np.random.default_rng(0).standard_normal((32, 32, 32)).astype(np.float32))
+    noise[10, 10, 10] = float("nan")
+    vertices, faces = marching_cubes_torch(noise, 0.0)
+    edges = np.sort(trimesh.Trimesh(vertices.numpy(), faces.numpy(), process=False).edges, axis=1)
+    _, uses = np.unique(edges, axis=0, return_counts=True)
+    assert uses.max() == 2 and not torch.isnan(vertices).any()
+    interior = (vertices > 0.5).all(1) & (vertices < 30.5).all(1) & ~((vertices - 10).abs() <= 1).all(1)
+    assert interior.sum() > 1000

@@ -30,6 +30,11 @@ class ToolSettings(LayerSettings):
     mesh_octree_resolution: int | None = Field(None, ge=16, le=1024, description="Marching-cubes grid; default 256 on CUDA, "
                                                "128 on CPU.")
     mesh_num_chunks: int | None = Field(None, ge=1000, description="Query points per decoder call; default from the variant.")
+    image_speedups: str = Field("", description="Comma-separated speed-ups for the diffusers backend: channels_last, "
+                                "fused_qkv, compile (torch.compile of the denoiser, compiled at load by one warm-up call). "
+                                "Off by default: none is measured faster on a GPU yet (docs/local-generation.md).")
+    warm_up: bool = Field(True, description="Load the local learned image and mesh pipelines in the background when "
+                          "`atelier serve` / `atelier chat` start (only those with a model in models_dir).")
 
     @field_validator("image_backends", "model_backends")
     @classmethod
@@ -57,6 +62,10 @@ class ToolSettings(LayerSettings):
     @property
     def model_backend_list(self) -> list[str]:
         return split_names(self.model_backends)
+
+    @property
+    def image_speedup_list(self) -> list[str]:
+        return split_names(self.image_speedups)
 
 
 get_settings = cached(ToolSettings)

@@ -68,6 +68,10 @@ def _start_studio() -> None:
     if api_url() is not None:
         _install_api_assets(server_app)
         log.info("step=studio mode=client api=%s", api_url())
+    else:  # the image and mesh pipelines load in the background; called here, in the server's main thread, because
+        from tools.backends import warm_up  # some imports need it (pymeshlab: tools/backends/__init__.py warm_up)
+
+        warm_up()
     threading.Thread(target=_warm_up, name="atelier-warm-up", daemon=True).start()
 
 

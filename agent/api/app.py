@@ -42,6 +42,9 @@ async def lifespan(app):
         from agent.inmem_queue import install as schedule_runs
 
         schedule_runs()  # fair across users, capped per user and thread, started at once (not at a 0.5 s poll)
+    from tools.backends import warm_up
+
+    warm_up()  # the image and mesh pipelines load in background threads; a creation meanwhile waits for that load
     try:
         from memory.store import get_store
 

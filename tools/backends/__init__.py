@@ -32,6 +32,7 @@ from .base import Backend, BackendError, GeneratedAsset, ProgressFn, no_progress
 log = logging.getLogger("atelier.backends")
 
 ENTRY_POINT_GROUP = "atelier.backends"
+HELPER_MODULES = {"base", "surface", "simplify", "marching_cubes"}  # parts of backends, not backends
 KINDS = ("image", "model")
 CAPABILITIES = ("supports_size", "supports_seed", "supports_steps", "supports_negative_prompt", "needs_gpu",
                 "prefers_gpu", "learned")
@@ -129,7 +130,7 @@ def _sources() -> dict[str, _Source]:
     (a plugin cannot take a built-in's name)."""
     found: dict[str, _Source] = {}
     for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_") and info.name != "base":
+        if not info.name.startswith("_") and info.name not in HELPER_MODULES:
             module_name = f"{__name__}.{info.name}"
             found[info.name] = _Source(info.name, f"built-in: {module_name}", partial(importlib.import_module, module_name), False)
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
@@ -281,3 +282,74 @@ def generate_with_fallback(kind: str, names: list[str], request, progress: Progr
             progress(None, f"{name} failed: {reason} — trying the next backend")
     tried = "; ".join(f"{a.backend}: {a.reason}" for a in attempts) or "no backends configured"
     raise BackendError(f"every {kind} backend failed ({tried})", transient=False)
+
+
+# ---------------------------------------------------------------------------------------------- warm-up
+
+@dataclass
+class WarmUp:
+    backend: str
+    kind: str
+    state: str = "waiting"  # waiting | loading | ready | skipped | failed
+    detail: str = ""
+    seconds: float = 0.0
+    thread: threading.Thread | None = None
+
+
+_warm_ups: dict[tuple[str, str], WarmUp] = {}
+
+
+def _warm_one(entry: WarmUp) -> None:
+    started = time.perf_counter()
+    entry.state = "loading"
+    try:
+        detail = load_backend(entry.backend, entry.kind).warm_up()
+        entry.state, entry.detail = ("skipped", detail) if detail == "no model" else ("ready", detail)
+    except Exception as exc:  # the creation will meet (and report) the same failure; the process keeps running
+        entry.state, entry.detail = "failed", f"{type(exc).__name__}: {exc}"
+    entry.seconds = time.perf_counter() - started
+    log.info("step=warm_up backend=%s kind=%s state=%s seconds=%.2f detail=%s", entry.backend, entry.kind, entry.state,
+             entry.seconds, entry.detail)
+
+
+def warm_up() -> dict[str, WarmUp]:
+    """Start loading every configured learned backend that has a model on disk, each in its own background thread,
+    at the same time. Called by `atelier serve` and the studio at start. Once per process: later calls return the
+    same entries. A backend without its model on disk is skipped in milliseconds (directory listings; torch is not
+    imported). Off with ATELIER_WARM_UP=false.
+
+    A backend's `prepare_main_thread()` runs first, here, in the caller's thread (call warm_up from the main
+    thread): pymeshlab, which hy3dgen imports, corrupts the C heap at exit when first imported in another thread."""
+    from tools.settings import get_settings
+
+    settings = get_settings()
+    with _lock:
+        if not settings.warm_up:
+            return {}
+        new: list[WarmUp] = []
+        for kind, names in (("image", settings.image_backend_list), ("model", settings.model_backend_list)):
+            for name in names:
+                if (name, kind) in _warm_ups:
+                    continue
+                try:
+                    info = backend_info(name)
+                except BackendError:
+                    continue
+                if kind not in info.kinds or not callable(getattr(info.cls, "warm_up", None)):
+                    continue
+                new.append(WarmUp(name, kind))
+        for entry in new:  # what must happen in the calling (main) thread, e.g. a library that needs it for import
+            prepare = getattr(backend_info(entry.backend).cls, "prepare_main_thread", None)
+            if callable(prepare):
+                prepare()
+        for entry in new:
+            entry.thread = threading.Thread(target=_warm_one, args=(entry,), name=f"atelier-warm-up-{entry.backend}",
+                                            daemon=True)
+            _warm_ups[(entry.backend, entry.kind)] = entry
+            entry.thread.start()
+        return {f"{name}:{kind}": entry for (name, kind), entry in _warm_ups.items()}
+
+
+def warming_up() -> list[str]:
+    """Backends still loading in the background (the studio says 'warming up' while this is not empty)."""
+    return [name for (name, _kind), entry in _warm_ups.items() if entry.state in ("waiting", "loading")]

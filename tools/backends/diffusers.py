@@ -142,6 +142,7 @@ class LoadedPipeline:
     multiple: int
     call_parameters: frozenset[str]
     load_seconds: float
+    speedups: tuple[str, ...] = ()
 
 
 def _module_bytes(pipe) -> list[int]:
@@ -217,6 +218,44 @@ def _dtype_keyword() -> str:
     return "dtype" if Version(__version__) >= Version("0.42") else "torch_dtype"
 
 
+SPEEDUPS = ("channels_last", "fused_qkv", "compile")
+
+
+def _speedups() -> list[str]:
+    from tools.settings import get_settings
+
+    wanted = get_settings().image_speedup_list
+    unknown = [w for w in wanted if w not in SPEEDUPS]
+    if unknown:
+        raise BackendError(f"ATELIER_IMAGE_SPEEDUPS: unknown {', '.join(unknown)} (known: {', '.join(SPEEDUPS)})",
+                           transient=False, backend="diffusers")
+    return wanted
+
+
+def _apply_speedups(pipe, wanted: list[str], torch) -> list[str]:
+    """What the field uses for SD/SDXL-class pipelines, each only where the pipeline has the part it needs:
+    channels_last memory format for the convolutional denoiser and VAE, fused QKV projections in attention,
+    torch.compile of the denoiser (compiled by the warm-up call in _load, so the first creation does not pay it)."""
+    done = []
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    if "channels_last" in wanted and getattr(pipe, "unet", None) is not None:
+        pipe.unet.to(memory_format=torch.channels_last)
+        if getattr(pipe, "vae", None) is not None:
+            pipe.vae.to(memory_format=torch.channels_last)
+        done.append("channels_last")
+    if "fused_qkv" in wanted and callable(getattr(pipe, "fuse_qkv_projections", None)):
+        pipe.fuse_qkv_projections()
+        done.append("fused_qkv")
+    if "compile" in wanted and denoiser is not None:
+        compiled = torch.compile(denoiser, fullgraph=False)
+        if getattr(pipe, "unet", None) is not None:
+            pipe.unet = compiled
+        else:
+            pipe.transformer = compiled
+        done.append("compile")
+    return done
+
+
 def _has_variant(folder: Path, variant: str) -> bool:
     return any(folder.glob(f"*/*.{variant}.safetensors")) or any(folder.glob(f"*/*.{variant}-*.safetensors"))
 
@@ -243,9 +282,21 @@ class DiffusersBackend(Backend):
         self._loaded: LoadedPipeline | None = None
 
     # -- loading ----------------------------------------------------------------------------------------------
+    def warm_up(self) -> str:
+        """Load the pipeline now (tools.backends.warm_up calls this in a background thread); a creation that starts
+        meanwhile waits for this load under the same lock. Without a model: returns at once, nothing imported."""
+        try:
+            folder = image_model_path()
+        except ModelMissing:
+            return "no model"
+        self.pipeline(folder)
+        return f"loaded {folder.name}"
+
     def pipeline(self, folder: Path, progress: ProgressFn = no_progress) -> LoadedPipeline:
         """The process's pipeline for `folder`, loaded on first use; a different folder replaces it (one per process)."""
         folder = folder.resolve()
+        if self._load_lock.locked() and (self._loaded is None or self._loaded.folder != folder):
+            progress(None, f"warming up: {folder.name} is loading …")
         with self._load_lock:
             if self._loaded is not None and self._loaded.folder == folder:
                 return self._loaded
@@ -300,6 +351,7 @@ class DiffusersBackend(Backend):
                 raise BackendError(f"{folder.name}: {type(pipe).__name__} does not take a text prompt", transient=False, backend=self.name)
             pipe.set_progress_bar_config(disable=True)
             placement = _place(pipe, torch)
+            speedups = _apply_speedups(pipe, _speedups(), torch)
         except BackendError:
             raise
         except Exception as exc:  # a broken or partial folder: say which and why, once
@@ -311,9 +363,17 @@ class DiffusersBackend(Backend):
                                 device="cuda" if cuda else "cpu", dtype=str(dtype).removeprefix("torch."), placement=placement,
                                 native=native, multiple=vae_scale * family.latent_patch,
                                 call_parameters=frozenset(inspect.signature(pipe.__call__).parameters),
-                                load_seconds=round(time.perf_counter() - started, 3))
-        log.info("diffusers loaded model=%s pipeline=%s family=%s device=%s dtype=%s placement=%s seconds=%.2f",
-                 folder.name, loaded.class_name, family.name, loaded.device, loaded.dtype, placement, loaded.load_seconds)
+                                load_seconds=0.0, speedups=tuple(speedups))
+        if "compile" in speedups:  # compile now, at load (warm-up), with the family's native size and steps
+            side = native or 512
+            progress(None, f"compiling {folder.name}'s denoiser (once per process) …")
+            pipe(prompt="warm-up", num_inference_steps=1, guidance_scale=family.guidance, width=side, height=side,
+                 output_type="latent", **({"max_sequence_length": family.max_sequence_length}
+                                          if family.max_sequence_length and "max_sequence_length" in loaded.call_parameters else {}))
+        loaded.load_seconds = round(time.perf_counter() - started, 3)
+        log.info("diffusers loaded model=%s pipeline=%s family=%s device=%s dtype=%s placement=%s speedups=%s seconds=%.2f",
+                 folder.name, loaded.class_name, family.name, loaded.device, loaded.dtype, placement,
+                 ",".join(speedups) or "none", loaded.load_seconds)
         progress(None, f"loaded {folder.name} in {loaded.load_seconds:.1f} s ({loaded.device}, {loaded.dtype})")
         return loaded
 
@@ -361,7 +421,8 @@ class DiffusersBackend(Backend):
                     "model_path": str(loaded.folder), "pipeline": loaded.class_name, "family": family.name, "steps": steps,
                     "guidance": guidance, "seed": seed, "device": loaded.device, "dtype": loaded.dtype,
                     "placement": loaded.placement, "seconds": seconds, "width": request.width, "height": request.height,
-                    "render_size": [width, height], "negative_prompt": "negative_prompt" in kwargs}
+                    "render_size": [width, height], "negative_prompt": "negative_prompt" in kwargs,
+                    "speedups": list(loaded.speedups)}
         info = PngInfo()
         info.add_text("atelier:generator", metadata["generator"])
         info.add_text("atelier:model", loaded.folder.name)

@@ -6,9 +6,10 @@ hunyuan3d-dit-v2-mini-turbo/ from tencent/Hunyuan3D-2mini) in ./models or named 
 is imported, with the exact instruction, and the fallback runner moves on (to relief by default).
 
 One call: matte the subject (rembg when its weights are in ./models, else a border-colour matte) -> the flow-
-matching DiT (progress per step) -> the ShapeVAE's volume decoder + marching cubes -> clean-up (duplicate and
-degenerate faces, floaters) and quadric simplification to the face budget (pymeshlab, as hy3dgen's own
-FaceReducer/FloaterRemover do, but in memory) -> holes filled and normals made outward (trimesh) -> colours
+matching DiT (progress per step) -> the ShapeVAE's volume decoder + marching cubes (surface.py: hy3dgen's FlashVDM
+decoding, batched and tracked along the surface; marching_cubes.py) -> clean-up (duplicate and degenerate faces,
+floaters, as hy3dgen's FloaterRemover) and quadric decimation to the face budget (simplify.py, fast-simplification)
+-> holes filled and normals made outward (trimesh) -> colours
 projected from the picture onto the vertices -> binary GLB with vertex colours.
 
 Colour: an orthographic projection along the view axis (hy3dgen's meshes are Y-up with the picture's view
@@ -37,8 +38,10 @@ from PIL import Image
 from models.registry import MESH_WEIGHT_FILES, ModelMissing, background_remover_path, mesh_model_path
 
 from .base import Backend, BackendError, GeneratedAsset, MeshRequest, ProgressFn, no_progress
+from .simplify import clean_and_simplify
+from .surface import latents_to_mesh
 
-# scipy, the relief module's decoder, torch, hy3dgen, pymeshlab and trimesh are imported where they are used: with
+# scipy, the relief module's decoder, torch, hy3dgen, fast-simplification and trimesh are imported where they are used: with
 # no mesh model in ./models, an attempt must cost milliseconds, not the seconds those imports take.
 
 log = logging.getLogger("atelier.backends")
@@ -249,6 +252,10 @@ def load_pipeline(folder: Path) -> LoadedPipeline:
             vae = vae_folder.name
         # marching cubes from scikit-image ('mc'); 'dmc' needs diso, a CUDA extension that is not a dependency
         pipeline.vae.enable_flashvdm_decoder(enabled=True, adaptive_kv_selection=True, topk_mode="mean", mc_algo="mc")
+    if device == "cuda":  # the GPU marching cubes' case table, built once here rather than in the first creation
+        from .marching_cubes import case_table
+
+        case_table()
     _loaded = LoadedPipeline(pipeline, folder, variant, device, str(dtype).replace("torch.", ""), transforms, vae,
                              time.perf_counter() - started)
     log.info("hunyuan3d loaded folder=%s variant=%s device=%s dtype=%s transforms=%s vae=%s seconds=%.2f", folder,
@@ -257,34 +264,6 @@ def load_pipeline(folder: Path) -> LoadedPipeline:
 
 
 # ---------------------------------------------------------------------------------------------- mesh work
-
-def clean_and_simplify(vertices: np.ndarray, faces: np.ndarray, max_faces: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Duplicate vertices/faces, zero-area faces and floaters (components under 0.5% of the faces, hy3dgen's
-    threshold) out; then quadric edge-collapse decimation to the budget, keeping the topology closed.
-    pymeshlab in memory (hy3dgen's FaceReducer does the same through temporary files that it never deletes)."""
-    import pymeshlab
-
-    ms = pymeshlab.MeshSet()
-    ms.add_mesh(pymeshlab.Mesh(vertex_matrix=np.asarray(vertices, np.float64), face_matrix=np.asarray(faces, np.int32)))
-    raw = ms.current_mesh().face_number()
-    ms.apply_filter("meshing_remove_duplicate_vertices")
-    ms.apply_filter("meshing_remove_duplicate_faces")
-    ms.apply_filter("meshing_remove_null_faces")
-    ms.apply_filter("compute_selection_by_small_disconnected_components_per_face", nbfaceratio=0.005)
-    ms.apply_filter("compute_selection_transfer_face_to_vertex", inclusive=False)
-    ms.apply_filter("meshing_remove_selected_vertices_and_faces")
-    ms.apply_filter("meshing_remove_unreferenced_vertices")
-    cleaned = ms.current_mesh().face_number()
-    for _ in range(3):  # quadric decimation can stop a little above the target; a second pass gets there
-        if ms.current_mesh().face_number() <= max_faces:
-            break
-        ms.apply_filter("meshing_decimation_quadric_edge_collapse", targetfacenum=int(max_faces), qualitythr=1.0,
-                        preserveboundary=True, boundaryweight=3, preservenormal=True, preservetopology=True,
-                        autoclean=True)
-    mesh = ms.current_mesh()
-    info = {"raw_faces": int(raw), "faces_removed_by_cleanup": int(raw - cleaned), "simplified": bool(cleaned > max_faces)}
-    return mesh.vertex_matrix(), mesh.face_matrix(), info
-
 
 def close_mesh(vertices: np.ndarray, faces: np.ndarray):
     """A trimesh with merged vertices, holes filled, consistent outward winding; and whether it is watertight."""
@@ -337,6 +316,32 @@ class Hunyuan3DBackend(Backend):
         if kind != "model":
             raise BackendError(f"hunyuan3d does not make {kind}s", transient=False, backend=self.name)
 
+    @classmethod
+    def prepare_main_thread(cls) -> None:
+        """Import pymeshlab (hy3dgen.shapegen imports it) in the calling, main thread when a mesh model is there:
+        imported first in another thread, its Qt libraries corrupt the C heap at process exit (glibc aborts:
+        "malloc_consolidate(): unaligned fastbin chunk detected"; reproduced with a bare import in a thread)."""
+        try:
+            mesh_model_path()
+        except ModelMissing:
+            return
+        try:
+            import pymeshlab  # noqa: F401
+        except ImportError:  # the load will say what is missing
+            pass
+
+    def warm_up(self) -> str:
+        """Load the pipeline now (tools.backends.warm_up calls this in a background thread); a creation that
+        starts meanwhile waits for this load under the same lock instead of loading again. Without a model:
+        returns at once, nothing imported."""
+        try:
+            folder = mesh_model_path()
+        except ModelMissing:
+            return "no model"
+        with _pipeline_lock:
+            load_pipeline(folder)
+        return f"loaded {folder.name}"
+
     def generate(self, request: MeshRequest, progress: ProgressFn = no_progress) -> list[GeneratedAsset]:
         try:
             folder = mesh_model_path()  # directory listings only: no torch, no hy3dgen until a model is there
@@ -355,59 +360,66 @@ class Hunyuan3DBackend(Backend):
         options = _options()
         stages: dict[str, float] = {}
         started = t = time.perf_counter()
+        call = secrets.token_hex(4)  # ties this call's stage lines together (the tool's step line has the creation)
+
+        def stage_done(name: str, since: float) -> float:
+            now = time.perf_counter()
+            stages[name] = now - since
+            log.info("step=mesh_stage backend=%s call=%s stage=%s seconds=%.3f", self.name, call, name, stages[name])
+            return now
 
         progress(0.02, "hunyuan3d: separating the subject from the background")
         matte = matte_subject(img)
-        stages["matte"], t = time.perf_counter() - t, time.perf_counter()
+        t = stage_done("matte", t)
 
         import torch
 
+        if _loaded is None or _loaded.folder != folder:
+            progress(0.05, f"hunyuan3d: {'warming up' if _pipeline_lock.locked() else 'loading'} {folder.name} "
+                           f"(once per process)")
         with _pipeline_lock:
-            if _loaded is None or _loaded.folder != folder:
-                progress(0.05, f"hunyuan3d: loading {folder.name} (once per process)")
             loaded = load_pipeline(folder)
-            stages["load"], t = time.perf_counter() - t, time.perf_counter()
+            t = stage_done("load", t)
             variant = loaded.variant
             steps = options.steps or variant.steps
             octree = options.octree_resolution or OCTREE_RESOLUTION[loaded.device]
             num_chunks = options.num_chunks or variant.num_chunks
             seed = request.seed if request.seed is not None else secrets.randbelow(2**31)
             generator = torch.Generator(device=loaded.device).manual_seed(int(seed))
-            diffusion_done = [t]
 
             def on_step(index: int, _timestep, _outputs) -> None:
-                diffusion_done[0] = time.perf_counter()
                 progress(0.08 + 0.62 * (index + 1) / steps, f"hunyuan3d: shape diffusion step {index + 1}/{steps}")
 
             try:
-                meshes = loaded.pipeline(image=matte.rgba, num_inference_steps=steps, guidance_scale=variant.guidance_scale,
-                                         generator=generator, octree_resolution=octree, num_chunks=num_chunks,
-                                         output_type="trimesh", enable_pbar=False, callback=on_step, callback_steps=1)
+                latents = loaded.pipeline(image=matte.rgba, num_inference_steps=steps, guidance_scale=variant.guidance_scale,
+                                          generator=generator, octree_resolution=octree, num_chunks=num_chunks,
+                                          output_type="latent", enable_pbar=False, callback=on_step, callback_steps=1)
+                t = stage_done("shape", t)
+                progress(0.72, f"hunyuan3d: decoding the volume at {octree}^3 and extracting the surface")
+                surface_mesh = latents_to_mesh(loaded.pipeline, latents, octree_resolution=octree, num_chunks=num_chunks,
+                                               flashvdm=variant.flashvdm)
             except torch.OutOfMemoryError as exc:
                 raise BackendError(f"hunyuan3d: out of {loaded.device} memory at octree resolution {octree} "
                                    f"(lower ATELIER_MESH_OCTREE_RESOLUTION or ATELIER_MESH_NUM_CHUNKS): {exc}",
                                    backend=self.name) from exc
-            end = time.perf_counter()
-            stages["shape"], stages["surface_extraction"] = diffusion_done[0] - t, end - diffusion_done[0]
-            t = end
-        raw = meshes[0] if isinstance(meshes, list) else meshes
-        if raw is None or len(getattr(raw, "faces", ())) == 0:
+            t = stage_done("surface_extraction", t)
+        if len(surface_mesh.faces) == 0:
             raise BackendError("hunyuan3d: the shape model's field never crossed the surface level, so there is no surface "
                                "(for real weights this means the picture gave it nothing to build)", backend=self.name)
 
-        progress(0.75, f"hunyuan3d: cleaning up and simplifying {len(raw.faces)} faces to at most {options.max_faces}")
-        vertices, faces, clean_info = clean_and_simplify(np.asarray(raw.vertices), np.asarray(raw.faces), options.max_faces)
+        progress(0.75, f"hunyuan3d: cleaning up and simplifying {len(surface_mesh.faces)} faces to at most {options.max_faces}")
+        vertices, faces, clean_info = clean_and_simplify(surface_mesh.vertices, surface_mesh.faces, options.max_faces)
         mesh, watertight, holes_filled = close_mesh(vertices, faces)
         if len(mesh.faces) > options.max_faces:
             raise BackendError(f"hunyuan3d: simplification left {len(mesh.faces)} faces, over the budget of "
                                f"{options.max_faces}", transient=False, backend=self.name)
-        stages["simplify"], t = time.perf_counter() - t, time.perf_counter()
+        t = stage_done("simplify", t)
 
         progress(0.88, "hunyuan3d: projecting the picture's colours onto the mesh")
         import trimesh
 
         mesh.visual = trimesh.visual.ColorVisuals(mesh=mesh, vertex_colors=project_colours(np.asarray(mesh.vertices), matte))
-        stages["colour"], t = time.perf_counter() - t, time.perf_counter()
+        t = stage_done("colour", t)
 
         progress(0.94, "hunyuan3d: exporting GLB")
         scene = trimesh.Scene()
@@ -415,7 +427,7 @@ class Hunyuan3DBackend(Backend):
         data = scene.export(file_type="glb", include_normals=True)
         if not isinstance(data, (bytes, bytearray)) or data[:4] != b"glTF":
             raise BackendError("hunyuan3d: GLB export produced no glTF binary", transient=False, backend=self.name)
-        stages["export"] = time.perf_counter() - t
+        stage_done("export", t)
         total = time.perf_counter() - started
         metadata = {
             "generator": GENERATOR,
@@ -438,6 +450,7 @@ class Hunyuan3DBackend(Backend):
             "watertight": watertight,
             "holes_filled_faces": int(holes_filled),
             **clean_info,
+            "surface": surface_mesh.info,
             "colour": "vertex colours, orthographic front projection (back mirrored)",
             "seconds": {k: round(v, 3) for k, v in stages.items()} | {"total": round(total, 3)},
             "extents": [round(float(e), 4) for e in mesh.extents],
