@@ -5,10 +5,18 @@ the tools layer stores what it returns and reports progress to the graph's strea
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Literal, Protocol
 
 from memory.types import GeneratedAsset  # what backends return is what the memory layer keeps
+
+# Held while a learned backend builds its torch modules from disk. accelerate's init_empty_weights (diffusers'
+# low_cpu_mem_usage loading, transformers' from_pretrained) patches torch.nn.Module.register_parameter for the
+# whole process while it builds a model, so a second model built at the same time in another thread gets meta
+# parameters ("Cannot copy out of meta tensor", seen on an H200 when the warm-up loaded both pipelines at once).
+# Only construction is serialised; imports, moves to the device and generation still overlap.
+MODEL_BUILD_LOCK = threading.Lock()
 
 __all__ = ["Backend", "BackendError", "GeneratedAsset", "ImageRequest", "MeshRequest", "ProgressFn", "no_progress"]
 

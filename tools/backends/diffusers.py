@@ -29,7 +29,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from models.registry import ModelMissing, image_model_path
 
-from .base import Backend, BackendError, GeneratedAsset, ImageRequest, ProgressFn, no_progress
+from .base import MODEL_BUILD_LOCK, Backend, BackendError, GeneratedAsset, ImageRequest, ProgressFn, no_progress
 
 log = logging.getLogger("atelier.backends.diffusers")
 
@@ -339,7 +339,7 @@ class DiffusersBackend(Backend):
             # `atelier models pull` fetches), cast to float32 on CPU
             kwargs["variant"] = "fp16"
         try:
-            with _library_progress_bars_off():
+            with _library_progress_bars_off(), MODEL_BUILD_LOCK:
                 try:
                     pipe = AutoPipelineForText2Image.from_pretrained(str(folder), **kwargs)
                 except ValueError as exc:

@@ -37,7 +37,7 @@ from PIL import Image
 
 from models.registry import MESH_WEIGHT_FILES, ModelMissing, background_remover_path, mesh_model_path
 
-from .base import Backend, BackendError, GeneratedAsset, MeshRequest, ProgressFn, no_progress
+from .base import MODEL_BUILD_LOCK, Backend, BackendError, GeneratedAsset, MeshRequest, ProgressFn, no_progress
 from .simplify import clean_and_simplify
 from .surface import latents_to_mesh
 
@@ -239,16 +239,18 @@ def load_pipeline(folder: Path) -> LoadedPipeline:
         raise BackendError(f"hunyuan3d: no weights in {folder} ({' / '.join(MESH_WEIGHT_FILES)})", transient=False, backend="hunyuan3d")
     _check_local_only(config)
     device, dtype = ("cuda", torch.float16) if torch.cuda.is_available() else ("cpu", torch.float32)
-    pipeline = Hunyuan3DDiTFlowMatchingPipeline.from_single_file(
-        str(weights), str(config), device=device, dtype=dtype, use_safetensors=weights.suffix == ".safetensors")
+    with MODEL_BUILD_LOCK:
+        pipeline = Hunyuan3DDiTFlowMatchingPipeline.from_single_file(
+            str(weights), str(config), device=device, dtype=dtype, use_safetensors=weights.suffix == ".safetensors")
     variant = variant_of(folder)
     vae = "checkpoint"
     if variant.flashvdm:
         # pipeline.enable_flashvdm() would look the turbo VAE up on the hub: load the local one, when present, here
         if (vae_folder := _turbo_vae_folder(folder)) is not None:
             vae_weights = _weights_in(vae_folder)
-            pipeline.vae = ShapeVAE.from_single_file(str(vae_weights), str(vae_folder / "config.yaml"), device=device,
-                                                     dtype=dtype, use_safetensors=vae_weights.suffix == ".safetensors")
+            with MODEL_BUILD_LOCK:
+                pipeline.vae = ShapeVAE.from_single_file(str(vae_weights), str(vae_folder / "config.yaml"), device=device,
+                                                         dtype=dtype, use_safetensors=vae_weights.suffix == ".safetensors")
             vae = vae_folder.name
         # marching cubes from scikit-image ('mc'); 'dmc' needs diso, a CUDA extension that is not a dependency
         pipeline.vae.enable_flashvdm_decoder(enabled=True, adaptive_kv_selection=True, topk_mode="mean", mc_algo="mc")
