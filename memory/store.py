@@ -44,6 +44,7 @@ log = logging.getLogger("atelier.memory")
 EXTENSIONS = {
     "image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "model/gltf-binary": ".glb",
     "model/gltf+json": ".gltf", "model/obj": ".obj", "model/ply": ".ply", "video/mp4": ".mp4", "video/webm": ".webm",
+    "image/gif": ".gif", "text/plain": ".txt",  # kinds tools add (a turntable GIF, a caption)
 }
 TEMP_PREFIX = ".tmp-"  # asset files being written; a failed write removes its own, start-up sweeps stale ones
 STALE_TEMP_SECONDS = 600  # older than this no writer is still busy with it (writes take well under a second)
@@ -91,8 +92,14 @@ class CreationView:
     def created(self) -> datetime:
         return datetime.fromisoformat(self.created_at)
 
+    @property
+    def kinds(self) -> list[str]:
+        """The asset kinds the creation holds, in the order they were added (image, model, and any a tool adds:
+        memory keeps a kind as a plain string; tools/kinds.py is the table of them)."""
+        return list(dict.fromkeys(a.kind for a in self.assets))
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "kinds": self.kinds}
 
 
 def validate_user(user_id: str) -> str:

@@ -177,6 +177,8 @@ def remote_creation(user: str, creation_id: str, notes: list[str] | None = None,
         asset = view.asset(kind)
         if asset is not None:
             props[f"{kind}_url"] = api_asset_url(asset.sha256)
+    for item in props.get("assets") or []:  # the kinds tools added: served by the API server too
+        item["url"] = api_asset_url(view.asset(item["kind"]).sha256)
     return props
 
 
