@@ -52,6 +52,7 @@ def test_the_router_plans_a_new_kind_from_its_cues_and_memory_the_studio_and_the
     assert report["tool_calls"] == ["write_caption"] and report["decisions"][0]["decided_by"] == "router"
     assert report["decisions"][0]["arguments_from"] == "router" and report["creation_id"] == cid
     assert "Caption: A lighthouse in a storm." in report["reply"]
+    assert set(report["assets"]) == {"image", "caption"} and report["image"] is None  # the CLI / API turn report
     # the state keeps the creation's assets by kind
     assert set(result["state"]["assets"]) == {"image", "caption"} and result["state"]["assets"]["caption"]["creation_id"] == cid
 
