@@ -136,3 +136,22 @@ def test_a_plugin_module_registers_through_the_entry_point_path(monkeypatch):
     from tools.kinds import KINDS
 
     KINDS.unregister("caption")
+
+
+def test_an_installed_package_s_entry_point_adds_the_tool(tmp_path, monkeypatch):
+    """A package installed with `[project.entry-points."atelier.tools"] caption = "caption_tool"`: its dist-info on
+    sys.path is all the table needs (importlib.metadata finds it, as it would in site-packages)."""
+    import tools.specs as specs
+    from tools.kinds import KINDS
+
+    info = tmp_path / "caption_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: caption-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[atelier.tools]\ncaption = caption_tool\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        table = specs.ToolTable()
+        assert table.names() == ["enhance_prompt", "text_to_image", "image_to_3d", "recall_similar", "write_caption"]
+        assert table["write_caption"].kind is not None and "caption" in KINDS and table.asset_kinds() == ["image", "model", "caption"]
+    finally:
+        KINDS.unregister("caption")
