@@ -155,3 +155,35 @@ def test_an_installed_package_s_entry_point_adds_the_tool(tmp_path, monkeypatch)
         assert table["write_caption"].kind is not None and "caption" in KINDS and table.asset_kinds() == ["image", "model", "caption"]
     finally:
         KINDS.unregister("caption")
+
+
+def test_the_studio_shows_the_new_kind_from_an_installed_plugin(tmp_path, shots):
+    """The studio in a real browser, with the caption tool installed as a package would be (an `atelier.tools`
+    entry point on its PYTHONPATH): "caption it" runs the tool and the creation card draws the caption."""
+    import ui_helpers as h
+
+    if (why := h.browser_available()) is not None:
+        pytest.skip(str(why))
+    plugin = tmp_path / "plugin"
+    info = plugin / "caption_plugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: caption-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[atelier.tools]\ncaption = caption_tool\n")
+    tests_dir = Path(__file__).parent
+    server = h.Studio(tmp_path / "data", env={"PYTHONPATH": f"{h.ROOT}:{tests_dir}:{plugin}"}).start()
+    d = h.make_driver()
+    try:
+        h.open_studio(d, server.url)
+        h.send_message(d, "just an image of a lighthouse in a storm, no 3d, use my words")
+        h.wait_until(lambda: "is saved" in h.page_text(d), 180, message=f"the image\n{server.log()[-1500:]}")
+        h.wait_idle(d)
+        h.send_message(d, "caption it")
+        card = '[data-atelier-asset="caption"]'
+        h.wait_until(lambda: h.count(d, card) == 1, 120, message=f"the caption on the card\n{server.log()[-1500:]}")
+        shown = d.find_element("css selector", card).text
+        assert "caption:" in shown and "ighthouse in a storm" in shown and "words" in shown, shown
+        assert "write_caption" in h.page_text(d)  # the step, titled from the tool table
+        h.save_screenshot(d, "12-caption-card", d.find_element("css selector", card), directory=shots)
+    finally:
+        d.quit()
+        server.stop()
