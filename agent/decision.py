@@ -28,7 +28,8 @@ from typing import Any, Callable
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
 from models.llm import ChatLLM, LLMError, ToolChatModel
-from tools.specs import NEEDS, TOOL_TABLE
+from tools.kinds import KINDS
+from tools.specs import TOOL_TABLE, need_words
 
 from .intent_examples import PLANS
 from .prompts import DECISION_SYSTEM
@@ -80,6 +81,7 @@ class TurnContext:
     enhance: bool = True
     auto_3d: bool = True
     keep_words: bool = False  # the user asked for their own words as they are ("use my words"): no enhance_prompt
+    kinds: set[str] = field(default_factory=set)  # asset kinds the current creation has besides its image (tools/kinds.py)
 
     def __post_init__(self):
         # The request's own cue decides it, under every policy; it switches the enhance tools off for this turn.
@@ -88,14 +90,17 @@ class TurnContext:
             self.enhance = False
 
     def has(self, need: str) -> bool:
-        """Whether a tool's need (tools/specs.py NEEDS) is met now."""
-        return {"image": self.has_image, "memory": self.has_memory, "request": bool(self.request.strip())}[need]
+        """Whether a tool's need (tools/specs.py NEEDS, or an asset kind) is met now."""
+        fixed = {"image": self.has_image, "memory": self.has_memory, "request": bool(self.request.strip())}
+        return fixed[need] if need in fixed else need in self.kinds
 
     def produced(self, kind: str) -> None:
         """A tool producing `kind` ran: what it made exists now."""
         self.has_prompt = self.has_prompt or kind == "prompt"
         self.has_image = self.has_image or kind == "image"
-        self.has_memory = self.has_memory or kind in ("image", "model")
+        self.has_memory = self.has_memory or kind in KINDS
+        if kind in KINDS:
+            self.kinds.add(kind)
 
 
 @dataclass
@@ -110,11 +115,20 @@ class Decision:
     call_id: str | None = None
 
 
+def plan_of(intent_name: str) -> list[str]:
+    """The tools an intent plans: the router's own intents (intent_examples.PLANS), else the plan of the tool
+    whose cue words named it (its spec's `plan`; the router names such an intent after the tool)."""
+    if intent_name in PLANS:
+        return list(PLANS[intent_name])
+    spec = TOOL_TABLE.get(intent_name)
+    return list(spec.tool_plan) if spec is not None else []
+
+
 def plan_for(intent_name: str, ctx: TurnContext) -> list[str]:
     """The intent's plan (intent_examples.PLANS) without the tools the settings switch off: a switched-off tool
     stays only where the request asks for it by name (the enhance intent), and the 3D step of a new creation
     only with automatic 3D on."""
-    plan = list(PLANS[intent_name])
+    plan = plan_of(intent_name)
     switches = {"enhance": ctx.enhance}
     plan = [t for t in plan if switches.get(TOOL_TABLE[t].switch or "", True) or (intent_name == "enhance" and not ctx.keep_words)]
     if not ctx.auto_3d and intent_name in ("create", "remix"):
@@ -124,13 +138,13 @@ def plan_for(intent_name: str, ctx: TurnContext) -> list[str]:
 
 def next_from_plan(plan: list[str], ctx: TurnContext) -> str | None:
     remaining = list(ctx.done)
-    makes_image = bool(TOOL_TABLE.producing("image") & set(plan))
     for tool in plan:
         if tool in remaining:
             remaining.remove(tool)
             continue
-        if "image" in TOOL_TABLE[tool].needs and not ctx.has_image and not makes_image:
-            return None  # nothing to work on: say so instead (respond uses the tool's `impossible` words)
+        for need in TOOL_TABLE[tool].needs:  # an asset it works on that neither exists nor is made by the plan
+            if need in KINDS and not ctx.has(need) and not TOOL_TABLE.producing(need) & set(plan):
+                return None  # nothing to work on: say so instead (respond uses the tool's `impossible` words)
         return tool
     return None
 
@@ -146,7 +160,7 @@ def veto(tool: str | None, ctx: TurnContext) -> str | None:
         return f"{tool} already ran for this request"
     for need in spec.needs:
         if not ctx.has(need):
-            return f"{tool} needs {NEEDS[need]} and there is none"
+            return f"{tool} needs {need_words(need)} and there is none"
     if spec.switch and not getattr(ctx, spec.switch, True):
         if spec.switch == "enhance" and ctx.keep_words:
             return f"{tool} is skipped: the user asked to keep their own words"
@@ -183,6 +197,9 @@ def exists_lines(exists: dict) -> str:
         lines.append(f"- image: creation {exists['image']}")
     if exists.get("model"):
         lines.append(f"- 3D model: creation {exists['model']}")
+    for kind, asset in (exists.get("assets") or {}).items():  # the kinds tools added (image and model are said above)
+        if kind not in ("image", "model") and asset and (known := KINDS.get(kind)) is not None:
+            lines.append(f"- {known.words}: creation {asset.get('creation_id')}")
     for c in (exists.get("recalled") or [])[:3]:
         lines.append(f"- recalled: {c.get('original_prompt')!r} (creation {c.get('id')}, {str(c.get('created_at'))[:10]})")
     if not exists.get("memory", True):
@@ -373,4 +390,6 @@ def simulate_plan(request: str, has_image: bool, intent: Intent, policy: str, ll
             exists["prompt"] = result.get("enhanced_prompt")
         elif spec.produces in ("image", "model"):
             exists[spec.produces] = result.get("creation_id") or "c0001"
+        elif spec.produces in KINDS:
+            exists.setdefault("assets", {})[spec.produces] = {"creation_id": result.get("creation_id") or "c0001"}
     return ctx.done

@@ -17,13 +17,13 @@ from langgraph.types import interrupt
 
 from models.llm import current_model_key
 from tools.deps import dependencies
-from tools.specs import TOOL_TABLE
+from tools.specs import TOOL_TABLE, ArgumentRequest
+from tools.kinds import KINDS
 from tools.tools import working_image
 
 from . import calibration
 from .configuration import Configuration
-from .decision import MODIFICATION, TurnContext, decide as choose, model_messages, remix_idea
-from .intent_examples import PLANS
+from .decision import MODIFICATION, TurnContext, decide as choose, model_messages, plan_of, remix_idea
 from .prompts import REPLY_SYSTEM
 from .router import Intent, get_router
 from .state import AgentState
@@ -90,11 +90,13 @@ def decide(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
     working = None if state.get("image") or "image" in made else working_image(store, deps.get_session(), cfg.user_id, state)[0]
     has_image = bool(state.get("image")) or "image" in made or working is not None
     has_memory = has_image or store.latest(cfg.user_id) is not None
+    kinds = {k for k, asset in (state.get("assets") or {}).items() if asset} | {k for k in made if k not in ("prompt", "recalled")}
     ctx = TurnContext(request=request, done=done, has_prompt="prompt" in made, has_image=has_image, has_memory=has_memory,
-                      enhance=cfg.enhance, auto_3d=cfg.auto_3d)
+                      enhance=cfg.enhance, auto_3d=cfg.auto_3d, kinds=kinds)
     policy, policy_reason = _resolve_policy(cfg.decision_policy)
     exists = {"prompt": state.get("enhanced_prompt"), "image": (state.get("image") or {}).get("creation_id") or (working.id if working else None),
-              "model": (state.get("model") or {}).get("creation_id"), "recalled": state.get("recalled") or [], "memory": has_memory}
+              "model": (state.get("model") or {}).get("creation_id"), "recalled": state.get("recalled") or [], "memory": has_memory,
+              "assets": state.get("assets") or {}}
     # The LLM is loaded only if the policy actually asks it (router-only turns never load it).
     decision = choose(ctx, intent_obj, policy, None if policy == "router" else deps.get_llm,
                       lambda: model_messages(history, exists, ctx))
@@ -126,21 +128,17 @@ def _usable_words(text: str) -> str | None:
 
 
 def tool_arguments(tool: str, request: str, intent: str, state: AgentState) -> dict[str, Any]:
-    """The router's arguments for the tools its plans (intent_examples.PLANS) call; a tool no plan uses is
-    only ever called by the model, with its own arguments."""
+    """The router's arguments for a tool its plan calls: the tool's own filler (its spec's `arguments`), given the
+    request read as an idea (a remix folds the change into the recalled prompt) and as a memory query. A tool
+    without a filler is only ever called by the model, with its own arguments."""
+    spec = TOOL_TABLE[tool]
+    if spec.arguments is None:
+        raise ValueError(f"the router has no arguments for {tool}; only the model calls it")
     recalled = state.get("recalled") or []
-    if tool == "enhance_prompt":
-        parent = recalled[0]["original_prompt"] if intent == "remix" and recalled else None
-        return {"idea": remix_idea(request, parent)}
-    if tool == "text_to_image":
-        parent = recalled[0]["original_prompt"] if intent == "remix" and recalled else None
-        return {"prompt": state.get("enhanced_prompt") or remix_idea(request, parent)}
-    if tool == "image_to_3d":
-        return {"creation_id": "latest"}
-    if tool == "recall_similar":
-        m = MODIFICATION.search(request) if intent == "remix" else None
-        return {"query": (request[: m.start()] if m else request).strip(" ,") or request, "limit": 3}
-    raise ValueError(f"the router has no arguments for {tool}; only the model calls it")
+    parent = recalled[0]["original_prompt"] if intent == "remix" and recalled else None
+    m = MODIFICATION.search(request) if intent == "remix" else None
+    query = (request[: m.start()] if m else request).strip(" ,") or request
+    return spec.arguments(ArgumentRequest(request=request, intent=intent, idea=remix_idea(request, parent), query=query, state=dict(state)))
 
 
 def review(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
@@ -202,12 +200,12 @@ def cfg_user(config: RunnableConfig) -> str:
 
 def _impossible_plan(state: AgentState) -> str | None:
     """The router's plan for this request could not start (3D with no image): its first tool's words."""
-    plan = PLANS.get((state.get("intent") or {}).get("name") or "", [])
+    plan = plan_of((state.get("intent") or {}).get("name") or "")
     if not plan:
         return None
     spec = TOOL_TABLE.get(plan[0])
-    # Only a missing image stops a plan before it starts (decision.next_from_plan); other needs are the guard's.
-    return spec.impossible if spec is not None and "image" in spec.needs else None
+    # Only a missing asset stops a plan before it starts (decision.next_from_plan); other needs are the guard's.
+    return spec.impossible if spec is not None and any(n in KINDS for n in spec.needs) else None
 
 
 PLACEHOLDER_HINT = ("No image model is installed yet, so the pictures are placeholder sketches: "

@@ -1,7 +1,7 @@
 """The prompts of the decide and respond steps (enhance_prompt's are tools/prompts.py). Short: the embedded
 model has 135M parameters."""
 
-# The tools themselves (names, descriptions, argument schemas) reach the model from tools/tools.py as
+# The tools themselves (names, descriptions, argument schemas) reach the model from the tool table (tools/specs.py) as
 # standard tool schemas; this prompt only says how to use them.
 DECISION_SYSTEM = """You are the planner of Atelier, a studio that turns ideas into images and 3D models and remembers them.
 Decide the next step for the user's latest request: call one tool, or answer in words when no tool is needed

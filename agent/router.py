@@ -76,6 +76,10 @@ class Intent:
 
 def cue_intent(text: str) -> str | None:
     text = without_keep_cue(text)
+    from tools.specs import TOOL_TABLE  # the tools' own cue words ("caption it"): the intent is named after the tool
+
+    if (cued := TOOL_TABLE.cued(text)) is not None:
+        return cued.name
     if _NO_3D.search(text):
         return "image"
     words = text.split()

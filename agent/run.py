@@ -195,6 +195,9 @@ def turn_report(result: dict, config: dict) -> dict[str, Any]:
         "image": image and image["path"],
         "model": model and model["path"],
         "backends": {"image": image and image["backend"], "model": model and model["backend"]},
+        # every asset of the creation this turn worked on, by kind (tools/kinds.py): image, model and any a tool added
+        "assets": {kind: asset["path"] for kind, asset in (state.get("assets") or {}).items() if asset}
+        if TOOL_TABLE.producing(*TOOL_TABLE.asset_kinds(), "recalled") & set(done) else {},
         "tool_calls": done,
         "fallbacks": [{"tool": s["tool"], **a} for s in steps for a in s.get("attempts", []) if not a["ok"]],
         "recalled": [c["id"] for c in state.get("recalled") or []] if TOOL_TABLE.producing("recalled") & set(done) else [],

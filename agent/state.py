@@ -55,7 +55,8 @@ class AgentState(TypedDict, total=False):
     enhanced_prompt: str | None
     creation_id: str | None  # the thread's latest creation
     parent_id: str | None  # what the current creation remixes
-    image: dict | None  # AssetView of the latest image (path, sha256, backend ...)
-    model: dict | None  # AssetView of the latest 3D model
+    assets: dict[str, dict]  # the current creation's assets by kind (tools/kinds.py): {"image": AssetView dict, ...}
+    image: dict | None  # assets["image"], kept beside it for older readers (the turn report, the studio)
+    model: dict | None  # assets["model"], likewise
     recalled: list[dict]  # the last recall's creations
     steps: Annotated[list[dict[str, Any]], operator.add]  # one entry per tool run: tool, seconds, backend, creation

@@ -59,7 +59,7 @@ class Asset(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     creation_id: Mapped[str] = mapped_column(ForeignKey("creations.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # image | model | video
+    kind: Mapped[str] = mapped_column(String(16))  # image | model | any kind a tool adds (tools/kinds.py)
     path: Mapped[str] = mapped_column(Text)  # relative to the data dir
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     mime: Mapped[str] = mapped_column(String(64))

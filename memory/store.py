@@ -49,6 +49,7 @@ log = logging.getLogger("atelier.memory")
 EXTENSIONS = {
     "image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "model/gltf-binary": ".glb",
     "model/gltf+json": ".gltf", "model/obj": ".obj", "model/ply": ".ply", "video/mp4": ".mp4", "video/webm": ".webm",
+    "image/gif": ".gif", "text/plain": ".txt",  # kinds tools add (a turntable GIF, a caption)
 }
 TEMP_PREFIX = ".tmp-"  # asset files being written; a failed write removes its own, start-up sweeps stale ones
 STALE_TEMP_SECONDS = 600  # older than this no writer is still busy with it (writes take well under a second)

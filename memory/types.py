@@ -4,12 +4,12 @@ keeps memory from importing tools."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 
 @dataclass
 class GeneratedAsset:
-    kind: Literal["image", "model", "video"]
+    kind: str  # an asset kind (tools/kinds.py): image | model | what a tool adds ("caption")
     data: bytes
     mime: str
     backend: str

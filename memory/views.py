@@ -51,8 +51,14 @@ class CreationView:
     def created(self) -> datetime:
         return datetime.fromisoformat(self.created_at)
 
+    @property
+    def kinds(self) -> list[str]:
+        """The asset kinds the creation holds, in the order they were added (image, model, and any a tool adds:
+        memory keeps a kind as a plain string; tools/kinds.py is the table of them)."""
+        return list(dict.fromkeys(a.kind for a in self.assets))
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "kinds": self.kinds}
 
 
 class IndexTexts(Protocol):  # what index_text reads: a view, or a creation not yet committed

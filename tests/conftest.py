@@ -64,7 +64,7 @@ def shots(tmp_path_factory) -> Path:
 # -- test levels: `pytest -m unit` (fast, in-process), `-m integration`, `-m e2e`; `make test` runs all ----------
 # e2e: a browser, the API server, compose. integration: real llama.cpp, Chroma, Postgres, Whisper or subprocesses.
 # A file not listed here is unit; a new file that starts a process or loads a model belongs in this table.
-E2E = {"test_ui_studio.py", "test_ui_users.py", "test_ui_upload.py", "test_api_server.py", "test_api_load.py", "test_history_api.py",
+E2E = {"test_tool_kinds.py", "test_ui_studio.py", "test_ui_users.py", "test_ui_upload.py", "test_api_server.py", "test_api_load.py", "test_history_api.py",
        "test_api_security.py", "test_compose.py", "test_mcp.py", "test_upload.py", "test_concurrent_writers.py", "test_idempotency.py",
        "test_llm_server.py"}
 INTEGRATION = {"test_cli.py", "test_graph.py", "test_enhance.py", "test_decisions.py", "test_llm_sharing.py",

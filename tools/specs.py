@@ -1,41 +1,65 @@
-"""The tool table: every tool the agent can call, each declared once, next to its @tool function.
-
-A ToolSpec says what the rest of the system needs to know about a tool; the decision schema, the prompts' tool
-list, the router's guard, the CLI/API turn report, the graph's reply and the studio's step labels all read it
-from here (no second list of tool names anywhere):
+"""The tool table: every tool the agent can call. A tool is one module that owns everything about itself
+(tools/builtin/<name>.py for the built-ins): the @tool function and its ToolSpec, which says what the rest of the
+system needs to know; the decision schema, the prompts' tool list, the router (plans and cue words), the guard,
+the CLI/API turn report, the graph's reply and the studio read it from here (no second list of tools anywhere):
 
     name, description, argument schema   the @tool's own (what the model is shown and validated against)
     label                                the step in words for people: "make the 3D model"
-    produces                             what its result adds to the thread: prompt | image | model | recalled
-    needs                                what must exist before it can run: image | memory | request
+    produces                             what its result adds: prompt | recalled | an asset kind (tools/kinds.py)
+    kind                                 a new asset kind the tool brings (registered with it), if any
+    needs                                what must exist before it can run: request | memory | an asset kind
     switch                               the turn setting that turns it off (enhance), if any
     impossible                           what the user reads when the guard stops a call for a missing need
+    cues, plan                           the router's words for it ("caption it") and the tools they plan
+    arguments(ask) -> dict               the router's arguments for it (ask: the request, intent, idea, state)
     summarize(result) -> str             its JSON result in one line, for the model
     reply(state, step, note) -> str      its line in the graph's reply (None: nothing to add)
     simulate(args) -> dict               a plausible result for `atelier eval decisions` (no tool runs)
+    card(step) -> str                    its studio step output (None: the generic one for its kind)
 
-Adding a tool: write tools/<name>.py with the @tool function and its SPEC = ToolSpec(...), and add one line,
-"tools.<name>:SPEC", to BUILT_IN below (an outside package, or a test, calls TOOL_TABLE.register(spec)).
+Registering, like the backends (tools/backends/__init__.py): a built-in module defines `register_tools(register)`
+and is named once in tools/builtin/__init__.py BUILT_IN; an outside package declares an entry point in the
+`atelier.tools` group (a ToolSpec, or a module with register_tools); a test calls TOOL_TABLE.register(spec).
 """
 from __future__ import annotations
 
 import importlib
 import json
+import logging
+import re
 import threading
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any, Callable
 
-# The tools, in the order the model is shown them: one line each, "module:SPEC".
-BUILT_IN = (
-    "tools.tools:ENHANCE_PROMPT",
-    "tools.tools:TEXT_TO_IMAGE",
-    "tools.tools:IMAGE_TO_3D",
-    "tools.tools:RECALL_SIMILAR",
-)
+from .kinds import KINDS, Kind
 
-# What each need means, for the guard's reason ("image_to_3d needs an image and there is none").
+log = logging.getLogger("atelier.tools")
+
+ENTRY_POINT_GROUP = "atelier.tools"
+# What each need means, for the guard's reason ("image_to_3d needs an image and there is none"); an asset kind
+# is a need too ("a caption").
 NEEDS = {"image": "an image", "memory": "a stored creation", "request": "a request"}
-PRODUCES = ("prompt", "image", "model", "recalled")
+PRODUCES = ("prompt", "recalled")  # besides the asset kinds
+
+
+def need_words(need: str) -> str:
+    if need in NEEDS:
+        return NEEDS[need]
+    kind = KINDS.get(need)
+    words = kind.words if kind else need
+    return ("an " if words[:1] in "aeiou" else "a ") + words
+
+
+@dataclass(frozen=True)
+class ArgumentRequest:
+    """What the router knows when it fills a tool's arguments (agent/nodes.py tool_arguments)."""
+
+    request: str  # the user's words
+    intent: str  # the router's intent name
+    idea: str  # the request as an idea (a remix's words folded into the recalled creation's prompt)
+    query: str  # the request as a memory query (a remix's change cut off)
+    state: dict
 
 
 def _json_line(result: dict) -> str:
@@ -53,15 +77,31 @@ class ToolSpec:
     summarize: Callable[[dict], str] = _json_line
     reply: Callable[[dict, dict, str], str | None] = field(default=lambda state, step, note: None)
     simulate: Callable[[dict], dict] = field(default=lambda args: {})
+    kind: Kind | None = None
+    cues: tuple[str, ...] = ()  # regular expressions (case-insensitive) that route a request to this tool's plan
+    plan: tuple[str, ...] | None = None  # the tools its cues plan, in order (default: this tool alone)
+    arguments: Callable[[ArgumentRequest], dict] | None = None
+    card: Callable[[dict], str | None] | None = None
 
     def __post_init__(self):
         if not getattr(self.tool, "name", None) or not hasattr(self.tool, "tool_call_schema"):
             raise TypeError(f"ToolSpec.tool must be a @tool object, not {self.tool!r}")
-        if self.produces is not None and self.produces not in PRODUCES:
-            raise ValueError(f"{self.name}: produces must be one of {', '.join(PRODUCES)}, not {self.produces!r}")
-        unknown = [n for n in self.needs if n not in NEEDS]
+        kinds = [*KINDS.names(), *([self.kind.name] if self.kind else [])]
+        if self.produces is not None and self.produces not in (*PRODUCES, *kinds):
+            raise ValueError(f"{self.name}: produces must be one of {', '.join((*PRODUCES, *kinds))}, not {self.produces!r}")
+        unknown = [n for n in self.needs if n not in NEEDS and n not in kinds]
         if unknown:
-            raise ValueError(f"{self.name}: unknown needs {unknown}; the needs are {', '.join(NEEDS)}")
+            raise ValueError(f"{self.name}: unknown needs {unknown}; the needs are {', '.join((*NEEDS, *kinds))}")
+        for cue in self.cues:
+            re.compile(cue)  # a broken cue fails at registration, not in the middle of a turn
+
+    @property
+    def cue_pattern(self) -> re.Pattern | None:
+        return re.compile("|".join(f"(?:{c})" for c in self.cues), re.I) if self.cues else None
+
+    @property
+    def tool_plan(self) -> tuple[str, ...]:
+        return self.plan if self.plan is not None else (self.name,)
 
     @property
     def name(self) -> str:
@@ -78,11 +118,36 @@ def _spec_at(entry: str) -> ToolSpec:
     return getattr(importlib.import_module(module), attribute)
 
 
+def _registered_by(target: Any, register: Callable[[ToolSpec], ToolSpec]) -> None:
+    """An entry point's object: a ToolSpec, or a module whose register_tools(register) registers its tools."""
+    if isinstance(target, ToolSpec):
+        register(target)
+    elif callable(getattr(target, "register_tools", None)):
+        target.register_tools(register)
+    else:
+        raise TypeError(f"{target!r} is neither a ToolSpec nor a module with register_tools(register)")
+
+
+def built_in_specs() -> list[ToolSpec]:
+    """The built-ins (tools/builtin/, in BUILT_IN's order), then the tools of outside packages' entry points."""
+    from .builtin import BUILT_IN
+
+    found: list[ToolSpec] = []
+    for name in BUILT_IN:
+        importlib.import_module(f"tools.builtin.{name}").register_tools(found.append)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            _registered_by(entry.load(), found.append)
+        except Exception as exc:  # one broken plugin must not take the built-ins down with it
+            log.warning("step=register_tool entry=%s status=failed reason=%s", entry.name, exc)
+    return found
+
+
 class ToolTable:
     """The registered tools by name, in registration order. Built-ins load on first use (lazily: tools/tools.py
     imports the backends and the store, which the table's readers often do not need yet)."""
 
-    def __init__(self, entries: tuple[str, ...] = BUILT_IN):
+    def __init__(self, entries: Callable[[], list[ToolSpec]] = built_in_specs):
         self._entries = entries
         self._specs: dict[str, ToolSpec] | None = None
         self._lock = threading.RLock()
@@ -91,8 +156,9 @@ class ToolTable:
         with self._lock:
             if self._specs is None:
                 specs: dict[str, ToolSpec] = {}
-                for entry in self._entries:
-                    spec = _spec_at(entry)
+                for spec in self._entries():
+                    if spec.kind is not None:
+                        KINDS.register(spec.kind)
                     specs[spec.name] = spec
                 self._specs = specs
             return self._specs
@@ -107,12 +173,16 @@ class ToolTable:
             specs = self._loaded()
             if spec.name in specs and specs[spec.name] is not spec:
                 raise ValueError(f"a tool named {spec.name!r} is already registered")
+            if spec.kind is not None:
+                KINDS.register(spec.kind)
             specs[spec.name] = spec
         return spec
 
     def unregister(self, name: str) -> None:
         with self._lock:
-            self._loaded().pop(name, None)
+            spec = self._loaded().pop(name, None)
+            if spec is not None and spec.kind is not None:
+                KINDS.unregister(spec.kind.name)
 
     def specs(self) -> list[ToolSpec]:
         return list(self._loaded().values())
@@ -136,6 +206,17 @@ class ToolTable:
     def producing(self, *kinds: str) -> set[str]:
         """Names of the tools whose result adds one of `kinds` (e.g. "image", "model")."""
         return {s.name for s in self.specs() if s.produces in kinds}
+
+    def asset_kinds(self) -> list[str]:
+        """The asset kinds the registered tools produce, in table order (image, model, then plugins' kinds)."""
+        return list(dict.fromkeys(s.produces for s in self.specs() if s.produces in KINDS))
+
+    def cued(self, text: str) -> ToolSpec | None:
+        """The tool whose own cue words the request uses ("caption it" → write_caption), if any."""
+        for spec in self.specs():
+            if (pattern := spec.cue_pattern) is not None and pattern.search(text or ""):
+                return spec
+        return None
 
 
 TOOL_TABLE = ToolTable()

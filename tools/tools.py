@@ -1,4 +1,6 @@
-"""The four built-in tools the agent can call, each with its ToolSpec (tools/specs.py: the one tool table).
+"""What every tool shares: its step events (emit), its return (step_result), its idempotency key (call_key), the
+creation's assets by kind (assets_of), the image "it" means (working_image) and the turn's settling. The tools
+themselves are one module each (tools/builtin/<name>.py), registered in the tool table (tools/specs.py).
 Runtime arguments (state, config, call id) are injected by LangGraph and hidden from the model
 (InjectedState / InjectedToolCallId are InjectedToolArg). The store, the LLM and the session context come from
 the graph's bound dependencies (tools/deps.py), the process-wide ones when none were bound.
@@ -14,25 +16,17 @@ import json
 import logging
 import time
 from dataclasses import asdict
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
-from langchain_core.tools import tool
-from langgraph.prebuilt import InjectedState
-from langchain_core.tools import InjectedToolCallId
 from langgraph.types import Command
 
-from memory.recall import recall
 from memory.store import CreationView, MemoryStore
 
-from .backends import generate_with_fallback
-from .backends.base import ImageRequest, MeshRequest
 from .configuration import ToolConfiguration
 from .deps import dependencies
-from .enhance import enhance
-from .specs import TOOL_TABLE, ToolSpec
+from .specs import TOOL_TABLE
 
 log = logging.getLogger("atelier.tools")
 
@@ -122,45 +116,11 @@ def _asset_dict(view: CreationView, kind: str) -> dict | None:
     return None if asset is None else {**asdict(asset), "creation_id": view.id}
 
 
-@tool
-def enhance_prompt(idea: str, tool_call_id: Annotated[str, InjectedToolCallId], config: RunnableConfig) -> Command:
-    """Rewrite a short idea into one detailed image prompt (style, lighting, composition), keeping every word of the idea."""
-    started = time.perf_counter()
-    emit({"event": "step_start", "tool": "enhance_prompt", "input": idea})
-    result = enhance(idea, dependencies(config).get_llm())
-    content = {"enhanced_prompt": result.prompt, "source": result.source, "attempts": result.attempts}
-    return step_result("enhance_prompt", tool_call_id, content, started, {"idea": idea, "enhanced_prompt": result.prompt}, backend=result.source)
 
 
-@tool
-def text_to_image(prompt: str, state: Annotated[dict, InjectedState], tool_call_id: Annotated[str, InjectedToolCallId],
-                  config: RunnableConfig) -> Command:
-    """Make an image from an image prompt and remember it as a new creation."""
-    cfg = ToolConfiguration.from_runnable_config(config)
-    started = time.perf_counter()
-    deps = dependencies(config)
-    store = deps.get_store()
-    key = call_key("text_to_image", tool_call_id, config)
-    emit({"event": "step_start", "tool": "text_to_image", "input": prompt})
-    view, attempts = store.find(key, cfg.user_id), []
-    if view is None:
-        request = ImageRequest(prompt=prompt, negative_prompt=cfg.negative_prompt, width=cfg.width, height=cfg.height, seed=cfg.seed, steps=cfg.steps,
-                               guidance=cfg.guidance)
-        assets, attempts = generate_with_fallback("image", cfg.image_backends, request, _progress("text_to_image", None, store))
-        _keep_fallbacks(assets, attempts)
-        view = store.create(user_id=cfg.user_id, thread_id=cfg.thread_id, original_prompt=state.get("idea") or prompt,
-                            enhanced_prompt=prompt, assets=assets, parent_id=state.get("parent_id"), idempotency_key=key,
-                            in_progress=True)
-    else:  # a replay of this call: the image was made and committed before the process stopped
-        log.info("step=text_to_image creation=%s key=%s action=replayed", view.id, key)
-    deps.get_session().working_on(cfg.user_id, view.id, "made")
-    image = _asset_dict(view, "image")
-    backend = image["backend"] if image else ""
-    content = {"creation_id": view.id, "image": image["path"] if image else None, "backend": backend,
-               "is_sketch": bool(image and image["meta"].get("is_sketch")),
-               "fallbacks": [{"backend": a.backend, "reason": a.reason} for a in attempts if not a.ok]}
-    return step_result("text_to_image", tool_call_id, content, started, {"creation_id": view.id, "image": image, "model": None},
-                 backend=backend, creation_id=view.id, attempts=attempts)
+def assets_of(view: CreationView) -> dict[str, dict]:
+    """The creation's assets by kind (its latest of each): what state["assets"] holds for the creation being worked on."""
+    return {kind: asset for kind in dict.fromkeys(a.kind for a in view.assets) if (asset := _asset_dict(view, kind))}
 
 
 def working_image(store: MemoryStore, session, user_id: str, state: dict, creation_id: str | None = None
@@ -185,128 +145,17 @@ def working_image(store: MemoryStore, session, user_id: str, state: dict, creati
     return (view, "newest") if view is not None and view.image is not None else (None, "none")
 
 
-@tool
-def image_to_3d(creation_id: str, state: Annotated[dict, InjectedState], tool_call_id: Annotated[str, InjectedToolCallId],
-                config: RunnableConfig) -> Command:
-    """Turn an image into a 3D model (GLB). creation_id is a creation id, or "latest" for the image being worked on."""
-    cfg = ToolConfiguration.from_runnable_config(config)
-    started = time.perf_counter()
-    deps = dependencies(config)
-    store = deps.get_store()
-    key = call_key("image_to_3d", tool_call_id, config)
-    if (done := store.find_assets(key, cfg.user_id)) is not None:  # a replay: the model is already attached
-        log.info("step=image_to_3d creation=%s key=%s action=replayed", done.id, key)
-        return _modelstep_result(done, [], tool_call_id, started, cfg, deps, "replayed")
-    view, picked = working_image(store, deps.get_session(), cfg.user_id, state, creation_id)
-    if view is None:
-        missing = f"there is no creation {creation_id} with an image" if picked == "none" and creation_id not in ("", "latest") else \
-            "there is no image to turn into 3D yet"
-        return step_result("image_to_3d", tool_call_id, {"error": missing}, started, {})
-    log.info("step=image_to_3d creation=%s picked=%s", view.id, picked)
-    emit({"event": "step_start", "tool": "image_to_3d", "input": view.id, "creation_id": view.id})
-    image = view.image
-    store.begin_work(view.id, cfg.user_id)  # in_progress under this process's lease until the model is attached
-    try:
-        request = MeshRequest(image=Path(image.path).read_bytes(), image_mime=image.mime, prompt=view.enhanced_prompt, seed=cfg.seed)
-        assets, attempts = generate_with_fallback("model", cfg.model_backends, request, _progress("image_to_3d", view.id, store))
-        _keep_fallbacks(assets, attempts)
-        view = store.add_assets(view.id, cfg.user_id, assets, idempotency_key=key)
-    except Exception as exc:
-        store.fail(view.id, cfg.user_id, f"image_to_3d failed: {exc}")
-        raise
-    return _modelstep_result(view, attempts, tool_call_id, started, cfg, deps, picked)
+
+_MOVED = {"enhance_prompt": "enhance_prompt", "text_to_image": "text_to_image", "image_to_3d": "image_to_3d",
+          "recall_similar": "recall_similar", "ENHANCE_PROMPT": "enhance_prompt", "TEXT_TO_IMAGE": "text_to_image",
+          "IMAGE_TO_3D": "image_to_3d", "RECALL_SIMILAR": "recall_similar"}
 
 
-def _modelstep_result(view: CreationView, attempts: list, tool_call_id: str, started: float, cfg: ToolConfiguration, deps, picked: str) -> Command:
-    deps.get_session().working_on(cfg.user_id, view.id, "modelled")
-    model = _asset_dict(view, "model")
-    backend = model["backend"] if model else ""
-    content = {"creation_id": view.id, "model": model["path"] if model else None, "backend": backend, "picked": picked,
-               "fallbacks": [{"backend": a.backend, "reason": a.reason} for a in attempts if not a.ok]}
-    if picked == "newest":  # nobody said which one: the reply names the pick instead of guessing silently
-        content["note"] = f"nothing recent says which image you meant, so I used your newest one, “{view.original_prompt}” ({view.id})"
-    return step_result("image_to_3d", tool_call_id, content, started,
-                 {"creation_id": view.id, "model": model, "image": _asset_dict(view, "image")},
-                 backend=backend, creation_id=view.id, attempts=attempts, picked=picked, note=content.get("note"))
+def __getattr__(name: str):
+    """The built-in tools moved to tools/builtin/<name>.py (one module each); older imports still find them."""
+    if name in _MOVED:
+        import importlib
 
-
-@tool
-def recall_similar(query: str, tool_call_id: Annotated[str, InjectedToolCallId], config: RunnableConfig, limit: int = 3) -> Command:
-    """Find the user's earlier creations by meaning and time ("the castle from last Thursday", "like before")."""
-    cfg = ToolConfiguration.from_runnable_config(config)
-    started = time.perf_counter()
-    deps = dependencies(config)
-    emit({"event": "step_start", "tool": "recall_similar", "input": query})
-    result = recall(deps.get_store(), query, cfg.user_id, limit=max(1, min(int(limit), 20)))
-    found = [c.to_dict() for c in result.creations]
-    content = {"query": result.query, "mode": result.mode, "window": result.window.phrase if result.window else None,
-               **({"window_note": result.window.note} if result.window and result.window.note else {}),
-               "creations": [{"creation_id": c["id"], "prompt": c["original_prompt"], "created_at": c["created_at"], "score": c["score"]}
-                             for c in found]}
-    update: dict[str, Any] = {"recalled": found, "parent_id": found[0]["id"] if found else None}
-    if found:
-        top = result.creations[0]
-        update.update({"creation_id": top.id, "image": _asset_dict(top, "image"), "model": _asset_dict(top, "model")})
-        # the user is working on what they recalled now: "make it 3D" in another thread means this one
-        deps.get_session().working_on(cfg.user_id, top.id, "recalled", recalled=[c.id for c in result.creations])
-    return step_result("recall_similar", tool_call_id, content, started, update, backend=result.mode,
-                 creation_id=found[0]["id"] if found else None)
-
-
-# -- the tool table's entries (tools/specs.py) ----------------------------------------------------------------
-def _reply_recall(state: dict, step: dict, note: str) -> str:
-    recalled = state.get("recalled") or []
-    if not recalled:
-        return "I found nothing like that in your memory."
-    return "Found in your memory: " + "; ".join(
-        f"“{c['original_prompt']}” ({c['created_at'][:16].replace('T', ' ')}, id {c['id']})" for c in recalled[:3])
-
-
-def _reply_image(state: dict, step: dict, note: str) -> str | None:
-    image = state.get("image")
-    if not image or not step.get("creation_id"):
-        return None
-    return f"Image by {step['backend']}{note}: {image['path']}"  # a sketch's placeholder hint is said once per thread (respond)
-
-
-def _reply_model(state: dict, step: dict, note: str) -> str:
-    model = state.get("model")
-    if not model or not step.get("creation_id"):
-        return "There is no image to turn into 3D yet."
-    picked = f"\n{step['note'][:1].upper()}{step['note'][1:]}; name another if you meant a different one." if step.get("note") else ""
-    return f"3D model by {step['backend']}{note}: {model['path']}{picked}"
-
-
-def _summarize_recall(data: dict) -> str:
-    found = data.get("creations") or []
-    if not found:
-        return "found nothing"
-    return "found: " + "; ".join(f"{c.get('prompt')!r} (creation {c.get('creation_id')}, {str(c.get('created_at'))[:10]})" for c in found[:3])
-
-
-ENHANCE_PROMPT = ToolSpec(
-    enhance_prompt, label="write the prompt", produces="prompt", switch="enhance",
-    summarize=lambda data: f"enhanced prompt: {data.get('enhanced_prompt')}",
-    reply=lambda state, step, note: f"Prompt: {state['enhanced_prompt']}" if state.get("enhanced_prompt") else None,
-    simulate=lambda args: {"enhanced_prompt": f"{(args or {}).get('idea', 'the idea')}, detailed", "source": "llm"},
-)
-TEXT_TO_IMAGE = ToolSpec(
-    text_to_image, label="make the image", produces="image", needs=("request",),
-    summarize=lambda data: f"image made, creation {data.get('creation_id')} ({data.get('backend')})",
-    reply=_reply_image,
-    simulate=lambda args: {"creation_id": "c0001", "image": "image.png", "backend": "sketch"},
-)
-IMAGE_TO_3D = ToolSpec(
-    image_to_3d, label="make the 3D model", produces="model", needs=("image",),
-    impossible="There is no image to turn into 3D yet. Describe an idea and I'll make one.",
-    summarize=lambda data: f"3D model made, creation {data.get('creation_id')} ({data.get('backend')})",
-    reply=_reply_model,
-    simulate=lambda args: {"creation_id": "c0001", "model": "model.glb", "backend": "relief"},
-)
-RECALL_SIMILAR = ToolSpec(
-    recall_similar, label="search your memory", produces="recalled", needs=("memory",),
-    impossible="There is nothing in your memory yet. Describe an idea and I'll make your first creation.",
-    summarize=_summarize_recall, reply=_reply_recall,
-    simulate=lambda args: {"query": (args or {}).get("query", ""), "creations": [
-        {"creation_id": "c0000", "prompt": "a stone castle on a hill", "created_at": "2026-11-24T10:00:00"}]},
-)
+        module = importlib.import_module(f"tools.builtin.{_MOVED[name]}")
+        return getattr(module, "SPEC" if name.isupper() else name)
+    raise AttributeError(name)

@@ -55,7 +55,9 @@ router = APIRouter()
 
 @router.get("/atelier/asset/{creation_id}/{kind}")
 async def creation_asset(creation_id: str, kind: str, request: Request, user: str = Depends(_identifier)):
-    if kind not in ("image", "model"):
+    from tools.kinds import KINDS
+
+    if kind not in KINDS:  # image, model and the kinds tools added (tools/kinds.py)
         raise HTTPException(status_code=404, detail="no such asset")
     asset = await asyncio.to_thread(_find, creation_id, user, kind)
     if asset is None or not Path(asset.path).is_file():

@@ -177,6 +177,8 @@ def remote_creation(user: str, creation_id: str, notes: list[str] | None = None,
         asset = view.asset(kind)
         if asset is not None:
             props[f"{kind}_url"] = api_asset_url(asset.sha256)
+    for item in props.get("assets") or []:  # the kinds tools added: served by the API server too
+        item["url"] = api_asset_url(view.asset(item["kind"]).sha256)
     return props
 
 
@@ -341,8 +343,10 @@ class Turn:
             props = await in_thread(creation_card, self.user, cid, self.notes[cid], status)
             if props:
                 await self.send_card(cid, props)
-        elif kind == "model" and cid and not result.get("error"):
-            self.modelled = cid
+        elif kind is not None and views.asset_kind(kind) is not None and cid and not result.get("error"):
+            # the model, or a kind a tool added (a caption): the creation's card shows it (ui/views.other_assets)
+            if kind == "model":
+                self.modelled = cid
             notes = self.notes.setdefault(cid, [])
             props = await in_thread(creation_card, self.user, cid, notes, None)
             if props:
@@ -408,7 +412,7 @@ class Turn:
         if self.failed:  # the tool's own error, in a sentence (views.failure_message names the step kindly)
             text = views.failure_message(*self.failed)
         else:
-            shown = {t for t in self.done if views.produces(t) in ("prompt", "image", "model")} if self.cards else set()
+            shown = {t for t in self.done if views.produces(t) == "prompt" or views.asset_kind(views.produces(t))} if self.cards else set()
             text = views.reply_text(_final_message(state), graph_reply(state), shown)
             text = _PATH_TAIL.sub("", text).strip() or "Done."
             if self.made and not cl.user_session.get("studio_hint_said"):

@@ -21,6 +21,26 @@ def produces(tool: str | None) -> str | None:
     return spec.produces if spec is not None else None
 
 
+def asset_kind(name: str | None):
+    """The asset kind's entry in the kind table (tools/kinds.py), or None."""
+    from tools.kinds import KINDS
+
+    return KINDS.get(name)
+
+
+def kind_card(kind: str, event: dict) -> list[str]:
+    """The generic step output for an asset a tool made, from its kind's renderer (a tool may bring its own card)."""
+    result = event.get("result") or {}
+    known = asset_kind(kind)
+    label = known.words if known else kind
+    value = result.get(kind)
+    lines = [f"{_capitalised(label)}: {value}" if known and known.renderer == "text" and value else
+             (f"{_capitalised(label)} file: `{value}`" if value else "")]
+    if result.get("creation_id"):
+        lines.append(f"creation `{result['creation_id']}`")
+    return lines
+
+
 def step_label(tool: str | None) -> str:
     """The step in words for people: "make the 3D model" (the tool's spec), "finish that" for an unknown one."""
     spec = tool_spec(tool)
@@ -143,7 +163,13 @@ def step_output_end(event: dict) -> str:
         window = f", {result['window']}" if result.get("window") else ""
         lines.append(f"{len(found)} found ({how}{window}) · {timing}")
         lines += [f"- {c.get('prompt')} (`{c.get('creation_id')}`)" for c in found[:5]]
-    elif (spec := tool_spec(tool)) is not None:  # any other tool: its own one-line summary
+    elif (spec := tool_spec(tool)) is not None and spec.card is not None and not result.get("error"):  # the tool's own card
+        lines.append(spec.card(event) or "")
+        lines.append(f"_{timing}_" if timing else "")
+    elif kind is not None and asset_kind(kind) is not None and not result.get("error"):  # a kind a tool added
+        lines += kind_card(kind, event)
+        lines.append(f"_{timing}_" if timing else "")
+    elif spec is not None:  # any other tool: its own one-line summary
         lines.append(str(result["error"]) if result.get("error") else spec.summarize(result))
         lines.append(f"_{timing}_" if timing else "")
     else:
@@ -222,7 +248,33 @@ def creation_props(view, *, detail: bool = False, parent=None, children: Iterabl
         "detail": detail,
         "parent": {"id": parent.id, "prompt": parent.original_prompt} if parent else None,
         "children": [{"id": c.id, "prompt": c.original_prompt} for c in children],
+        "assets": other_assets(view),
     }
+
+
+TEXT_PREVIEW_CHARS = 2000
+
+
+def other_assets(view) -> list[dict[str, Any]]:
+    """The creation's assets of the kinds tools added (image and model have their own props above), each with its
+    kind's renderer (tools/kinds.py), its URL and, for a text kind, its words."""
+    from pathlib import Path
+
+    out = []
+    for kind in dict.fromkeys(a.kind for a in view.assets):
+        if kind in ("image", "model"):
+            continue
+        asset, known = view.asset(kind), asset_kind(kind)
+        renderer = known.renderer if known else "file"
+        item = {"kind": kind, "label": known.words if known else kind, "renderer": renderer,
+                "url": asset_url(view.id, kind, asset.sha256), "backend": asset.backend}
+        if renderer == "text":
+            try:
+                item["text"] = Path(asset.path).read_text(encoding="utf-8", errors="replace")[:TEXT_PREVIEW_CHARS]
+            except OSError:  # a file gone from disk: the card says nothing rather than failing the whole card
+                item["text"] = None
+        out.append(item)
+    return out
 
 
 def _ext(mime: str, default: str) -> str:

@@ -194,6 +194,19 @@ export default function Creation() {
           {p.model_url && <div className="atl-caption">3D model: {p.model_backend}</div>}
         </div>
       </div>
+      {(p.assets || []).map((a) => (
+        /* the kinds tools added (ui/views.other_assets): drawn by the kind's generic renderer */
+        <div className="atl-asset" key={a.kind} data-atelier-asset={a.kind}>
+          {a.renderer === "image" ? (
+            <img className="atl-image" src={a.url} alt={`${a.label} of ${p.prompt}`} />
+          ) : a.renderer === "text" && a.text != null ? (
+            <div className="atl-prompt"><b>{a.label}:</b> {a.text}</div>
+          ) : (
+            <a href={a.url} target="_blank" rel="noreferrer">{a.label}</a>
+          )}
+          <div className="atl-caption">{a.label}: {a.backend}</div>
+        </div>
+      ))}
       {(p.notes || []).map((n, i) => (
         <div className="atl-note" key={i}>⚠ {n}</div>
       ))}
