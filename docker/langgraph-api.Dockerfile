@@ -15,7 +15,7 @@ ADD . /deps/main
 RUN for dep in /deps/*; do             echo "Installing $dep";             if [ -d "$dep" ]; then                 echo "Installing $dep";                 (cd "$dep" && PYTHONDONTWRITEBYTECODE=1 uv pip install --system --no-cache-dir -c /api/constraints.txt -e .);             fi;         done
 # -- End of local dependencies install --
 ENV LANGGRAPH_AUTH='{"path": "agent.api.auth:auth", "disable_studio_auth": true}'
-ENV LANGGRAPH_HTTP='{"app": "agent.api.app:app", "enable_custom_route_auth": true}'
+ENV LANGGRAPH_HTTP='{"app": "agent.api.app:app", "enable_custom_route_auth": true, "disable_mcp": true, "disable_store": true, "disable_ui": true, "disable_a2a": true}'
 ENV LANGSERVE_GRAPHS='{"atelier": "agent.graph:graph"}'
 
 
