@@ -80,7 +80,7 @@ def openfabric_app(*, manifest: Handler, schema: Handler, execution: Handler, re
                    extra_routes: list[tuple[str, str, Handler]] | tuple = ()) -> web.Application:
     """An aiohttp application with an Openfabric app's endpoints (GET /manifest, GET /schema?type=, POST /execution,
     GET /resource?reid=, socket.io /app when `sio` is given, its handlers registered by the caller). The node
-    passes its own handlers; the test fakes (tests/openfabric_fakes.py) pass fault-injecting ones."""
+    passes its own handlers; the test fakes (tests/support/openfabric_fakes.py) pass fault-injecting ones."""
     app = web.Application(client_max_size=client_max_size, middlewares=list(middlewares))
     for method, path, handler in extra_routes:
         app.router.add_route(method, path, handler)

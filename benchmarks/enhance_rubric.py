@@ -1,4 +1,4 @@
-"""enhance_prompt over tests/data/enhance_ideas.txt (or, with --heldout, the held-out ideas in
+"""enhance_prompt over tests/support/data/enhance_ideas.txt (or, with --heldout, the held-out ideas in
 benchmarks/data/enhance_heldout.txt): rubric pass rate, subject drift, how often the additions copy the
 prompt's own worked examples, and how distinct the additions are across the ideas.
 
@@ -39,7 +39,7 @@ def read_ideas(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
-IDEAS = read_ideas(ROOT / "tests" / "data" / "enhance_ideas.txt")
+IDEAS = read_ideas(ROOT / "tests" / "support" / "data" / "enhance_ideas.txt")
 HELDOUT = read_ideas(ROOT / "benchmarks" / "data" / "enhance_heldout.txt")
 
 

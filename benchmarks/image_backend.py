@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # tiny_pipelines: the tokenizer files and the tiny pipeline
+sys.path.insert(0, str(ROOT / "tests" / "support"))  # tiny_pipelines: the tokenizer files and the tiny pipeline
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

@@ -45,7 +45,7 @@ EXACT_WINDOW_LIMIT = 5000
 # benchmarks/recall_scale.py, the HNSW graph is not good enough for recall: a query in other words than any stored
 # prompt lands on a plateau of many similar prompts, and at 90k vectors the graph returned the planted record first
 # for 0 of 10 queries where exact search found 9; and over many similar prompts some vectors get no in-links at all
-# (about 1 in 2000 in tests/test_recall_scale.py, whatever M and ef_construction), so no search can return them.
+# (about 1 in 2000 in tests/integration/test_recall_scale.py, whatever M and ef_construction), so no search can return them.
 # Above the limit (and with a Chroma server, whose other writers we cannot hear of) the graph is used.
 # (memory/settings.py recall_exact_limit, ATELIER_RECALL_EXACT_LIMIT)
 ADD_BATCH = 1000  # below Chroma's max batch size; one graph write per batch
@@ -67,7 +67,7 @@ _ENVIRONMENT_WORDS = ("disk is full", "no space left", "readonly database", "rea
                       "unable to open database file", "database is locked", "disk i/o error", "too many open files",
                       "operation not permitted", "file too large", "cannot allocate memory", "quota")
 # What they say for files that are there but unreadable as an index (found by truncating and overwriting each
-# file of a real index: tests/test_recall_scale.py).
+# file of a real index: tests/integration/test_recall_scale.py).
 _CORRUPT_WORDS = ("malformed", "file is not a database", "error loading hnsw index", "hnswindexloaderror",
                   "deserializ", "invalid persisted hnsw header", "corrupt", "failed to fill whole buffer",
                   "unexpected end of file", "unexpected eof", "error finding id",

@@ -15,7 +15,7 @@ from memory.recall import recall
 from memory.vectors import IndexUnavailable, classify_error
 from tools.backends.base import GeneratedAsset
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 IDEAS = ["a brass owl automaton", "a wooden treasure chest", "a glass whale in a bottle"]
 
 

@@ -2,7 +2,7 @@
 ids, Python-repr answers on REST, pulse events, empty resources, locked apps), end to end.
 
 The whole creation runs through the agent graph (decide -> text_to_image -> image_to_3d -> memory) against fake
-apps that speak that contract (tests/openfabric_fakes.py), over our socket.io client, REST and the SDK's Proxy;
+apps that speak that contract (tests/support/openfabric_fakes.py), over our socket.io client, REST and the SDK's Proxy;
 the local node's default shape is checked against the same client; and the SDK Proxy's defects that keep it
 out of the default are shown.
 """

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from memory.models import Asset, CreationRecord, VectorEmbedding
 from tools.backends.base import GeneratedAsset
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n" + b"fault-test-body"
 
 

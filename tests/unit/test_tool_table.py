@@ -1,6 +1,6 @@
 """The tool table (tools/specs.py), the graph's passed-in dependencies (tools/deps.py) and the session context
 (memory/session.py), end to end through the real graph: real SQLite + Chroma memory, offline backends, the
-router's real embeddings, and the scripted OpenAI-compatible model (tests/scripted_llm.py) where the model
+router's real embeddings, and the scripted OpenAI-compatible model (tests/support/scripted_llm.py) where the model
 decides."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`atelier models list / pull / verify` as a user runs them: real processes, the real huggingface_hub client,
-a hub on loopback (tests/fake_hub.py) instead of the internet."""
+a hub on loopback (tests/support/fake_hub.py) instead of the internet."""
 from __future__ import annotations
 
 import json

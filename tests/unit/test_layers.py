@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LAYERS = ["models", "memory", "tools", "agent", "ui"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
@@ -137,7 +137,7 @@ def test_the_readme_names_every_variable_and_no_dead_one():
     # Variables that are not settings on purpose: the test suite's knobs (read in tests/), the compose files' own
     # (ports, replicas: ${ATELIER_...} there) and scripts/bootstrap.sh's cache folder.
     not_settings = {"ATELIER_CACHE"}
-    for path in (ROOT / "tests").glob("*.py"):
+    for path in (ROOT / "tests").rglob("*.py"):
         not_settings |= {name for _, name in environment_reads(ast.parse(path.read_text()))}
     for path in ROOT.glob("docker-compose*.yml"):
         not_settings |= set(re.findall(r"\$\{(ATELIER_[A-Z0-9_]+)", path.read_text()))

@@ -1,4 +1,4 @@
-"""The model decides: the graph against a scripted OpenAI-compatible server (tests/scripted_llm.py).
+"""The model decides: the graph against a scripted OpenAI-compatible server (tests/support/scripted_llm.py).
 
 What the model calls is what runs, with its arguments; the router's guard vetoes impossible calls; an
 invalid call gets one repair round; a content-only answer is the reply; policy auto follows the stored

@@ -18,7 +18,7 @@ from memory.bulk import NewCreation, import_creations
 from memory.recall import recall
 from tools.backends.base import GeneratedAsset
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PLANTED = [
     ("an axolotl playing a golden saxophone on an iceberg", "that axolotl with the sax"),
     ("a raccoon librarian stamping overdue books", "raccoon working in a library"),

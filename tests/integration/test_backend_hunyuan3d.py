@@ -1,5 +1,5 @@
 """The `hunyuan3d` mesh backend, for real: tiny random-weight Hunyuan3D-2 shape folders built from hy3dgen's own
-classes (tests/tiny_hunyuan3d.py), loaded and run by the real backend through hy3dgen. No mocks of the model."""
+classes (tests/support/tiny_hunyuan3d.py), loaded and run by the real backend through hy3dgen. No mocks of the model."""
 from __future__ import annotations
 
 import io
@@ -23,7 +23,7 @@ from tools.backends._torchvision_standin import CenterCrop, Compose, Normalize, 
 from tools.backends.base import BackendError, MeshRequest
 from tools.backends.hunyuan3d import Hunyuan3DBackend, border_matte, matte_subject
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OCTREE = 32  # 33^3 decoder queries: a second or two on a CPU
 BUDGET = 1500  # below the ~4000 faces a radius-0.67 sphere gives at this resolution: simplification must run
 

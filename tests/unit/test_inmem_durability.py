@@ -1,5 +1,5 @@
 """agent/inmem_durability.py: which of the in-memory runtime's files each flushed operation writes. The promise
-itself (kill -9 keeps what a client was told) is tested on the real server in tests/test_idempotency.py."""
+itself (kill -9 keeps what a client was told) is tested on the real server in tests/e2e/test_idempotency.py."""
 from __future__ import annotations
 
 import asyncio

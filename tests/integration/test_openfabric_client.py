@@ -43,7 +43,7 @@ def run(app_url: str, kind: str = "image", values: ToolValues = PROMPT, progress
 
 
 # ---------------------------------------------------------------------------------------------- local node (simple shape)
-# The node's default shape mirrors the real apps (tests/test_openfabric_marshmallow.py); these use the friendlier one.
+# The node's default shape mirrors the real apps (tests/integration/test_openfabric_marshmallow.py); these use the friendlier one.
 
 
 @pytest.fixture(scope="module")
@@ -433,7 +433,7 @@ def test_node_main_serves_until_stopped(tmp_path):
     from openfabric_fakes import dead_url
 
     port = int(dead_url().rsplit(":", 1)[1])
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.Popen([sys.executable, "-m", "agent.openfabric_node", "text-to-image", "--port", str(port)], cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": root})
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = shutil.which("docker-compose")
 SERVICES = {"llm-service", "memory-service", "db-service", "api-service", "ui-service"}
 

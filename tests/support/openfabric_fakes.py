@@ -19,7 +19,7 @@ Two answer shapes. "json" (the friendlier one, used by most tests: other apps an
   - a failed generation answers the id of empty content (sha256 e3b0c442...);
   - with `token` set the app is locked: 401 on HTTP, UNAUTHORIZED on the socket.io connect.
 
-A hostile app (tests/test_openfabric_outbound.py): `redirects` answers a path with a redirect to anywhere,
+A hostile app (tests/integration/test_openfabric_outbound.py): `redirects` answers a path with a redirect to anywhere,
 `error_body` puts text of the test's choosing into every error answer, and an app can listen on another local
 address than 127.0.0.1 (`host`), so that "the app is not on loopback" can be tested on one machine.
 """

@@ -131,6 +131,6 @@ def test_a_second_process_sees_the_first_ones_writes(data_dir):
     code = ("from memory.store import get_store; from tools.backends.base import GeneratedAsset; "
             "get_store().create(user_id='u', thread_id='t', original_prompt='a velvet dragon plush', enhanced_prompt='soft', "
             "assets=[GeneratedAsset(kind='image', data=b'plush', mime='image/png', backend='test')])")
-    subprocess.run([sys.executable, "-c", code], env=atelier_env(data_dir), cwd=Path(__file__).parent.parent, check=True,
+    subprocess.run([sys.executable, "-c", code], env=atelier_env(data_dir), cwd=Path(__file__).resolve().parents[2], check=True,
                    capture_output=True, timeout=120)
     assert recall(store, "dragon plush", "u").creations[0].original_prompt == "a velvet dragon plush"

@@ -1,5 +1,5 @@
 """Rooms that do one job each, checked on the source: no import circle between Atelier's modules (imports inside
-functions count: a lazy import is still a dependency, as in tests/test_layers.py), SQLite pragmas set in one place
+functions count: a lazy import is still a dependency, as in tests/unit/test_layers.py), SQLite pragmas set in one place
 (memory/sqlite.py) and used by every SQLite connection, and one creation-id rule (memory/validation.py)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import ast
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["models", "memory", "tools", "agent", "ui"]
 
 

@@ -9,7 +9,7 @@ from tools.prompts import ENHANCE_EXAMPLES
 from tools.enhance import additions_of, assemble, content_words, copied_phrases, enhance, fit_idea, nearest_examples, repair, rubric
 from tools.subjects import GENERAL, new_subjects, subjects_in
 
-IDEAS = [line.strip() for line in (Path(__file__).parent / "data" / "enhance_ideas.txt").read_text().splitlines() if line.strip()]
+IDEAS = [line.strip() for line in (Path(__file__).resolve().parents[1] / "support" / "data" / "enhance_ideas.txt").read_text().splitlines() if line.strip()]
 
 
 def test_rubric_catches_the_failures_it_exists_for():
@@ -61,7 +61,7 @@ def test_heldout_ideas_are_apart_from_the_pool_and_the_tests():
 
     assert len(HELDOUT) >= 40
     assert not set(HELDOUT) & (set(IDEAS) | {e for e, _ in ENHANCE_EXAMPLES})
-    groups = (Path(__file__).parent.parent / "benchmarks" / "data" / "enhance_heldout.txt").read_text()
+    groups = (Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "enhance_heldout.txt").read_text()
     assert all(f"# {g}\n" in groups for g in ("objects", "scenes", "abstract ideas", "two subjects"))
 
 

@@ -1,4 +1,4 @@
-"""Decision accuracy on the labelled set (tests/data/decisions.jsonl), with the real router and model."""
+"""Decision accuracy on the labelled set (tests/support/data/decisions.jsonl), with the real router and model."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from agent.decision import TurnContext, decide, idea_from_request, next_from_pla
 from models.llm import LLMError
 from agent.router import Intent, cue_intent
 
-DATASET = Path(__file__).parent / "data" / "decisions.jsonl"
+DATASET = Path(__file__).resolve().parents[1] / "support" / "data" / "decisions.jsonl"
 ITEMS = [json.loads(line) for line in DATASET.read_text().splitlines() if line.strip()]
 
 
@@ -31,7 +31,7 @@ def test_accuracy(policy, threshold):
 
 
 class ScriptedLLM:
-    """A fake model for the decision-logic unit tests only (tests/test_model_decides.py runs the graph
+    """A fake model for the decision-logic unit tests only (tests/integration/test_model_decides.py runs the graph
     against a scripted server; test_graph.py and test_llm_server.py run the real models)."""
 
     name = "scripted"

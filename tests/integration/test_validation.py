@@ -1,6 +1,6 @@
 """memory/validation.py, the one set of input rules, and the entry points that use it: the graph's own input (the
 studio's path and any direct invoke) and the CLI. The API server's use is tested against a real server in
-tests/test_api_server.py (test_input_holes_are_closed)."""
+tests/e2e/test_api_server.py (test_input_holes_are_closed)."""
 from __future__ import annotations
 
 import sqlite3
