@@ -38,7 +38,8 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jsonschema
 import socketio
@@ -357,7 +358,7 @@ class RunningServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 10.0) -> "RunningServer":
+    def start(self, timeout: float = 10.0) -> RunningServer:
         self._thread.start()
         if not self._ready.wait(timeout):
             raise RuntimeError("local node did not start in time")
@@ -406,7 +407,7 @@ class RunningServer:
             self.loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
 
-    def __enter__(self) -> "RunningServer":
+    def __enter__(self) -> RunningServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

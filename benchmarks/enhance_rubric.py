@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from models.llm import get_llm  # noqa: E402
-from tools.prompts import ENHANCE_EXAMPLES  # noqa: E402
 from tools.clip_tokens import count_tokens  # noqa: E402
 from tools.enhance import additions_of, copied_phrases, enhance, fit_idea, keeps_order, rubric, unrelated  # noqa: E402
+from tools.prompts import ENHANCE_EXAMPLES  # noqa: E402
 from tools.subjects import new_subjects  # noqa: E402
 
 

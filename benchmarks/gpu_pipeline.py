@@ -96,10 +96,10 @@ def compare(octree: int, cuda: bool) -> dict:
 
     import numpy as np
     import torch
+    from mesh_backend import picture
     from PIL import Image
     from scipy.spatial import cKDTree
 
-    from mesh_backend import picture
     from tools.backends import hunyuan3d
     from tools.backends.marching_cubes import marching_cubes
     from tools.backends.surface import decode_volume, latents_to_mesh

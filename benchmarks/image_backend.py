@@ -65,8 +65,9 @@ def build_random(arch: str, folder: Path) -> Path:
     """Save a random-weight pipeline of `arch` into `folder` (fp16 files, as the published fp16 variants)."""
     import torch
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
-    from tiny_pipelines import BOS_ID, EOS_ID, save_tiny_sd, tiny_tokenizer
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from tiny_pipelines import BOS_ID, EOS_ID, save_tiny_sd, tiny_tokenizer
 
     if arch == "tiny":
         return save_tiny_sd(folder, turbo=True)

@@ -490,7 +490,7 @@ class VectorIndex:
 
         return self._call(query)
 
-    def _exact(self, user_id: str, collection) -> "ExactCopy | None":
+    def _exact(self, user_id: str, collection) -> ExactCopy | None:
         """The user's vectors for exact search, or None above the exact-search limit or for a server (whose writers
         we cannot hear of)."""
         if self._lock_path is None:
@@ -515,7 +515,7 @@ class VectorIndex:
             log.info("step=load_exact user_vectors=%d seconds=%.3f", len(copy), time.perf_counter() - started)
         return copy
 
-    def _exact_catch_up(self, user_id: str, collection, copy: "ExactCopy", count: int) -> "ExactCopy | None":
+    def _exact_catch_up(self, user_id: str, collection, copy: ExactCopy, count: int) -> ExactCopy | None:
         """Another process added to this user: fetch only the vectors newer than our copy's newest. If that does not
         account for the new count (something was deleted), None: the caller loads the copy afresh."""
         self._handle.exact.pop(user_id, None)

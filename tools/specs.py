@@ -22,8 +22,9 @@ from __future__ import annotations
 import importlib
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 # The tools, in the order the model is shown them: one line each, "module:SPEC".
 BUILT_IN = (

@@ -19,9 +19,8 @@ from typing import Annotated, Any
 
 from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
-from langchain_core.tools import tool
+from langchain_core.tools import InjectedToolCallId, tool
 from langgraph.prebuilt import InjectedState
-from langchain_core.tools import InjectedToolCallId
 from langgraph.types import Command
 
 from memory.recall import recall

@@ -152,7 +152,7 @@ def test_entrypoints_are_valid_shell():
 def test_llm_entrypoint_picks_a_model(tmp_path):
     """No GGUF in the models dir: the packaged one; two: a clear error asking for LLM_MODEL."""
     fake = tmp_path / "fakepy"
-    fake.write_text("#!/bin/sh\nif [ \"$1\" = -c ]; then exec %s \"$@\"; fi\necho \"SERVE $*\"\n" % sys.executable)
+    fake.write_text(f"#!/bin/sh\nif [ \"$1\" = -c ]; then exec {sys.executable} \"$@\"; fi\necho \"SERVE $*\"\n")
     fake.chmod(0o755)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("LLM_")}, "LLM_PYTHON": str(fake),
            "LLM_MODELS_DIR": str(tmp_path / "models")}

@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services import postgres_available, start_postgres
-
-from services import atelier_env, start_api  # noqa: E402
+from services import atelier_env, postgres_available, start_api, start_postgres  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -99,8 +97,8 @@ def check_store(data_dir: Path, expected: dict[str, int]) -> None:
     """Counts per user, no duplicates, and every creation found again by its own words (index intact)."""
     from sqlalchemy import select
 
-    from memory.settings import MemorySettings
     from memory.models import CreationRecord
+    from memory.settings import MemorySettings
     from memory.store import MemoryStore
 
     store = MemoryStore(MemorySettings(data_dir=data_dir))

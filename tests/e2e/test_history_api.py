@@ -8,7 +8,7 @@ import io
 import json
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -94,7 +94,7 @@ def test_list_search_and_window_are_the_callers(api):
     assert all(c["score"] > 0 for c in found.json()["creations"])
     assert set(ids_of(get(service, "/creations", "bob", q="red lighthouse"))) <= {ids["teapot"]}  # never alice's
 
-    four_days_ago = (datetime.now(timezone.utc) - timedelta(days=4)).isoformat()
+    four_days_ago = (datetime.now(UTC) - timedelta(days=4)).isoformat()
     assert ids_of(get(service, "/creations", "alice", since=four_days_ago)) == [ids["kite"], ids["remix"]]
     assert ids_of(get(service, "/creations", "alice", until=four_days_ago)) == [ids["copy"], ids["lighthouse"]]
     recent_lighthouses = ids_of(get(service, "/creations", "alice", q="red lighthouse", since=four_days_ago))

@@ -16,8 +16,9 @@ import pytest
 from sqlalchemy import func, select
 
 from memory.models import Asset
-from services import postgres_available, start_api, start_postgres
 from tools.backends.base import GeneratedAsset
+
+from services import postgres_available, start_api, start_postgres
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -91,8 +92,8 @@ def postgres(tmp_path_factory):
 def test_concurrent_replays_commit_once_on_postgres(postgres, tmp_path, monkeypatch):
     """The production database: the unique key holds under concurrent replays (the losers' INSERTs fail on the
     constraint and they return the winner's creation)."""
-    from models.settings import reset_settings
     from memory.store import MemoryStore
+    from models.settings import reset_settings
 
     monkeypatch.setenv("ATELIER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("ATELIER_DATABASE_URL", postgres.extra["sqlalchemy_url"])

@@ -122,8 +122,8 @@ def test_the_graph_decides_by_tool_calls_from_the_llm_server(llm, data_dir, monk
     import models.llm as llm_module
     from agent.cli import run_turn, turn_report
     from agent.graph import build_graph
-    from models.settings import reset_settings
     from memory.session import checkpointer
+    from models.settings import reset_settings
 
     monkeypatch.setenv("ATELIER_LLM_URL", f"{llm.url}/v1")
     reset_settings()

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from conftest import cli_env
 from memory.upload import store_upload, validate_picture
 from memory.validation import InvalidInput
+
+from conftest import cli_env
 from services import ROOT, start_api
 
 pytestmark = pytest.mark.timeout(300)

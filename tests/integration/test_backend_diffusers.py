@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import ROOT, cli_env
-from tiny_pipelines import save_tiny_sd, save_tiny_sdxl
-
 from tools.backends.base import BackendError, ImageRequest
 from tools.backends.diffusers import FAMILIES, DiffusersBackend, detect_family, render_size
+
+from conftest import ROOT, cli_env
+from tiny_pipelines import save_tiny_sd, save_tiny_sdxl
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -459,8 +459,8 @@ def test_denoising_progress_reaches_the_graph_stream(models_dir, data_dir, monke
     """The events the studio's step (ui/runner.py) and the CLI consume: text_to_image progress, one per step."""
     from agent.cli import run_turn
     from agent.graph import build_graph
-    from models.settings import reset_settings
     from memory.session import checkpointer
+    from models.settings import reset_settings
     from ui import views
 
     monkeypatch.setenv("ATELIER_IMAGE_MODEL", str(models_dir / "tiny-sd"))
@@ -493,8 +493,8 @@ def test_atelier_create_uses_diffusers_and_makes_3d_from_its_picture(distilled_s
     assert report["fallbacks"][0]["backend"] == "openfabric"  # tried first, as the default order says
     assert Path(report["model"]).read_bytes()[:4] == b"glTF" and report["backends"]["model"] == "relief"
     # the 3D step ran on this picture: the model belongs to the same creation as the image
-    from models.settings import reset_settings
     from memory.store import MemoryStore
+    from models.settings import reset_settings
 
     monkeypatch.setenv("ATELIER_DATA_DIR", str(data))
     reset_settings()

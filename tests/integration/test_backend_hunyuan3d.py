@@ -16,12 +16,13 @@ import trimesh
 from PIL import Image, ImageDraw
 
 from models.settings import reset_settings
-from tools.settings import ToolSettings
-from tiny_hunyuan3d import tiny_config, write_shape_folder
 from tools.backends import generate_with_fallback
 from tools.backends._torchvision_standin import CenterCrop, Compose, Normalize, Resize, conditioner_module
 from tools.backends.base import BackendError, MeshRequest
 from tools.backends.hunyuan3d import Hunyuan3DBackend, border_matte, matte_subject
+from tools.settings import ToolSettings
+
+from tiny_hunyuan3d import tiny_config, write_shape_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 OCTREE = 32  # 33^3 decoder queries: a second or two on a CPU

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from agent.decision import TurnContext, decide, idea_from_request, next_from_plan, plan_for, plausible, remix_idea, validate_call, veto
-from models.llm import LLMError
 from agent.router import Intent, cue_intent
+from models.llm import LLMError
 
 DATASET = Path(__file__).resolve().parents[1] / "support" / "data" / "decisions.jsonl"
 ITEMS = [json.loads(line) for line in DATASET.read_text().splitlines() if line.strip()]
@@ -191,6 +191,7 @@ def test_keep_my_words_overrides_a_model_that_calls_enhance_prompt():
 def served(data_dir, monkeypatch):
     import models.llm as llm_module
     from models.settings import reset_settings
+
     from scripted_llm import ScriptedLLMServer
 
     with ScriptedLLMServer() as server:
@@ -209,6 +210,7 @@ def test_keep_my_words_through_the_graph_under_every_policy(served, data_dir, po
     from agent.run import run_turn, turn_report
     from memory.session import checkpointer
     from models.llm import current_model_key
+
     from scripted_llm import call
 
     calibration.store("router", {"accuracy": 0.98, "n": 63})

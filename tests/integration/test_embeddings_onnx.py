@@ -47,9 +47,9 @@ def test_onnx_export_matches_sentence_transformers(onnx_file, data_dir):
 
 
 def test_backend_choice(onnx_file, data_dir, monkeypatch, tmp_path):
-    from models.settings import reset_settings
     from memory.embeddings import load_embedder
     from models.registry import ModelMissing
+    from models.settings import reset_settings
 
     monkeypatch.setenv("ATELIER_EMBEDDING_ONNX_PATH", str(onnx_file))
     reset_settings()

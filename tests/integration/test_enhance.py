@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from tools.clip_tokens import count_tokens
-from tools.prompts import ENHANCE_EXAMPLES
 from tools.enhance import additions_of, assemble, content_words, copied_phrases, enhance, fit_idea, nearest_examples, repair, rubric
+from tools.prompts import ENHANCE_EXAMPLES
 from tools.subjects import GENERAL, new_subjects, subjects_in
 
 IDEAS = [line.strip() for line in (Path(__file__).resolve().parents[1] / "support" / "data" / "enhance_ideas.txt").read_text().splitlines() if line.strip()]

@@ -90,8 +90,8 @@ def _mount_tmpfs(path: Path, size: str) -> str | None:
 def test_real_full_disk_on_a_tiny_tmpfs(tmp_path, monkeypatch):
     """The assets dir on a 64 KiB tmpfs: a 200 KB image fails with ENOSPC from the kernel; no temp file, no row;
     after the file system grows (space returns) the same write succeeds."""
-    from models.settings import reset_settings
     from memory.store import MemoryStore
+    from models.settings import reset_settings
 
     data_dir = tmp_path / "data"
     assets = data_dir / "assets"

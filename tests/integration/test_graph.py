@@ -3,7 +3,7 @@ model measures far below the router, so the router decides (test_model_policy_..
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
@@ -58,7 +58,7 @@ def test_remix_recalls_first_and_records_lineage(graph, store):
     with store.sessions.begin() as s:  # make it last week's creation
         from memory.models import CreationRecord
 
-        s.execute(update(CreationRecord).where(CreationRecord.id == base).values(created_at=datetime.now(timezone.utc) - timedelta(days=7)))
+        s.execute(update(CreationRecord).where(CreationRecord.id == base).values(created_at=datetime.now(UTC) - timedelta(days=7)))
     store.reindex()
     remix = run(graph, "like the castle from last week but at night", "t4")
     assert tools_called(remix) == ["recall_similar", "enhance_prompt", "text_to_image", "image_to_3d"]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ def make(store, user, idea, days_ago=0, data=None):
     if days_ago:
         with store.sessions.begin() as s:
             s.execute(update(CreationRecord).where(CreationRecord.id == view.id)
-                      .values(created_at=datetime.now(timezone.utc) - timedelta(days=days_ago)))
+                      .values(created_at=datetime.now(UTC) - timedelta(days=days_ago)))
         store.reindex()
     return view
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -132,7 +132,7 @@ def test_recall_by_time_after_reindex(store, made):
 
     robot = made[("alice", "robot")]
     with store.sessions.begin() as session:
-        session.get(CreationRecord, robot.id).created_at = datetime.now(timezone.utc) - timedelta(days=3)
+        session.get(CreationRecord, robot.id).created_at = datetime.now(UTC) - timedelta(days=3)
     assert store.reindex() == len(made)
     assert store.index.count() == len(made)
     found = recall(store, "the robot from three days ago", "alice", limit=3)

@@ -13,9 +13,8 @@ import sys
 import pytest
 from langchain_core.messages import AIMessage
 
-from scripted_llm import ScriptedLLMServer, call
-
 from conftest import ROOT, cli_env
+from scripted_llm import ScriptedLLMServer, call
 
 
 @pytest.fixture

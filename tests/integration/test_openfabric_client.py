@@ -10,25 +10,26 @@ import time
 import jsonschema
 import pytest
 
+from agent.openfabric_node import LocalNode, main as node_main, serve_in_thread
 from models.settings import reset_settings
+from tools.backends import generate_with_fallback, load_backend
+from tools.backends.base import BackendError, ImageRequest, MeshRequest
+from tools.openfabric.client import generate_sync
+from tools.openfabric.protocol import IMAGE_TO_3D, SIMPLE, TEXT_TO_IMAGE
+from tools.openfabric.schema_mapping import ToolValues
+
 from openfabric_fakes import (  # noqa: F401 (fresh_openfabric_state is an autouse fixture)
-    fast_settings,
-    fresh_openfabric_state,
     IMAGE_OUTPUT,
     FakeApp,
     Faults,
     dead_url,
+    fast_settings,
+    fresh_openfabric_state,
     glb_bytes,
     mp4_bytes,
     png_bytes,
     sha,
 )
-from tools.backends import generate_with_fallback, load_backend
-from tools.backends.base import BackendError, ImageRequest, MeshRequest
-from tools.openfabric.client import generate_sync
-from agent.openfabric_node import LocalNode, main as node_main, serve_in_thread
-from tools.openfabric.protocol import IMAGE_TO_3D, SIMPLE, TEXT_TO_IMAGE
-from tools.openfabric.schema_mapping import ToolValues
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -19,11 +19,20 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agent.openfabric_node import LocalNode, RunningServer, serve_in_thread
 from models.settings import reset_settings
+from tools.backends import generate_with_fallback, load_backend
+from tools.backends.base import BackendError, ImageRequest, MeshRequest
+from tools.openfabric.answers import parse_execution_answer
+from tools.openfabric.client import generate_sync, reset_state
+from tools.openfabric.config import OpenfabricSettings, resolve_app
+from tools.openfabric.errors import BadResponse, GenerationFailed, TooLarge
+from tools.openfabric.output import extract
+from tools.openfabric.protocol import IMAGE_TO_3D, TEXT_TO_IMAGE
+from tools.openfabric.schema_mapping import ToolValues, build_input, field_names
 from tools.settings import get_settings
+
 from openfabric_fakes import (  # noqa: F401 (fresh_openfabric_state is an autouse fixture)
-    fast_settings,
-    fresh_openfabric_state,
     EMPTY_SHA256,
     MARSHMALLOW_3D_INPUT,
     MARSHMALLOW_3D_OUTPUT,
@@ -32,22 +41,14 @@ from openfabric_fakes import (  # noqa: F401 (fresh_openfabric_state is an autou
     FakeApp,
     Faults,
     dead_url,
+    fast_settings,
+    fresh_openfabric_state,
     glb_bytes,
     marshmallow_image_to_3d,
     marshmallow_text_to_image,
     png_bytes,
     sha,
 )
-from tools.backends import generate_with_fallback, load_backend
-from tools.backends.base import BackendError, ImageRequest, MeshRequest
-from tools.openfabric.answers import parse_execution_answer
-from tools.openfabric.client import generate_sync, reset_state
-from tools.openfabric.config import OpenfabricSettings, resolve_app
-from tools.openfabric.errors import BadResponse, GenerationFailed, TooLarge
-from agent.openfabric_node import LocalNode, RunningServer, serve_in_thread
-from tools.openfabric.protocol import IMAGE_TO_3D, TEXT_TO_IMAGE
-from tools.openfabric.output import extract
-from tools.openfabric.schema_mapping import ToolValues, build_input, field_names
 
 pytestmark = pytest.mark.timeout(120)
 

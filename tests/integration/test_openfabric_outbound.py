@@ -19,6 +19,14 @@ import time
 import pytest
 
 from models.settings import reset_settings
+from tools.backends import generate_with_fallback
+from tools.backends.base import BackendError, ImageRequest
+from tools.openfabric.client import generate_sync
+from tools.openfabric.errors import OutboundRefused
+from tools.openfabric.outbound import OutboundPolicy, address_kind, parse_allowed_hosts
+from tools.openfabric.output import AssetLimits, verify_asset
+from tools.openfabric.schema_mapping import ToolValues
+
 from openfabric_fakes import (  # noqa: F401 (fresh_openfabric_state is an autouse fixture)
     FakeApp,
     Faults,
@@ -27,13 +35,6 @@ from openfabric_fakes import (  # noqa: F401 (fresh_openfabric_state is an autou
     glb_bytes,
     png_bytes,
 )
-from tools.backends import generate_with_fallback
-from tools.backends.base import BackendError, ImageRequest
-from tools.openfabric.client import generate_sync
-from tools.openfabric.errors import OutboundRefused
-from tools.openfabric.outbound import OutboundPolicy, address_kind, parse_allowed_hosts
-from tools.openfabric.output import AssetLimits, verify_asset
-from tools.openfabric.schema_mapping import ToolValues
 
 pytestmark = pytest.mark.timeout(60)
 

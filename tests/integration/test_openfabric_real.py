@@ -5,10 +5,10 @@ import socket
 
 import pytest
 
-from tools.settings import get_settings
 from tools.openfabric.client import OpenfabricClient, generate_sync, reset_state, run_sync
 from tools.openfabric.config import OpenfabricSettings, resolve_app
 from tools.openfabric.schema_mapping import ToolValues, build_input
+from tools.settings import get_settings
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,7 @@ def build(store, n: int, users) -> dict[str, str]:
     a, b = rng.integers(0, len(base), n), rng.integers(0, len(base), n)
     mixed = 0.7 * base[a] + 0.3 * base[b] + rng.normal(0, 0.03, (n, base.shape[1])).astype(np.float32)
     vectors = np.vstack([mixed / np.linalg.norm(mixed, axis=1, keepdims=True), embeddings.embed([p for p, _ in PLANTED])])
-    start = datetime.now(timezone.utc) - timedelta(days=200)
+    start = datetime.now(UTC) - timedelta(days=200)
     creations = [NewCreation(user_id=users(i), original_prompt=f"{PHRASES[a[i]]}, with {PHRASES[b[i]]}", enhanced_prompt="",
                              assets=[IMAGE], created_at=start + timedelta(minutes=i)) for i in range(n)]
     creations += [NewCreation(user_id="main", original_prompt=p, enhanced_prompt="", assets=[IMAGE],
@@ -81,7 +81,7 @@ def test_a_time_window_is_searched_exactly(store, monkeypatch, user_size):
         monkeypatch.setenv("ATELIER_RECALL_EXACT_LIMIT", "100")
         reset_settings()
     planted = build(store, 1200, lambda i: "main")
-    jellyfish_at = datetime.now(timezone.utc) - timedelta(days=200) + timedelta(days=60)
+    jellyfish_at = datetime.now(UTC) - timedelta(days=200) + timedelta(days=60)
     since, until = jellyfish_at - timedelta(days=1), jellyfish_at + timedelta(days=1)
     hits = store.semantic("jellyfish chandelier", "main", limit=5, since=since, until=until)
     assert hits and hits[0][0] == planted[PLANTED[2][0]] and hits[0][1] > 0.6
@@ -212,7 +212,7 @@ def test_recall_and_commit_count_sql_only_after_another_process_wrote(store, dat
 def test_a_row_the_kept_counts_miss_is_indexed_after_the_next_write_by_another_process(store, data_dir):
     """A process that died between its SQL commit and its vector leaves a row without a vector and moves no
     generation; the next index write by anyone makes every process count again, and the check repairs it."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from memory.models import CreationRecord, Prompt
 
@@ -221,7 +221,7 @@ def test_a_row_the_kept_counts_miss_is_indexed_after_the_next_write_by_another_p
     assert recall(store, "owl", "u").creations[0].id == made.id
     with store.sessions.begin() as session:  # as the dead process left it: a row, no vector, no generation moved
         session.add(CreationRecord(id="orphan0000000001", user_id="u", thread_id="t", status="image_only",
-                                   created_at=datetime.now(timezone.utc), prompt=Prompt(original="a glass whale in a bottle", enhanced="")))
+                                   created_at=datetime.now(UTC), prompt=Prompt(original="a glass whale in a bottle", enhanced="")))
     lock = store.index._lock_path
     lock.write_bytes(b"another-process-wrote")  # what any other process's index write does to the lock file
     assert recall(store, "glass whale", "u").creations[0].id == "orphan0000000001"

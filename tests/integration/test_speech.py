@@ -113,8 +113,8 @@ def test_silence_is_still_nothing_with_the_vocabulary_bias(tmp_path):
 
 def test_whisper_model_switch_picks_a_folder_from_models_dir(tmp_path, monkeypatch):
     from agent import speech
-    from models.settings import reset_settings
     from models.registry import ModelMissing, whisper_model_path
+    from models.settings import reset_settings
 
     packaged = whisper_model_path()
     models = tmp_path / "models"

@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT, cli_env
 from memory import validation as v
+
+from conftest import ROOT, cli_env
 
 
 @pytest.mark.parametrize("value,accepted", [

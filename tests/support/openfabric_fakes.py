@@ -35,8 +35,9 @@ import socket
 import struct
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import socketio
@@ -142,7 +143,7 @@ class Faults:
 
 class FakeApp:
     def __init__(self, *, input_schema: dict | None = None, output_schema: dict | None = None, manifest: dict | None = None,
-                 respond: Callable[["FakeApp", Any], Any] | None = None, socket_io: bool = True, faults: Faults | None = None,
+                 respond: Callable[[FakeApp, Any], Any] | None = None, socket_io: bool = True, faults: Faults | None = None,
                  shape: str = "json", token: str | None = None, pulses: int = 0, host: str = "127.0.0.1"):
         self.input_schema = input_schema if input_schema is not None else TEXT_INPUT
         self.output_schema = output_schema if output_schema is not None else IMAGE_OUTPUT
@@ -156,7 +157,7 @@ class FakeApp:
         self.socket_headers: list[dict] = []
         self.counts: Counter = Counter()
         self.server: RunningServer | None = None
-        self.on_input_schema: Callable[["FakeApp"], None] | None = None
+        self.on_input_schema: Callable[[FakeApp], None] | None = None
         self.shape = shape  # "json" | "marshmallow" (REST answers repr(output); socket answers carry output_ts)
         self.token = token  # locked app: this bearer token is required
         self.locked = {"http", "socket.io"}  # what the token locks (a test may lock only one)
@@ -195,7 +196,7 @@ class FakeApp:
     def bodies(self) -> list[Any]:
         return [body for _, body in self.executions]
 
-    def start(self) -> "FakeApp":
+    def start(self) -> FakeApp:
         self.server = RunningServer(self.make_app(), host=self.host).start()
         return self
 
@@ -203,7 +204,7 @@ class FakeApp:
         if self.server:
             self.server.stop()
 
-    def __enter__(self) -> "FakeApp":
+    def __enter__(self) -> FakeApp:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

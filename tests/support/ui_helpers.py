@@ -70,7 +70,7 @@ class Studio:
             self.env.pop(key)
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 120) -> "Studio":
+    def start(self, timeout: float = 120) -> Studio:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")
         cmd = [PYTHON, "-m", "chainlit", "run", "ui/app.py", "--headless", "--host", "127.0.0.1", "--port", str(self.port)]

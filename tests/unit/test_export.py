@@ -14,11 +14,12 @@ import pytest
 import trimesh
 from PIL import Image, ImageDraw
 
-from conftest import cli_env
-from services import ROOT
 from tools.backends.base import GeneratedAsset, MeshRequest
 from tools.backends.relief import ReliefBackend
 from tools.export import USDZ_MISSING, ExportError, export_creation, export_model, read_3mf
+
+from conftest import cli_env
+from services import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,13 @@ import json
 import jsonschema
 import pytest
 
-from openfabric_fakes import glb_bytes, mp4_bytes, png_bytes
 from tools.openfabric.breaker import CircuitBreaker, CircuitOpen
 from tools.openfabric.config import resolve_app
 from tools.openfabric.errors import BadSchema, SchemaUnsatisfiable, TooLarge
 from tools.openfabric.output import extract, sniff
 from tools.openfabric.schema_mapping import ToolValues, build_input
+
+from openfabric_fakes import glb_bytes, mp4_bytes, png_bytes
 
 pytestmark = pytest.mark.timeout(30)
 

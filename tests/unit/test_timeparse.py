@@ -1,11 +1,11 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from memory.timeparse import split_time
 
 # Wednesday 2026-11-25 15:00 local (UTC for the test)
-NOW = datetime(2026, 11, 25, 15, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("text,rest,start,end", [
@@ -20,8 +20,8 @@ NOW = datetime(2026, 11, 25, 15, 0, tzinfo=timezone.utc)
 def test_windows(text, rest, start, end):
     got_rest, window = split_time(text, NOW)
     assert got_rest == rest
-    assert window.start == start.replace(tzinfo=timezone.utc)
-    assert window.end == end.replace(tzinfo=timezone.utc)
+    assert window.start == start.replace(tzinfo=UTC)
+    assert window.end == end.replace(tzinfo=UTC)
 
 
 def test_two_weeks_ago_is_a_fuzzy_window_around_that_week():
@@ -33,13 +33,13 @@ def test_two_weeks_ago_is_a_fuzzy_window_around_that_week():
 
 def test_last_weekday_on_that_weekday_means_a_week_ago():
     _, window = split_time("last wednesday", NOW)
-    assert window.start == datetime(2026, 11, 18, tzinfo=timezone.utc)
+    assert window.start == datetime(2026, 11, 18, tzinfo=UTC)
 
 
 def test_absolute_dates_use_dateparser():
     rest, window = split_time("the fox from Nov 3", NOW)
     assert rest == "the fox"
-    assert window.start == datetime(2026, 11, 3, tzinfo=timezone.utc)
+    assert window.start == datetime(2026, 11, 3, tzinfo=UTC)
 
 
 def test_no_time_expression():
@@ -57,8 +57,8 @@ def test_no_time_expression():
 def test_huge_phrases_clamp_to_the_earliest_day_and_say_so(text, rest, until_now):
     got_rest, window = split_time(text, NOW)
     assert got_rest == rest
-    assert window.start == datetime(1, 1, 2, tzinfo=timezone.utc)
-    assert window.end == (NOW + timedelta(seconds=1) if until_now else datetime(1, 1, 3, tzinfo=timezone.utc))
+    assert window.start == datetime(1, 1, 2, tzinfo=UTC)
+    assert window.end == (NOW + timedelta(seconds=1) if until_now else datetime(1, 1, 3, tzinfo=UTC))
     assert "earliest date" in window.note and "0001-01-02" in window.note
     window.start.astimezone(timezone(timedelta(hours=-12)))  # representable in any zone
     window.start.astimezone(timezone(timedelta(hours=14)))

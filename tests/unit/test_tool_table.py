@@ -59,7 +59,7 @@ def _run(graph, text, thread, user="u", **configurable):
 
 
 def test_a_fifth_tool_is_one_registration(echo_registered, served, store):
-    from agent.decision import simulate_plan, veto, TurnContext
+    from agent.decision import TurnContext, simulate_plan, veto
     from agent.graph import build_graph
     from agent.router import Intent
     from models.llm import ServerLLM
@@ -148,8 +148,8 @@ class Clock:
 
 
 def test_make_it_3d_in_a_fresh_thread_means_what_the_user_worked_on_until_the_session_expires(store, monkeypatch):
-    from agent.graph import build_graph
     import models.llm as llm_module
+    from agent.graph import build_graph
 
     monkeypatch.setattr(llm_module, "_llm", None)  # an earlier test may have loaded the process-wide one
     from memory.session import SessionContext

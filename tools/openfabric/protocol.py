@@ -12,7 +12,7 @@ import threading
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 TEXT_TO_IMAGE = "text-to-image"
@@ -160,7 +160,7 @@ class ResourceStore:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 @dataclass
