@@ -102,6 +102,34 @@ def test_every_setting_is_described():
     assert len(names) == len(set(names)), "one variable, one owner"
 
 
+def undescribed_configuration_fields(cls) -> list[str]:
+    """Per-run fields (dataclass fields a caller can set) without a non-empty metadata["description"]."""
+    from dataclasses import fields
+
+    return [f"{cls.__name__}.{f.name}" for f in fields(cls) if f.init and not str(f.metadata.get("description") or "").strip()]
+
+
+def test_every_per_run_setting_is_described():
+    """The per-run configuration (RunnableConfig["configurable"]) is a reference too: every field a caller can set
+    says what it is and what it accepts, in the tools' part and the agent's."""
+    from dataclasses import dataclass, field, fields
+
+    import agent.configuration
+    import tools.configuration
+
+    classes = [tools.configuration.ToolConfiguration, agent.configuration.Configuration]
+    assert [undescribed_configuration_fields(cls) for cls in classes] == [[], []]
+    described = {f.name for cls in classes for f in fields(cls)}
+    assert {"user_id", "width", "seed", "image_backends", "decision_policy", "review_prompt"} <= described
+
+    @dataclass(kw_only=True)
+    class Careless(tools.configuration.ToolConfiguration):  # the check itself catches a field left bare
+        speed: int = 1
+        mood: str = field(default="", metadata={"description": " "})
+
+    assert undescribed_configuration_fields(Careless) == ["Careless.speed", "Careless.mood"]
+
+
 def _settings_variables() -> dict[str, str]:
     """ATELIER_* variable → the class that owns it (aliases included, e.g. ATELIER_API_JOBS)."""
     import agent.settings
