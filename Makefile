@@ -22,7 +22,7 @@ serve: setup
 test: setup
 	bash scripts/test.sh
 
-# Only the unit tests (in-process; markers assigned in tests/conftest.py): seconds, not the suite's minutes.
+# Only the unit tests (tests/unit, in-process; markers from the folder, tests/conftest.py): seconds, not the suite's minutes.
 test-fast: setup
 	bash scripts/test.sh -m unit
 

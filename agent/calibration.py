@@ -1,6 +1,6 @@
 """Measured decision accuracy per model, and what policy `auto` makes of it.
 
-`atelier eval decisions` runs the labelled requests (tests/data/decisions.jsonl) through the router and
+`atelier eval decisions` runs the labelled requests (tests/support/data/decisions.jsonl) through the router and
 through the model alone, and stores both accuracies in <data dir>/decision_accuracy.json, the model keyed
 by what it is (gguf:<file hash> or served:<model id>), so renaming a file or switching servers cannot reuse
 another model's figure.
@@ -80,7 +80,7 @@ def resolve(policy: str, model_key: str | None) -> Resolved:
 
 
 # -- measuring ---------------------------------------------------------------------------------------------
-DATASET = Path(__file__).resolve().parent.parent / "tests" / "data" / "decisions.jsonl"
+DATASET = Path(__file__).resolve().parent.parent / "tests" / "support" / "data" / "decisions.jsonl"
 
 
 def load_dataset(path: Path | str | None = None) -> list[dict]:

@@ -115,7 +115,7 @@ def build_parser() -> Parser:
 
     evaluate = sub.add_parser("eval", help="measure decisions on the labelled requests")
     eval_sub = evaluate.add_subparsers(dest="eval_command", parser_class=Parser)
-    eval_decisions = eval_sub.add_parser("decisions", help="model vs router accuracy on tests/data/decisions.jsonl; stored for policy auto")
+    eval_decisions = eval_sub.add_parser("decisions", help="model vs router accuracy on tests/support/data/decisions.jsonl; stored for policy auto")
     which = eval_decisions.add_mutually_exclusive_group()
     which.add_argument("--llm-url", help="an OpenAI-compatible server (…/v1); default: the configured model")
     which.add_argument("--model", help="a GGUF file to load in-process; default: the configured model")

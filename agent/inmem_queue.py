@@ -167,7 +167,7 @@ def install() -> bool:
                 await asyncio.wait_for(event.wait(), POLL_SECONDS)
                 woken = True
                 stats["woken_polls"] += 1
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 stats["timed_out_polls"] += 1
             event.clear()
         elif wait:

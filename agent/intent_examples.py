@@ -2,7 +2,7 @@
 
 Requests with explicit cues (past references, "no 3d", "make it 3d", "improve this prompt") are routed
 by rules in router.py; the embedding step separates what remains: a new idea to make, or chit-chat.
-These are the router's training data. The evaluation set is tests/data/decisions.jsonl, written
+These are the router's training data. The evaluation set is tests/support/data/decisions.jsonl, written
 separately, with other phrasings: accuracy is never measured on these examples.
 """
 

@@ -26,7 +26,8 @@ import logging
 import threading
 import time
 import uuid
-from typing import Annotated, Any, Callable
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from mcp import types
 from mcp.server.fastmcp import Context, FastMCP
@@ -34,7 +35,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from pydantic import Field
 
 from agent.settings import get_settings
-from memory.validation import InvalidInput, SIZE_MAX, SIZE_MIN, shown, validate_idea, validate_user_id
+from memory.validation import SIZE_MAX, SIZE_MIN, InvalidInput, shown, validate_idea, validate_user_id
 
 log = logging.getLogger("atelier.mcp")
 logging.getLogger("mcp").setLevel(logging.WARNING)  # the SDK logs every request at INFO; ours is one line per tool call

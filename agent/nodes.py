@@ -17,8 +17,8 @@ from langgraph.types import interrupt
 
 from models.llm import current_model_key
 from tools.deps import dependencies
-from tools.specs import TOOL_TABLE, ArgumentRequest
 from tools.kinds import KINDS
+from tools.specs import TOOL_TABLE, ArgumentRequest
 from tools.tools import working_image
 
 from . import calibration

@@ -38,7 +38,8 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jsonschema
 import socketio
@@ -80,7 +81,7 @@ def openfabric_app(*, manifest: Handler, schema: Handler, execution: Handler, re
                    extra_routes: list[tuple[str, str, Handler]] | tuple = ()) -> web.Application:
     """An aiohttp application with an Openfabric app's endpoints (GET /manifest, GET /schema?type=, POST /execution,
     GET /resource?reid=, socket.io /app when `sio` is given, its handlers registered by the caller). The node
-    passes its own handlers; the test fakes (tests/openfabric_fakes.py) pass fault-injecting ones."""
+    passes its own handlers; the test fakes (tests/support/openfabric_fakes.py) pass fault-injecting ones."""
     app = web.Application(client_max_size=client_max_size, middlewares=list(middlewares))
     for method, path, handler in extra_routes:
         app.router.add_route(method, path, handler)
@@ -357,7 +358,7 @@ class RunningServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 10.0) -> "RunningServer":
+    def start(self, timeout: float = 10.0) -> RunningServer:
         self._thread.start()
         if not self._ready.wait(timeout):
             raise RuntimeError("local node did not start in time")
@@ -406,7 +407,7 @@ class RunningServer:
             self.loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
 
-    def __enter__(self) -> "RunningServer":
+    def __enter__(self) -> RunningServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
-
-from memory.validation import InvalidInput, validate_user_id
 from pydantic_settings import SettingsConfigDict
 
+from memory.validation import InvalidInput, validate_user_id
 from models.settings import LayerSettings, cached
 
 

@@ -1,4 +1,4 @@
-"""Decision accuracy per policy on the labelled set tests/data/decisions.jsonl.
+"""Decision accuracy per policy on the labelled set tests/support/data/decisions.jsonl.
 
     .venv/bin/python benchmarks/decision_accuracy.py [--policies router,hybrid,model] [--limit N] [--json]
 

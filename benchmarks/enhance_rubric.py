@@ -1,4 +1,4 @@
-"""enhance_prompt over tests/data/enhance_ideas.txt (or, with --heldout, the held-out ideas in
+"""enhance_prompt over tests/support/data/enhance_ideas.txt (or, with --heldout, the held-out ideas in
 benchmarks/data/enhance_heldout.txt): rubric pass rate, subject drift, how often the additions copy the
 prompt's own worked examples, and how distinct the additions are across the ideas.
 
@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from models.llm import get_llm  # noqa: E402
-from tools.prompts import ENHANCE_EXAMPLES  # noqa: E402
 from tools.clip_tokens import count_tokens  # noqa: E402
 from tools.enhance import additions_of, copied_phrases, enhance, fit_idea, keeps_order, rubric, unrelated  # noqa: E402
+from tools.prompts import ENHANCE_EXAMPLES  # noqa: E402
 from tools.subjects import new_subjects  # noqa: E402
 
 
@@ -39,7 +39,7 @@ def read_ideas(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
-IDEAS = read_ideas(ROOT / "tests" / "data" / "enhance_ideas.txt")
+IDEAS = read_ideas(ROOT / "tests" / "support" / "data" / "enhance_ideas.txt")
 HELDOUT = read_ideas(ROOT / "benchmarks" / "data" / "enhance_heldout.txt")
 
 

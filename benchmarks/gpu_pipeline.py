@@ -8,7 +8,7 @@
     source .gpu/env.sh && python3 benchmarks/gpu_pipeline.py --out $OUT
 
 Built for one cold device call under 5 minutes: random folders are built with the existing builders
-(benchmarks/image_backend.py build_random, tests/tiny_hunyuan3d.py), the two pipelines load at the same time
+(benchmarks/image_backend.py build_random, tests/support/tiny_hunyuan3d.py), the two pipelines load at the same time
 through the start-up warm-up (tools.backends.warm_up, what `atelier serve` runs), then one first creation and
 --steady steady ones run text -> DiffusersBackend -> PNG -> Hunyuan3DBackend -> GLB. Every stage writes its JSON
 under --out as soon as it is done (env, build, load, first_call, steady_N, summary, and with --compare hy3dgen's
@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # tiny_pipelines, tiny_hunyuan3d: the random-folder builders
+sys.path.insert(0, str(ROOT / "tests" / "support"))  # tiny_pipelines, tiny_hunyuan3d: the random-folder builders
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -96,10 +96,10 @@ def compare(octree: int, cuda: bool) -> dict:
 
     import numpy as np
     import torch
+    from mesh_backend import picture
     from PIL import Image
     from scipy.spatial import cKDTree
 
-    from mesh_backend import picture
     from tools.backends import hunyuan3d
     from tools.backends.marching_cubes import marching_cubes
     from tools.backends.surface import decode_volume, latents_to_mesh

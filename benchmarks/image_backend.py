@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # tiny_pipelines: the tokenizer files and the tiny pipeline
+sys.path.insert(0, str(ROOT / "tests" / "support"))  # tiny_pipelines: the tokenizer files and the tiny pipeline
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -65,8 +65,9 @@ def build_random(arch: str, folder: Path) -> Path:
     """Save a random-weight pipeline of `arch` into `folder` (fp16 files, as the published fp16 variants)."""
     import torch
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
-    from tiny_pipelines import BOS_ID, EOS_ID, save_tiny_sd, tiny_tokenizer
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from tiny_pipelines import BOS_ID, EOS_ID, save_tiny_sd, tiny_tokenizer
 
     if arch == "tiny":
         return save_tiny_sd(folder, turbo=True)

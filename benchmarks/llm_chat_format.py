@@ -4,7 +4,7 @@
 
 For each format it starts `python -m llama_cpp.server` through docker/llm-entrypoint.sh (as the llm-service
 container does; LLM_CHAT_FORMAT empty = the template in the GGUF) on the packaged SmolLM2-135M (or
-ATELIER_LLM_PATH), on loopback, one thread, and measures over the labelled requests of tests/data/decisions.jsonl:
+ATELIER_LLM_PATH), on loopback, one thread, and measures over the labelled requests of tests/support/data/decisions.jsonl:
 
 - tool_calls: of the model's turns (policy model, step by step as the graph decides), how many came back as a
   standard `tool_calls` answer to `tools` + tool_choice "auto" (models/llm.py ServerLLM.chat_tools); the rest

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/mesh_backend.py --random 2mini --turbo --octree 256     # full-size, random weights
     .venv/bin/python benchmarks/mesh_backend.py --model models/hunyuan3d-2mini/hunyuan3d-dit-v2-mini-turbo
 
---random builds a random-weight shape folder with hy3dgen's own classes (tests/tiny_hunyuan3d.py): `tiny` is the
+--random builds a random-weight shape folder with hy3dgen's own classes (tests/support/tiny_hunyuan3d.py): `tiny` is the
 test model; `2mini` / `2.0` are the published architectures (DiT, ShapeVAE, DINOv2-giant conditioner at 518 px),
 whose time does not depend on the weights. The VAE's field is rewired to cross zero (a sphere), so marching
 cubes, simplification and colouring do real work. --out DIR keeps the built folder for the next run.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach for a model hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

@@ -29,7 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -102,7 +102,7 @@ def build(store, n: int, layout: str, cache: Path, embed_all: bool) -> tuple[flo
     texts, vectors = filler(n - len(PLANTED), cache, embed_all)
     planted_vectors = embeddings.embed([p for p, _ in PLANTED])  # real, like everything a user will ask for
     rng = random.Random(n)
-    start = datetime.now(timezone.utc) - timedelta(days=365)
+    start = datetime.now(UTC) - timedelta(days=365)
     image = GeneratedAsset(kind="image", data=b"\x89PNG\r\n\x1a\nbench", mime="image/png", backend="bench")
     creations, rows = [], []
     planted_at = {rng.randrange(n) for _ in range(len(PLANTED) * 3)}

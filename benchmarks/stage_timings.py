@@ -37,9 +37,9 @@ def main() -> int:
 
     from agent.cli import run_turn
     from agent.graph import build_graph
-    from models.llm import get_llm
     from memory import embeddings
     from memory.session import checkpointer
+    from models.llm import get_llm
 
     loads = {}
     t = time.perf_counter()

@@ -7,7 +7,7 @@
 #   LLM_HOST/LLM_PORT  where to listen (0.0.0.0:8000)
 #   LLM_CHAT_FORMAT    unset or empty: the GGUF's own chat template (tokenizer.chat_template; llama_cpp.server
 #                      reads it); else a llama.cpp chat format, e.g. chatml-function-calling (docs/deployment.md)
-# The tests run this same script against the project's virtualenv (tests/services.py).
+# The tests run this same script against the project's virtualenv (tests/support/services.py).
 set -eu
 MODELS_DIR=${LLM_MODELS_DIR:-/models}
 PY=${LLM_PYTHON:-python3}

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 
 import numpy as np
 from sqlalchemy import insert, select
@@ -61,7 +61,7 @@ def import_creations(store, creations: Sequence[NewCreation], vectors: np.ndarra
                 if key not in files:
                     _, rows = store.write_files([a])
                     files[key] = rows[0]
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         creation_rows, prompt_rows, asset_rows = [], [], []
         for c in batch:
             rows = [files[(a.kind, a.mime, a.backend, a.data)] for a in c.assets]
@@ -116,4 +116,4 @@ def index_ids(store, ids: Iterable[str], progress: Callable[[int], None] | None 
 
 
 def _ts(dt: datetime) -> float:
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()

@@ -1,6 +1,6 @@
 """The packaged all-MiniLM-L6-v2 sentence embedder, loaded once per process from disk (never from a hub).
 
-Two ways to run the same model, same vectors (cosine >= 0.999, tests/test_embeddings_onnx.py):
+Two ways to run the same model, same vectors (cosine >= 0.999, tests/integration/test_embeddings_onnx.py):
 
 - **onnx** (preferred): the model exported once by `atelier setup` (`export_onnx`) to an ONNX file under
   ./models, run by onnxruntime with the tokenizers library. No torch in the process: ~0.3 s to load and

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -42,7 +42,7 @@ def lease_broken(owner: str | None, until: datetime | None) -> str | None:
     pid, _, ticks = rest.partition(":")
     if host == _HOST and pid.isdigit() and ticks and _start_ticks(int(pid)) != ticks:  # gone, or pid reused
         return f"the process working on it (pid {pid}) ended before it finished"
-    if until is None or utc(until) < datetime.now(timezone.utc):
+    if until is None or utc(until) < datetime.now(UTC):
         return "its run stopped reporting (lease expired)" if until is not None else "no run holds it"
     return None
 
@@ -51,7 +51,7 @@ class Leases:
     """Finding a tool call's creation by its idempotency key, and the in_progress → settled status of a creation."""
 
     def _lease_end(self) -> datetime:
-        return datetime.now(timezone.utc) + timedelta(seconds=self.lease_seconds)
+        return datetime.now(UTC) + timedelta(seconds=self.lease_seconds)
 
     def find(self, idempotency_key: str, user_id: str | None = None) -> CreationView | None:
         """The creation a tool call with this key made, if it made one."""

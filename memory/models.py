@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def new_id() -> str:
@@ -38,9 +38,9 @@ class CreationRecord(Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     lease_owner: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
-    prompt: Mapped["Prompt"] = relationship(back_populates="creation", uselist=False, cascade="all, delete-orphan", lazy="selectin")
-    assets: Mapped[list["Asset"]] = relationship(back_populates="creation", cascade="all, delete-orphan", lazy="selectin", order_by="Asset.id")
-    embeddings: Mapped[list["VectorEmbedding"]] = relationship(back_populates="creation", cascade="all, delete-orphan", lazy="selectin")
+    prompt: Mapped[Prompt] = relationship(back_populates="creation", uselist=False, cascade="all, delete-orphan", lazy="selectin")
+    assets: Mapped[list[Asset]] = relationship(back_populates="creation", cascade="all, delete-orphan", lazy="selectin", order_by="Asset.id")
+    embeddings: Mapped[list[VectorEmbedding]] = relationship(back_populates="creation", cascade="all, delete-orphan", lazy="selectin")
 
 
 class Prompt(Base):

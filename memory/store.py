@@ -23,8 +23,8 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from sqlalchemy import create_engine, func, select, update
 from sqlalchemy.exc import IntegrityError

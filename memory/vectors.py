@@ -45,7 +45,7 @@ EXACT_WINDOW_LIMIT = 5000
 # benchmarks/recall_scale.py, the HNSW graph is not good enough for recall: a query in other words than any stored
 # prompt lands on a plateau of many similar prompts, and at 90k vectors the graph returned the planted record first
 # for 0 of 10 queries where exact search found 9; and over many similar prompts some vectors get no in-links at all
-# (about 1 in 2000 in tests/test_recall_scale.py, whatever M and ef_construction), so no search can return them.
+# (about 1 in 2000 in tests/integration/test_recall_scale.py, whatever M and ef_construction), so no search can return them.
 # Above the limit (and with a Chroma server, whose other writers we cannot hear of) the graph is used.
 # (memory/settings.py recall_exact_limit, ATELIER_RECALL_EXACT_LIMIT)
 ADD_BATCH = 1000  # below Chroma's max batch size; one graph write per batch
@@ -67,7 +67,7 @@ _ENVIRONMENT_WORDS = ("disk is full", "no space left", "readonly database", "rea
                       "unable to open database file", "database is locked", "disk i/o error", "too many open files",
                       "operation not permitted", "file too large", "cannot allocate memory", "quota")
 # What they say for files that are there but unreadable as an index (found by truncating and overwriting each
-# file of a real index: tests/test_recall_scale.py).
+# file of a real index: tests/integration/test_recall_scale.py).
 _CORRUPT_WORDS = ("malformed", "file is not a database", "error loading hnsw index", "hnswindexloaderror",
                   "deserializ", "invalid persisted hnsw header", "corrupt", "failed to fill whole buffer",
                   "unexpected end of file", "unexpected eof", "error finding id",
@@ -490,7 +490,7 @@ class VectorIndex:
 
         return self._call(query)
 
-    def _exact(self, user_id: str, collection) -> "ExactCopy | None":
+    def _exact(self, user_id: str, collection) -> ExactCopy | None:
         """The user's vectors for exact search, or None above the exact-search limit or for a server (whose writers
         we cannot hear of)."""
         if self._lock_path is None:
@@ -515,7 +515,7 @@ class VectorIndex:
             log.info("step=load_exact user_vectors=%d seconds=%.3f", len(copy), time.perf_counter() - started)
         return copy
 
-    def _exact_catch_up(self, user_id: str, collection, copy: "ExactCopy", count: int) -> "ExactCopy | None":
+    def _exact_catch_up(self, user_id: str, collection, copy: ExactCopy, count: int) -> ExactCopy | None:
         """Another process added to this user: fetch only the vectors newer than our copy's newest. If that does not
         account for the new count (something was deleted), None: the caller loads the copy afresh."""
         self._handle.exact.pop(user_id, None)

@@ -4,7 +4,7 @@ this module imports nothing of the store's."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
 STATUSES = ("in_progress", "complete", "image_only", "model_only", "failed", "interrupted", "image_ready")
@@ -85,8 +85,8 @@ def status_of(rows) -> str:
 
 def utc(dt: datetime) -> datetime:
     if dt.tzinfo is None:  # SQLite hands back naive datetimes; we always store UTC
-        return dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+        return dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
 
 
 def jsonable(value):

@@ -141,7 +141,7 @@ def answer_from_json(text: str) -> dict:
 KV_CACHE_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}  # llama_cpp.GGML_TYPE_* values
 # f16 by default: its answers are exactly those of before. q8_0 (with flash attention) saves another 42-55 MiB
 # (a cold create 765 -> 710 MB) but changes the numerics, and over the 32 rubric ideas one addition then copied
-# a pool phrase ("lightning flash"; copied-phrase rate 0 -> 3 %, which tests/test_enhance.py forbids).
+# a pool phrase ("lightning flash"; copied-phrase rate 0 -> 3 %, which tests/integration/test_enhance.py forbids).
 DEFAULT_KV_CACHE_TYPE = "f16"
 # States of recent prompts, so a decide prompt evaluated before an enhance call is not evaluated again after it.
 # A state is the used part of the KV cache (22.5 KiB a token in f16): 64 MiB holds the few prefixes that

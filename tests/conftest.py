@@ -7,8 +7,12 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
 sys.path.insert(0, str(ROOT))
+# The shared helpers (servers, fakes, tiny model builders) and data live in tests/support; tests import them by name.
+SUPPORT = TESTS / "support"
+sys.path.insert(0, str(SUPPORT))
 
 # Tests prove that nothing reaches for a model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -62,26 +66,27 @@ def shots(tmp_path_factory) -> Path:
 
 
 # -- test levels: `pytest -m unit` (fast, in-process), `-m integration`, `-m e2e`; `make test` runs all ----------
-# e2e: a browser, the API server, compose. integration: real llama.cpp, Chroma, Postgres, Whisper or subprocesses.
-# A file not listed here is unit; a new file that starts a process or loads a model belongs in this table.
-E2E = {"test_tool_kinds.py", "test_ui_studio.py", "test_ui_users.py", "test_ui_upload.py", "test_api_server.py", "test_api_load.py", "test_history_api.py",
-       "test_api_security.py", "test_compose.py", "test_mcp.py", "test_upload.py", "test_concurrent_writers.py", "test_idempotency.py",
-       "test_llm_server.py"}
-INTEGRATION = {"test_cli.py", "test_graph.py", "test_enhance.py", "test_decisions.py", "test_llm_sharing.py",
-               "test_model_decides.py", "test_memory.py", "test_memory_backends.py", "test_faults.py", "test_index_faults.py",
-               "test_recall_scale.py", "test_speech.py", "test_embeddings_onnx.py", "test_validation.py", "test_models_cli.py",
-               "test_openfabric_client.py", "test_openfabric_marshmallow.py", "test_openfabric_real.py", "test_openfabric_outbound.py",
-               "test_speech_length.py",
-               "test_backend_diffusers.py", "test_backend_hunyuan3d.py", "test_backend_plugins.py", "test_bootstrap.py"}
+# The folder is the level: tests/e2e (a browser, the API server, compose), tests/integration (real llama.cpp, Chroma,
+# Postgres, Whisper or subprocesses), tests/unit (in-process, seconds). A test anywhere else fails the collection,
+# so a new file can never count as unit by accident.
+LEVELS = ("unit", "integration", "e2e")
 
 
-def level_of(filename: str) -> str:
-    return "e2e" if filename in E2E else "integration" if filename in INTEGRATION else "unit"
+def level_of(path: Path) -> str | None:
+    """The level of a test file from its folder under tests/ (None when it is in none of them)."""
+    try:
+        parts = Path(path).resolve().relative_to(TESTS).parts
+    except ValueError:
+        return None
+    return parts[0] if len(parts) > 1 and parts[0] in LEVELS else None
 
 
 def pytest_collection_modifyitems(config, items):
+    misplaced = sorted({str(item.path) for item in items if level_of(item.path) is None})
+    if misplaced:
+        raise pytest.UsageError(f"tests outside tests/unit, tests/integration, tests/e2e (move them into one): {misplaced}")
     for item in items:
-        item.add_marker(getattr(pytest.mark, level_of(item.path.name)))
+        item.add_marker(getattr(pytest.mark, level_of(item.path)))
 
 
 @pytest.fixture(autouse=True)

@@ -15,8 +15,7 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
-from memory.validation import (InvalidInput, clean_bounded, shown, validate_seed, validate_size, validate_steps,
-                               validate_thread_id, validate_user_id)
+from memory.validation import InvalidInput, clean_bounded, shown, validate_seed, validate_size, validate_steps, validate_thread_id, validate_user_id
 from tools.settings import get_settings, split_names
 
 GUIDANCE_MIN, GUIDANCE_MAX = 0.0, 50.0  # classifier-free guidance: 0 (turbo models) .. far above any model's useful range

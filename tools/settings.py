@@ -80,8 +80,8 @@ def check_settings(backends: bool = True) -> None:
     registered now (built-ins and plugins' entry points: a plugin adds names, so this is checked at start, not at
     import; it imports the listed backends' modules, so commands that make nothing skip it).
     Raises SettingsProblem with one line naming the variable; entry points (the CLI, servers) call it at start."""
-    from models.settings import ModelSettings
     from memory.settings import MemorySettings
+    from models.settings import ModelSettings
     from tools.openfabric.config import OpenfabricSettings
 
     for cls in (ModelSettings, MemorySettings, ToolSettings, OpenfabricSettings):

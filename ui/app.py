@@ -22,17 +22,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 import chainlit as cl  # noqa: E402
+from chainlit.server import app as server_app  # noqa: E402
 from fastapi import APIRouter, Depends, HTTPException, Request  # noqa: E402  (module level: FastAPI resolves the
 from fastapi.responses import Response  # noqa: E402                          route's string annotations here)
-from chainlit.server import app as server_app  # noqa: E402
 
 from agent.settings import get_settings as agent_settings  # noqa: E402
 from memory.settings import get_settings as memory_settings  # noqa: E402
 from ui import history, routes, settings_panel  # noqa: E402
 from ui.auth import AuthConfigError, check_password, ensure_secret, local_user_name, parse_users  # noqa: E402
 from ui.datalayer import SQLiteDataLayer  # noqa: E402
-from ui.settings import get_settings as ui_settings  # noqa: E402
 from ui.runner import Turn, api_url, get_graph, identity_headers, in_thread, remote_creation, remote_history  # noqa: E402
+from ui.settings import get_settings as ui_settings  # noqa: E402
 from ui.voice import DIDNT_CATCH, VoiceBuffer  # noqa: E402
 
 log = logging.getLogger("atelier.ui")

@@ -5,8 +5,8 @@ from typing import Any
 
 from agent.configuration import POLICIES
 from agent.settings import get_settings as agent_settings
-from tools.settings import get_settings
 from memory.validation import InvalidInput, validate_seed, validate_size, validate_steps
+from tools.settings import get_settings
 
 SIZES = ["256x256", "384x384", "512x512", "640x640", "768x768", "1024x1024", "768x512", "512x768"]
 AUTO = "auto (fallback order)"

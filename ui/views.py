@@ -5,8 +5,10 @@ Nothing here talks to Chainlit, so it is easy to test and reuse (the API or anot
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
 
 def tool_spec(tool: str | None):
     """The tool's entry in the tool table (tools/specs.py), or None for a name it does not know."""
@@ -219,7 +221,7 @@ def _when(created_at: str) -> str:
         dt = datetime.fromisoformat(created_at)
     except (TypeError, ValueError):
         return created_at or ""
-    return dt.astimezone(timezone.utc).isoformat()
+    return dt.astimezone(UTC).isoformat()
 
 
 def creation_props(view, *, detail: bool = False, parent=None, children: Iterable = (), notes: Iterable[str] = (),

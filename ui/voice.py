@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
 STANDARD_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 

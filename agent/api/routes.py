@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -241,7 +241,7 @@ def time_bound(value: str | None, field: str) -> datetime | None:
     except ValueError:
         parsed = None
     if parsed is not None:
-        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
         whole_day = re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) is not None
         return parsed + timedelta(days=1) if whole_day and field == "until" else parsed
     rest, window = split_time(text)

@@ -22,10 +22,11 @@ import logging
 import pkgutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any
 
 from .base import Backend, BackendError, GeneratedAsset, ProgressFn, no_progress
 

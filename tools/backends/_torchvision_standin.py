@@ -10,7 +10,7 @@ taken out of sys.modules again at once, so no other library ever sees a fake `to
 The maths follows torchvision's tensor path: Resize(int) scales the shorter side to `size` (the longer side is
 int(size * long / short)) with `F.interpolate(..., align_corners=False, antialias=...)`, CenterCrop rounds the
 offsets like torchvision (and zero-pads an image smaller than the crop), Normalize is (x - mean) / std per
-channel. tests/test_backend_hunyuan3d.py checks each against independent numbers (PIL's antialiased
+channel. tests/integration/test_backend_hunyuan3d.py checks each against independent numbers (PIL's antialiased
 bilinear resize, hand-computed crops and normalisation).
 """
 from __future__ import annotations

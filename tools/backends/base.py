@@ -6,8 +6,9 @@ the tools layer stores what it returns and reports progress to the graph's strea
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from memory.types import GeneratedAsset  # what backends return is what the memory layer keeps
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from tools.settings import get_settings
 from tools.backends.base import Backend, BackendError, GeneratedAsset, ImageRequest, MeshRequest, ProgressFn, no_progress
 from tools.openfabric.client import generate_sync
 from tools.openfabric.config import get_openfabric_settings
 from tools.openfabric.schema_mapping import ToolValues
+from tools.settings import get_settings
 
 
 class OpenfabricBackend(Backend):

@@ -225,8 +225,7 @@ def decode_volume(latents, geo_decoder, *, octree_resolution: int, bounds: float
     from ._torchvision_standin import conditioner_module
 
     conditioner_module()  # importing hy3dgen.shapegen needs torchvision.transforms (or the stand-in)
-    from hy3dgen.shapegen.models.autoencoders.volume_decoders import (
-        extract_near_surface_volume_fn, generate_dense_grid_points)
+    from hy3dgen.shapegen.models.autoencoders.volume_decoders import extract_near_surface_volume_fn, generate_dense_grid_points
 
     if latents.shape[0] != 1:
         raise ValueError(f"decode_volume decodes one latent set at a time, not {latents.shape[0]}")

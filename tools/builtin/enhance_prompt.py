@@ -9,9 +9,9 @@ from langchain_core.tools import InjectedToolCallId, tool
 from langgraph.types import Command
 
 from tools.deps import dependencies
+from tools.enhance import enhance
 from tools.specs import ToolSpec
 from tools.tools import emit, step_result
-from tools.enhance import enhance
 
 
 @tool

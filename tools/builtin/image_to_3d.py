@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 from langchain_core.runnables import RunnableConfig
@@ -9,15 +10,13 @@ from langchain_core.tools import InjectedToolCallId, tool
 from langgraph.prebuilt import InjectedState
 from langgraph.types import Command
 
+from memory.store import CreationView
+from tools.backends import generate_with_fallback
+from tools.backends.base import MeshRequest
 from tools.configuration import ToolConfiguration
 from tools.deps import dependencies
 from tools.specs import ToolSpec
 from tools.tools import _asset_dict, _keep_fallbacks, _progress, assets_of, call_key, emit, log, step_result, working_image
-from pathlib import Path
-
-from memory.store import CreationView
-from tools.backends import generate_with_fallback
-from tools.backends.base import MeshRequest
 
 
 @tool

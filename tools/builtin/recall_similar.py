@@ -8,11 +8,11 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import InjectedToolCallId, tool
 from langgraph.types import Command
 
+from memory.recall import recall
 from tools.configuration import ToolConfiguration
 from tools.deps import dependencies
 from tools.specs import ToolSpec
 from tools.tools import _asset_dict, assets_of, emit, step_result
-from memory.recall import recall
 
 
 @tool

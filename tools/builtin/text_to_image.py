@@ -9,12 +9,12 @@ from langchain_core.tools import InjectedToolCallId, tool
 from langgraph.prebuilt import InjectedState
 from langgraph.types import Command
 
+from tools.backends import generate_with_fallback
+from tools.backends.base import ImageRequest
 from tools.configuration import ToolConfiguration
 from tools.deps import dependencies
 from tools.specs import ToolSpec
 from tools.tools import _asset_dict, _keep_fallbacks, _progress, assets_of, call_key, emit, log, step_result
-from tools.backends import generate_with_fallback
-from tools.backends.base import ImageRequest
 
 
 @tool

@@ -26,8 +26,9 @@ import json
 import logging
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import httpx
@@ -42,13 +43,13 @@ from .errors import (
     BadSchema,
     CallTimeout,
     ClientError,
+    GenerationFailed,
     HostNotFound,
     OpenfabricError,
     OutboundRefused,
     SchemaMismatch,
     ServerError,
     SocketUnavailable,
-    GenerationFailed,
     TooLarge,
     Unauthorized,
     Unreachable,

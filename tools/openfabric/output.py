@@ -17,8 +17,9 @@ import hashlib
 import json
 import re
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from .errors import BadResponse, OpenfabricError, TooLarge
 from .schema_mapping import _alternatives, _Recursive, is_binary_schema, resolve
@@ -136,7 +137,7 @@ class AssetLimits:
     image_pixels: int = 40_000_000
 
     @classmethod
-    def from_settings(cls, settings) -> "AssetLimits":
+    def from_settings(cls, settings) -> AssetLimits:
         return cls(settings.max_image_bytes, settings.max_model_bytes, settings.max_video_bytes, settings.max_image_pixels)
 
     def cap(self, kind: str) -> int:

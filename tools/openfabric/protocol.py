@@ -1,6 +1,6 @@
 """The Openfabric app protocol as an app speaks it: the app kinds and answer shapes, their manifests and schemas,
 resource ids, the ray (an execution's status), and decoding what a client sends. The local node
-(agent/openfabric_node.py) serves it, and the test fakes (tests/openfabric_fakes.py) build their apps from it;
+(agent/openfabric_node.py) serves it, and the test fakes (tests/support/openfabric_fakes.py) build their apps from it;
 the client side is tools/openfabric/client.py. Nothing here imports a backend or a server."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import threading
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 TEXT_TO_IMAGE = "text-to-image"
@@ -160,7 +160,7 @@ class ResourceStore:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 @dataclass

@@ -16,8 +16,9 @@ import copy
 import math
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import jsonschema
 from jsonschema import validators
