@@ -209,6 +209,16 @@ def _checked_configuration(configurable: dict[str, Any]) -> None:
 from agent.run import run_turn, turn_decisions, turn_report  # noqa: E402,F401
 
 
+def _print_report(report: dict, as_json: bool, thread: str) -> int:
+    """A turn's outcome: one JSON object (--json), or the reply with the thread id on stderr to continue it."""
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        print(report["reply"])
+        print(f"(thread {thread})", file=sys.stderr)
+    return 0
+
+
 def cmd_create(args) -> int:
     from agent.settings import get_settings
 
@@ -251,12 +261,7 @@ def cmd_create(args) -> int:
         if stored is not None:
             report["original_prompt"] = report["original_prompt"] or stored.original_prompt
             report["enhanced_prompt"] = report["enhanced_prompt"] or stored.enhanced_prompt
-    if args.json:
-        print(json.dumps(report, ensure_ascii=False))
-    else:
-        print(report["reply"])
-        print(f"(thread {thread})", file=sys.stderr)
-    return 0
+    return _print_report(report, args.json, thread)
 
 
 def create_from_image(args) -> int:
@@ -300,12 +305,7 @@ def create_from_image(args) -> int:
         report = turn_report(run_turn(graph, None, config, on_event=progress, payload=picture_turn(view.id, image_of(view))), config)
         report["creation_id"], report["upload"] = report.get("creation_id") or view.id, view.id
         report["original_prompt"] = report.get("original_prompt") or view.original_prompt
-    if args.json:
-        print(json.dumps(report, ensure_ascii=False))
-    else:
-        print(report["reply"])
-        print(f"(thread {thread})", file=sys.stderr)
-    return 0
+    return _print_report(report, args.json, thread)
 
 
 class _EventPrinter:
